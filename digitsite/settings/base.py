@@ -1,0 +1,173 @@
+"""Settings for development and the base of every other settings module.
+
+Everything that differs between machines comes from the environment; the defaults give a
+working development site on SQLite with no configuration at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from digitsite.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# Development only: production.py refuses to start without DJANGO_SECRET_KEY.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "django-insecure-development-key-not-for-production")
+DEBUG = env_bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "recognizer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "digitsite.urls"
+WSGI_APPLICATION = "digitsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL",
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "recognizer.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media")))
+
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "digitsite <noreply@localhost>")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "digitsite",
+    }
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon_predict": env_str("RECOGNIZER_ANON_PREDICT_RATE", "60/minute"),
+        "user_predict": env_str("RECOGNIZER_USER_PREDICT_RATE", "600/minute"),
+        "login": env_str("RECOGNIZER_LOGIN_RATE", "10/minute"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "digitsite API",
+    "DESCRIPTION": "Recognise handwritten digits, label drawings, and manage model versions.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Recognizer -------------------------------------------------------------------------------
+# Where MNIST is read from; fetch_mnist downloads into RECOGNIZER_DATA_DIR/mnist when unset.
+RECOGNIZER_DATA_DIR = Path(env_str("RECOGNIZER_DATA_DIR", str(BASE_DIR / "data")))
+MNIST_DIR = env_str("MNIST_DIR", "")
+PENDIGITS_DIR = env_str("PENDIGITS_DIR", "")
+RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
+# Below this confidence, or with the two best digits this close, the answer is "unsure".
+RECOGNIZER_UNSURE_CONFIDENCE = env_float("RECOGNIZER_UNSURE_CONFIDENCE", 0.6)
+RECOGNIZER_UNSURE_MARGIN = env_float("RECOGNIZER_UNSURE_MARGIN", 0.15)
+RECOGNIZER_MAX_UPLOAD_BYTES = env_int("RECOGNIZER_MAX_UPLOAD_BYTES", 2 * 1024 * 1024, minimum=1024)
+RECOGNIZER_MAX_PIXELS = env_int("RECOGNIZER_MAX_PIXELS", 4096 * 4096, minimum=28 * 28)
+# Off in development: an owner's label is trusted unless staff reject it.
+RECOGNIZER_REQUIRE_REVIEW = env_bool("RECOGNIZER_REQUIRE_REVIEW", False)
+RECOGNIZER_RETRAIN_AFTER = env_int("RECOGNIZER_RETRAIN_AFTER", 200, minimum=1)
+RECOGNIZER_RETRAIN_SCHEDULE = env_str("RECOGNIZER_RETRAIN_SCHEDULE", "0 3 * * *")
+# How often a web worker checks the database for a newly activated model version (seconds).
+RECOGNIZER_MODEL_CHECK_SECONDS = env_float("RECOGNIZER_MODEL_CHECK_SECONDS", 2.0)
+# Training-size cap for the first model the quickstart trains (0 = all of MNIST).
+RECOGNIZER_TRAIN_LIMIT = env_int("RECOGNIZER_TRAIN_LIMIT", 0, minimum=0)
+
+# Django reads uploads into memory up to this size; larger bodies are refused by the API.
+DATA_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
+FILE_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30 * 60, minimum=60)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, minimum=30)
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,23 @@
+"""Fast, isolated settings for the test suite."""
+
+import tempfile
+from pathlib import Path
+
+from .base import *  # noqa: F401,F403
+from .base import REST_FRAMEWORK
+
+SECRET_KEY = "test-secret-key"
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="digitsite-test-media-"))
+RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BROKER_URL = "memory://"
+CELERY_RESULT_BACKEND = "cache+memory://"
+RECOGNIZER_MODEL_CHECK_SECONDS = 0.0
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {"anon_predict": "1000/minute", "user_predict": "1000/minute", "login": "1000/minute"},
+}

@@ -1,0 +1,127 @@
+"""Database models: users, the drawings they make, the model versions that read them, and the
+training runs that make new versions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+
+
+class User(AbstractUser):
+    """The site's user; custom from the first migration so it can grow without a painful swap."""
+
+
+def drawing_upload_path(instance: "Drawing", filename: str) -> str:
+    # Unguessable names, and the files are served only through a permission-checked view.
+    return f"drawings/{instance.user_id}/{uuid.uuid4().hex}.png"
+
+
+class ModelVersion(models.Model):
+    """One trained model, written once to its own file under MEDIA_ROOT/models/."""
+
+    kind = models.CharField(max_length=16, default="knn")
+    file = models.CharField(max_length=255, unique=True, help_text="Path relative to MEDIA_ROOT.")
+    sha256 = models.CharField(max_length=64)
+    data_source = models.CharField(max_length=32, default="mnist")
+    metadata = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} ({self.kind}{', active' if self.is_active else ''})"
+
+
+class Drawing(models.Model):
+    """A digit a logged-in user drew, what the model said, and what the user and staff say it is."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="drawings")
+    image = models.ImageField(upload_to=drawing_upload_path)
+    # The 28x28 uint8 image the model saw, so review and retraining use exactly the same input.
+    preprocessed = models.BinaryField(max_length=784)
+    predicted_digit = models.PositiveSmallIntegerField()
+    confidence = models.FloatField()
+    probabilities = models.JSONField(default=list)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    label = models.PositiveSmallIntegerField(null=True, blank=True)
+    labelled_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviewed_drawings"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    suspicious = models.BooleanField(default=False, db_index=True)
+    suspicion_score = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Drawing {self.pk} by {self.user_id}: predicted {self.predicted_digit}, label {self.label}"
+
+    @property
+    def is_wrong(self) -> bool | None:
+        return None if self.label is None else self.label != self.predicted_digit
+
+
+class TrainingRun(models.Model):
+    """One retraining attempt: who started it, how far it got, and what it decided."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PROMOTED = "promoted", "Promoted"
+        NOT_PROMOTED = "not_promoted", "Not promoted"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        THRESHOLD = "threshold", "New drawings threshold"
+        STAFF = "staff", "Staff"
+        COMMAND = "command", "Command line"
+
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    progress = models.FloatField(default=0.0)
+    stage = models.CharField(max_length=120, blank=True)
+    data_counts = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    decision = models.JSONField(default=dict, blank=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
