@@ -1,0 +1,282 @@
+"""Service functions: the one path that the page, the REST API, the management commands and the
+Celery tasks all call. Views and commands stay thin; the machine learning lives in recognizer.ml."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from recognizer.ml import evaluate as ml_evaluate
+from recognizer.ml import mnist as ml_mnist
+from recognizer.ml import model as ml_model
+from recognizer.ml import preprocess as ml_preprocess
+from recognizer.ml import store as ml_store
+from recognizer.models import Drawing, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+class NoActiveModel(Exception):
+    """No model version is active, or none could be loaded."""
+
+
+@dataclass
+class PredictionResult:
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    model_version: int
+    uncertain: bool
+    top_two: list[dict]
+    drawing: Drawing | None = None
+
+
+# --- Serving the active model ------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    version_id: int
+    sha256: str
+    estimator: object
+
+
+class ActiveModelCache:
+    """Holds this process's in-memory model and swaps it when the database activates another.
+
+    A request takes one reference to a LoadedModel and uses only that, so a swap between requests
+    never mixes two models inside one answer. The database is asked at most every
+    RECOGNIZER_MODEL_CHECK_SECONDS; a version that fails to load leaves the previous one serving.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: LoadedModel | None = None
+        self._checked_at = 0.0
+        self.last_error: str = ""
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded = None
+            self._checked_at = 0.0
+            self.last_error = ""
+
+    def get(self) -> LoadedModel:
+        now = time.monotonic()
+        loaded = self._loaded
+        if loaded is not None and now - self._checked_at < settings.RECOGNIZER_MODEL_CHECK_SECONDS:
+            return loaded
+        with self._lock:
+            if self._loaded is not None and time.monotonic() - self._checked_at < settings.RECOGNIZER_MODEL_CHECK_SECONDS:
+                return self._loaded
+            self._refresh()
+            self._checked_at = time.monotonic()
+            if self._loaded is None:
+                raise NoActiveModel(self.last_error or "No model is active yet: run `python manage.py train_model`.")
+            return self._loaded
+
+    def _refresh(self) -> None:
+        active = ModelVersion.objects.filter(is_active=True).values("id", "file", "sha256").first()
+        if active is None:
+            if self._loaded is None:
+                self.last_error = "No model is active yet: run `python manage.py train_model`."
+            return
+        if self._loaded is not None and self._loaded.version_id == active["id"]:
+            return
+        try:
+            estimator = ml_store.load_model(model_path(active["file"]), expected_sha256=active["sha256"])
+        except (ml_store.CorruptModelError, OSError) as exc:
+            self.last_error = f"Model v{active['id']} could not be loaded: {exc}"
+            logger.error("%s; %s", self.last_error, "keeping the previous model" if self._loaded else "no model to serve")
+            return
+        self._loaded = LoadedModel(version_id=active["id"], sha256=active["sha256"], estimator=estimator)
+        self.last_error = ""
+        logger.info("Serving model v%s", active["id"])
+
+    @property
+    def serving_version(self) -> int | None:
+        loaded = self._loaded
+        return loaded.version_id if loaded else None
+
+
+model_cache = ActiveModelCache()
+
+
+def model_path(relative: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / relative
+
+
+# --- Predicting and labelling ------------------------------------------------------------------
+
+
+def is_uncertain(probabilities: list[float]) -> bool:
+    """Unsure when the best digit is weak or the runner-up is close behind it."""
+    best, second = sorted(probabilities, reverse=True)[:2]
+    return best < settings.RECOGNIZER_UNSURE_CONFIDENCE or best - second < settings.RECOGNIZER_UNSURE_MARGIN
+
+
+def preprocess_upload(data: bytes) -> np.ndarray:
+    """Decode and bring an uploaded drawing into the MNIST frame (raises ml_preprocess.DrawingError)."""
+    if len(data) > settings.RECOGNIZER_MAX_UPLOAD_BYTES:
+        raise ml_preprocess.ImageTooLarge(
+            f"The image is {len(data)} bytes; the limit is {settings.RECOGNIZER_MAX_UPLOAD_BYTES} bytes."
+        )
+    return ml_preprocess.preprocess_drawing(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
+
+
+def predict_image(data: bytes, user=None) -> PredictionResult:
+    """Predict the digit in an uploaded drawing; a logged-in user's drawing is stored with the answer."""
+    image28 = preprocess_upload(data)
+    loaded = model_cache.get()
+    prediction = loaded.estimator.predict_one(image28)
+    probabilities = [float(p) for p in prediction.probabilities]
+    order = np.argsort(probabilities)[::-1][:2]
+    result = PredictionResult(
+        digit=int(prediction.digit),
+        confidence=float(prediction.confidence),
+        probabilities=probabilities,
+        model_version=loaded.version_id,
+        uncertain=is_uncertain(probabilities),
+        top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
+    )
+    if user is not None and user.is_authenticated:
+        result.drawing = store_drawing(user, data, image28, result)
+    return result
+
+
+def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult) -> Drawing:
+    drawing = Drawing(
+        user=user,
+        preprocessed=ml_preprocess.to_uint8(image28),
+        predicted_digit=result.digit,
+        confidence=result.confidence,
+        probabilities=result.probabilities,
+        model_version_id=result.model_version,
+    )
+    drawing.image.save("drawing.png", ContentFile(as_png(data)), save=False)
+    drawing.save()
+    return drawing
+
+
+def as_png(data: bytes) -> bytes:
+    """Store every drawing as PNG whatever format it came in, so it can be served as one type."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data
+    image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def label_drawing(drawing: Drawing, label: int) -> Drawing:
+    """The owner (or staff) says which digit the drawing really is."""
+    if not 0 <= int(label) <= 9:
+        raise ValueError("A label is a digit from 0 to 9.")
+    drawing.label = int(label)
+    drawing.labelled_at = timezone.now()
+    drawing.save(update_fields=["label", "labelled_at"])
+    return drawing
+
+
+# --- Training and the model store --------------------------------------------------------------
+
+
+def mnist_directory() -> Path:
+    """MNIST_DIR when set, otherwise where fetch_mnist downloads to."""
+    if settings.MNIST_DIR:
+        return Path(settings.MNIST_DIR)
+    return Path(settings.RECOGNIZER_DATA_DIR) / "mnist"
+
+
+def pendigits_path() -> Path | None:
+    return Path(settings.PENDIGITS_DIR) if settings.PENDIGITS_DIR else None
+
+
+@dataclass
+class TrainingOutcome:
+    version: ModelVersion
+    metrics: dict
+    warning: str = ""
+    activated: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress | None = None) -> dict:
+    """The figures recorded with every model: MNIST test, and canvas drawings when pendigits is there."""
+    metrics = {"mnist_test": ml_evaluate.evaluate(estimator, data.test_images / 255.0, data.test_labels)}
+    pendigits = pendigits_path()
+    if pendigits is not None and pendigits.exists():
+        if progress:
+            progress("evaluating on canvas drawings", 0.95)
+        X, y, _writers = ml_evaluate.canvas_dataset(pendigits, seed=0, limit=2000)
+        metrics["canvas"] = ml_evaluate.evaluate(estimator, X, y)
+    return metrics
+
+
+def train_new_model(
+    *, limit: int = 0, activate: bool | None = None, cv: bool = True, progress: Progress | None = None
+) -> TrainingOutcome:
+    """Train on MNIST (or the loud fallback), evaluate, store the file, and register the version.
+
+    `activate=None` activates the new version only when no version is active yet.
+    """
+    data = ml_mnist.load_training_data(mnist_directory())
+    warning = getattr(data, "warning", "") or ""
+    images, labels = data.train_images, data.train_labels
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    result = ml_model.train_model(images / 255.0, labels, progress=progress, cv=cv)
+    metrics = evaluation_metrics(result.estimator, data, progress)
+    metadata = {
+        "data_source": data.source,
+        "data_warning": warning,
+        "counts": {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))},
+        "hyperparameters": result.hyperparameters,
+        "cv_curve": result.cv_curve,
+        "train_seconds": result.train_seconds,
+        "metrics": metrics,
+    }
+    if progress:
+        progress("saving", 0.98)
+    saved = ml_store.save_model(result.estimator, metadata, Path(settings.RECOGNIZER_MODEL_DIR))
+    version = register_model(saved, kind="knn", data_source=data.source, metrics=metrics)
+    if activate is None:
+        activate = not ModelVersion.objects.filter(is_active=True).exists()
+    if activate:
+        activate_version(version)
+    return TrainingOutcome(version=version, metrics=metrics, warning=warning, activated=activate)
+
+
+def register_model(saved: "ml_store.SavedModel", *, kind: str, data_source: str, metrics: dict) -> ModelVersion:
+    relative = Path(saved.path).resolve().relative_to(Path(settings.MEDIA_ROOT).resolve())
+    return ModelVersion.objects.create(
+        kind=kind,
+        file=str(relative),
+        sha256=saved.sha256,
+        data_source=data_source,
+        metadata=saved.metadata,
+        metrics=metrics,
+    )
+
+
+def activate_version(version: ModelVersion) -> ModelVersion:
+    """Point the site at a version in one transaction; the file is verified first."""
+    ml_store.load_model(model_path(version.file), expected_sha256=version.sha256)
+    with transaction.atomic():
+        ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())
+    version.refresh_from_db()
+    return version

@@ -1,0 +1,3 @@
+"""Page routes: the drawing page, sign-up, My drawings, drawing images."""
+
+urlpatterns: list = []
