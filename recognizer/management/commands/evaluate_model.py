@@ -1,0 +1,34 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from recognizer import services
+from recognizer.ml import mnist
+from recognizer.ml import store
+from recognizer.ml.evaluate import format_metrics_table
+from recognizer.models import ModelVersion
+
+
+class Command(BaseCommand):
+    help = "Evaluate a model version (default: the active one) on the MNIST test set and on replayed canvas drawings."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--version", type=int, help="Model version id (default: the active version).")
+        parser.add_argument("--save", action="store_true", help="Record the figures on the version.")
+
+    def handle(self, *args, **options):
+        queryset = ModelVersion.objects.all()
+        version = (queryset.filter(pk=options["version"]) if options["version"] else queryset.filter(is_active=True)).first()
+        if version is None:
+            raise CommandError("No such model version." if options["version"] else "No model is active: run train_model.")
+        try:
+            estimator = store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
+        except (store.CorruptModelError, OSError) as exc:
+            raise CommandError(f"Model v{version.pk} cannot be loaded: {exc}") from exc
+        data = mnist.load_training_data(services.mnist_directory())
+        if getattr(data, "warning", ""):
+            self.stderr.write(self.style.WARNING(data.warning))
+        metrics = services.evaluation_metrics(estimator, data)
+        self.stdout.write(format_metrics_table({f"v{version.pk}": metrics}))
+        if options["save"]:
+            version.metrics = metrics
+            version.save(update_fields=["metrics"])
+            self.stdout.write(self.style.SUCCESS(f"Saved the figures on v{version.pk}."))

@@ -1,0 +1,37 @@
+from django.core.management.base import BaseCommand
+
+from recognizer import services
+from recognizer.management.progress import progress_bar
+from recognizer.ml.evaluate import format_metrics_table
+
+
+class Command(BaseCommand):
+    help = "Train a k-NN model on MNIST (or the bundled fallback digits), store it as a new version, show its metrics."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--limit", type=int, default=None,
+                            help="Train on the first N MNIST training digits (default: RECOGNIZER_TRAIN_LIMIT, 0 = all).")
+        parser.add_argument("--activate", action="store_true",
+                            help="Make the new version active (by default only when no version is active).")
+        parser.add_argument("--no-cv", action="store_true", help="Skip cross-validation and use default hyperparameters.")
+        parser.add_argument("--if-none", action="store_true",
+                            help="Do nothing when an active model exists (used by the quickstart).")
+
+    def handle(self, *args, **options):
+        from django.conf import settings
+
+        if options["if_none"] and services.ModelVersion.objects.filter(is_active=True).exists():
+            self.stdout.write("An active model exists; nothing to train.")
+            return
+        limit = options["limit"] if options["limit"] is not None else settings.RECOGNIZER_TRAIN_LIMIT
+        with progress_bar("Training", enabled=options["verbosity"] > 0) as progress:
+            outcome = services.train_new_model(
+                limit=limit, activate=True if options["activate"] else None, cv=not options["no_cv"], progress=progress
+            )
+        if outcome.warning:
+            self.stderr.write(self.style.WARNING(outcome.warning))
+        version = outcome.version
+        self.stdout.write(format_metrics_table({f"v{version.pk}": outcome.metrics}))
+        self.stdout.write(f"Hyperparameters: {version.metadata.get('hyperparameters')}")
+        state = "active" if outcome.activated else "stored, not active (use --activate)"
+        self.stdout.write(self.style.SUCCESS(f"Model v{version.pk} ({version.file}) {state}."))
