@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from recognizer.ml import evaluate as ml_evaluate
@@ -89,7 +89,13 @@ class ActiveModelCache:
             return self._loaded
 
     def _refresh(self) -> None:
-        active = ModelVersion.objects.filter(is_active=True).values("id", "file", "sha256").first()
+        try:
+            active = ModelVersion.objects.filter(is_active=True).values("id", "file", "sha256").first()
+        except DatabaseError as exc:
+            # A database restart must not stop predictions: keep serving what is loaded.
+            self.last_error = f"The database could not be asked for the active model: {exc}"
+            logger.warning("%s", self.last_error)
+            return
         if active is None:
             if self._loaded is None:
                 self.last_error = "No model is active yet: run `python manage.py train_model`."
