@@ -1,0 +1,74 @@
+"""Metrics, canvas (replayed pendigits) evaluation data, and a plain-text table."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .pendigits import PenDigit, load_pendigits, render_drawing
+from .preprocess import preprocess_drawing
+
+__all__ = ["evaluate", "canvas_dataset", "render_canvas_images", "format_metrics_table"]
+
+
+def evaluate(estimator, X, y, **predict_kw) -> dict:
+    y = np.asarray(y).astype(np.int64).ravel()
+    pred = np.asarray(estimator.predict(X, **predict_kw)).astype(np.int64).ravel()
+    conf = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(conf, (y, pred), 1)
+    per = conf.diagonal() / np.maximum(conf.sum(axis=1), 1)
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "n": int(len(y)),
+        "per_digit": [float(v) for v in per],
+        "confusion": conf.tolist(),
+    }
+
+
+def render_canvas_images(digits: list[PenDigit], *, seed: int = 0, size: int = 280, preprocess=None):
+    """Render each PenDigit like a canvas (per-sample rng from (seed, i)) and preprocess it."""
+    pre = preprocess or preprocess_drawing
+    X = np.empty((len(digits), 28, 28), dtype=np.float32)
+    for i, d in enumerate(digits):
+        img = render_drawing(d, np.random.default_rng([seed, i]), size=size)
+        X[i] = pre(img)
+    y = np.array([d.label for d in digits], dtype=np.int64)
+    w = np.array([d.writer for d in digits], dtype=np.int64)
+    return X, y, w
+
+
+def canvas_dataset(pendigits_path, *, writers=None, seed: int = 0, size: int = 280, limit=None):
+    """(X (n,28,28) float32, y, writer_ids): replayed drawings through the real preprocessing."""
+    digits = pendigits_path if isinstance(pendigits_path, list) else load_pendigits(pendigits_path)
+    if writers is not None:
+        ws = set(int(w) for w in writers)
+        digits = [d for d in digits if d.writer in ws]
+    if limit is not None and limit < len(digits):
+        sel = np.sort(np.random.default_rng(seed).choice(len(digits), size=limit, replace=False))
+        digits = [digits[i] for i in sel]
+    return render_canvas_images(digits, seed=seed, size=size)
+
+
+def format_metrics_table(metrics_by_name: dict) -> str:
+    """{name: {column: value}} -> aligned plain-text table (floats in [0,1] shown as %)."""
+    cols: list[str] = []
+    for m in metrics_by_name.values():
+        for c in m:
+            if c not in cols and c not in ("per_digit", "confusion"):
+                cols.append(c)
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            if v != v:
+                return "-"
+            return f"{v:.4f}"
+        return str(v)
+
+    rows = [["name"] + cols] + [[str(n)] + [fmt(m.get(c)) for c in cols] for n, m in metrics_by_name.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

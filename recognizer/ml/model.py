@@ -1,0 +1,440 @@
+"""k-NN digit classifier: deskew -> Gaussian blur -> PCA -> distance-weighted brute-force k-NN.
+
+The k-NN search is plain NumPy (precomputed squared norms, one matmul, argpartition), which
+keeps a single query well under a millisecond with 60k float32 training vectors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from .preprocess import deskew_batch
+
+__all__ = [
+    "DigitClassifier",
+    "Prediction",
+    "TrainingResult",
+    "train_model",
+    "augment_images",
+    "as_images",
+    "DEFAULT_PARAM_GRID",
+]
+
+N_CLASSES = 10
+_CHUNK = 256  # query rows per distance block (256 x 60k float32 = 61 MB)
+_FEATURE_CHUNK = 4096
+
+DEFAULT_PARAM_GRID = {
+    "pca_components": [30, 40, 50],
+    "weights": ["uniform", "distance"],
+    "k": list(range(1, 11)),
+}
+
+
+@dataclass
+class Prediction:
+    digit: int
+    confidence: float
+    probabilities: list[float]
+
+
+def as_images(X) -> np.ndarray:
+    """(n,28,28) or (n,784) in [0,1] (or uint8 0..255) -> float32 (n,28,28)."""
+    a = np.asarray(X)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) * (1 / 255)
+    else:
+        a = a.astype(np.float32, copy=False)
+    if a.ndim == 2 and a.shape == (28, 28):
+        a = a[None]
+    if a.ndim == 1 and a.size == 784:
+        a = a[None]
+    return a.reshape(-1, 28, 28)
+
+
+def image_features(X, deskew: bool = True, blur_sigma: float = 0.0) -> np.ndarray:
+    """Images -> (n, 784) float32 features before PCA (deskew, then blur)."""
+    imgs = as_images(X)
+    out = np.empty((len(imgs), 784), dtype=np.float32)
+    for s in range(0, len(imgs), _FEATURE_CHUNK):
+        block = imgs[s : s + _FEATURE_CHUNK]
+        if deskew:
+            block = deskew_batch(block)
+        if blur_sigma and blur_sigma > 0:
+            block = ndimage.gaussian_filter(block, sigma=(0, blur_sigma, blur_sigma), mode="constant")
+        out[s : s + len(block)] = block.reshape(len(block), 784)
+    return out
+
+
+def _pca(F: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top principal axes (n_components, d) via the covariance eigendecomposition."""
+    mean = F.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((F.shape[1], F.shape[1]), dtype=np.float64)
+    for s in range(0, len(F), 16384):
+        b = F[s : s + 16384].astype(np.float64) - mean
+        cov += b.T @ b
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][:n_components]
+    comps = vecs[:, order].T
+    # deterministic sign: largest-magnitude loading positive
+    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    comps *= np.where(signs == 0, 1, signs)[:, None]
+    return mean.astype(np.float32), comps.astype(np.float32)
+
+
+def _knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int):
+    """For each row of Q, the k nearest rows of R: (indices, distances), nearest first."""
+    k = min(k, len(R))
+    n = len(Q)
+    idx_out = np.empty((n, k), dtype=np.int64)
+    dist_out = np.empty((n, k), dtype=np.float32)
+    q_sq = np.einsum("ij,ij->i", Q, Q)
+    for s in range(0, n, _CHUNK):
+        q = Q[s : s + _CHUNK]
+        D = q @ R.T
+        D *= -2.0
+        D += r_sq[None, :]
+        if k < len(R):
+            part = np.argpartition(D, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(len(R)), (len(q), len(R))).copy()
+        d = np.take_along_axis(D, part, axis=1)
+        o = np.argsort(d, axis=1)
+        idx_out[s : s + len(q)] = np.take_along_axis(part, o, axis=1)
+        d = np.take_along_axis(d, o, axis=1) + q_sq[s : s + len(q), None]
+        dist_out[s : s + len(q)] = np.sqrt(np.maximum(d, 0.0))
+    return idx_out, dist_out
+
+
+def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -> np.ndarray:
+    """Class probabilities from neighbour labels (n,k), distances and per-neighbour multipliers."""
+    n, k = labels.shape
+    if weights == "distance":
+        w = 1.0 / np.maximum(dist, 1e-6)
+    else:
+        w = np.ones_like(dist)
+    w = w * mult
+    flat = (np.arange(n)[:, None] * N_CLASSES + labels).ravel()
+    votes = np.bincount(flat, weights=w.ravel(), minlength=n * N_CLASSES).reshape(n, N_CLASSES)
+    total = votes.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    votes[empty] = 1.0
+    total[empty] = N_CLASSES
+    return votes / total
+
+
+class DigitClassifier(ClassifierMixin, BaseEstimator):
+    """deskew -> blur -> PCA -> brute-force k-NN (float32), classes are always 0..9.
+
+    ``fit(X, y, sample_weight)``: X is (n,28,28) or (n,784) in [0,1] (uint8 0..255 accepted);
+    ``sample_weight`` multiplies a training sample's neighbour vote.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 40,
+        n_neighbors: int = 4,
+        weights: str = "distance",
+        deskew: bool = True,
+        blur_sigma: float = 1.0,
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.deskew = deskew
+        self.blur_sigma = blur_sigma
+
+    # -- features
+    def _pre(self, X) -> np.ndarray:
+        return image_features(X, self.deskew, self.blur_sigma)
+
+    def _project(self, F: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((F - self.mean_) @ self.components_.T, dtype=np.float32)
+
+    def transform(self, X) -> np.ndarray:
+        """Images -> PCA feature vectors (float32)."""
+        return self._project(self._pre(X))
+
+    # -- fitting
+    def fit(self, X, y, sample_weight=None):
+        F = self._pre(X)
+        return self._fit_features(F, y, sample_weight)
+
+    def _fit_features(self, F, y, sample_weight=None, pca=None):
+        y = np.asarray(y).astype(np.int64).ravel()
+        if len(y) != len(F):
+            raise ValueError(f"{len(F)} images but {len(y)} labels")
+        if len(y) == 0:
+            raise ValueError("cannot fit on an empty training set")
+        if y.min() < 0 or y.max() > 9:
+            raise ValueError("labels must be digits 0-9")
+        if self.weights not in ("uniform", "distance"):
+            raise ValueError(f"weights must be 'uniform' or 'distance', not {self.weights!r}")
+        p = int(min(self.n_components, F.shape[1], len(F)))
+        if pca is None:
+            pca = _pca(F, p)
+        self.mean_, self.components_ = pca[0], pca[1][:p]
+        self.train_features_ = self._project(F)
+        self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
+        self.train_labels_ = y.astype(np.uint8)
+        if sample_weight is None:
+            self.sample_weight_ = None
+        else:
+            sw = np.asarray(sample_weight, dtype=np.float32).ravel()
+            if len(sw) != len(y):
+                raise ValueError("sample_weight must have one value per sample")
+            self.sample_weight_ = sw
+        self.classes_ = np.arange(N_CLASSES)
+        self.n_features_in_ = 784
+        return self
+
+    # -- prediction
+    def _check(self):
+        if not hasattr(self, "train_features_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("DigitClassifier is not fitted yet: call fit() first")
+
+    def kneighbors_features(self, Q: np.ndarray, k: int):
+        """(indices, distances) into the training set for PCA features Q."""
+        self._check()
+        return _knn_sorted(Q, self.train_features_, self.train_sq_, k)
+
+    def predict_proba(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0):
+        """(n, 10) probabilities.  ``extra_X``/``extra_y``: extra preprocessed 28x28 samples
+        (e.g. a user's own drawings) searched alongside the training set; their votes are
+        multiplied by ``extra_weight``."""
+        self._check()
+        Q = self.transform(X)
+        k = int(self.n_neighbors)
+        idx, dist = self.kneighbors_features(Q, k)
+        labels = self.train_labels_[idx].astype(np.int64)
+        mult = (
+            self.sample_weight_[idx]
+            if self.sample_weight_ is not None
+            else np.ones(idx.shape, dtype=np.float32)
+        )
+        if extra_X is not None and len(extra_X) > 0:
+            if extra_y is None:
+                raise ValueError("extra_y is required with extra_X")
+            ey = np.asarray(extra_y).astype(np.int64).ravel()
+            E = self.transform(extra_X)
+            if len(ey) != len(E):
+                raise ValueError(f"{len(E)} extra images but {len(ey)} extra labels")
+            eidx, edist = _knn_sorted(Q, E, np.einsum("ij,ij->i", E, E), k)
+            # merge the two candidate lists and keep the k nearest overall
+            all_d = np.concatenate([dist, edist], axis=1)
+            all_l = np.concatenate([labels, ey[eidx]], axis=1)
+            all_m = np.concatenate(
+                [mult, np.full(eidx.shape, float(extra_weight), dtype=np.float32)], axis=1
+            )
+            keep = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+            dist = np.take_along_axis(all_d, keep, axis=1)
+            labels = np.take_along_axis(all_l, keep, axis=1)
+            mult = np.take_along_axis(all_m, keep, axis=1)
+        return _vote(labels, dist, mult, self.weights)
+
+    def predict(self, X, **extras):
+        return self.predict_proba(X, **extras).argmax(axis=1)
+
+    def predict_one(self, img28, **extras) -> Prediction:
+        """One preprocessed 28x28 image -> Prediction(digit, confidence, probabilities)."""
+        p = self.predict_proba(as_images(img28)[:1], **extras)[0]
+        d = int(p.argmax())
+        return Prediction(digit=d, confidence=float(p[d]), probabilities=[float(v) for v in p])
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def augment_images(
+    images,
+    labels,
+    *,
+    shifts: int = 0,
+    thickness: tuple[float, ...] = (),
+    rotations: tuple[float, ...] = (),
+    fraction: float = 1.0,
+    random_state: int = 0,
+):
+    """Return (images, labels, is_augmented) with originals first, then augmented copies.
+
+    ``shifts``: add +-shifts px translations in 4 directions; ``thickness``: grey-level
+    dilation (>0) / erosion (<0) radii in px; ``rotations``: angles in degrees.
+    ``fraction``: share of the originals each augmentation is applied to (random subset).
+    """
+    X = as_images(images)
+    y = np.asarray(labels).ravel()
+    rng = np.random.default_rng(random_state)
+    outs, ys = [X], [y]
+
+    def subset():
+        if fraction >= 1.0:
+            return np.arange(len(X))
+        return np.sort(rng.choice(len(X), size=int(round(fraction * len(X))), replace=False))
+
+    for t in thickness:
+        sel = subset()
+        r = abs(float(t))
+        size = int(2 * np.ceil(r) + 1)
+        yy, xx = np.mgrid[:size, :size] - size // 2
+        fp = (yy**2 + xx**2) <= r * r + 1e-6
+        op = ndimage.grey_dilation if t > 0 else ndimage.grey_erosion
+        outs.append(np.stack([op(im, footprint=fp) for im in X[sel]]).astype(np.float32))
+        ys.append(y[sel])
+    for a in rotations:
+        sel = subset()
+        rot = ndimage.rotate(X[sel], a, axes=(2, 1), reshape=False, order=1, mode="constant")
+        outs.append(np.clip(rot, 0, 1).astype(np.float32))
+        ys.append(y[sel])
+    if shifts:
+        for dy, dx in ((shifts, 0), (-shifts, 0), (0, shifts), (0, -shifts)):
+            sel = subset()
+            outs.append(ndimage.shift(X[sel], (0, dy, dx), order=0, mode="constant"))
+            ys.append(y[sel])
+    flags = np.concatenate([np.zeros(len(X), bool)] + [np.ones(len(o), bool) for o in outs[1:]])
+    return np.concatenate(outs), np.concatenate(ys), flags
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class TrainingResult:
+    estimator: DigitClassifier
+    hyperparameters: dict
+    cv_curve: dict
+    train_seconds: float
+    n_train: int
+    cv_grid: list = field(default_factory=list)
+
+
+def _stratified_subsample(y, n, rng):
+    if n >= len(y):
+        return rng.permutation(len(y))
+    return np.sort(rng.choice(len(y), size=n, replace=False))
+
+
+def train_model(
+    images,
+    labels,
+    *,
+    progress: Callable[[str, float], None] | None = None,
+    cv: bool = True,
+    param_grid: dict | None = None,
+    augment: dict | None = None,
+    sample_weight=None,
+    random_state: int = 0,
+    cv_samples: int = 15000,
+    cv_folds: int = 3,
+    deskew: bool = True,
+    blur_sigma: float = 1.0,
+    defaults: dict | None = None,
+) -> TrainingResult:
+    """Fit a DigitClassifier, choosing PCA size, k and weighting by cross-validation.
+
+    CV runs on a random subsample (``cv_samples``) with ``cv_folds`` folds; per fold the PCA is
+    fitted once at the largest size and neighbours are computed once up to the largest k, so
+    every (pca size, weighting, k) is scored from one search.  ``augment`` (kwargs of
+    ``augment_images``) enlarges only the final training set.
+    ``progress(stage, fraction)`` reports "features", "cv", "augment", "fit", "done".
+    """
+    t0 = time.perf_counter()
+    report = progress or (lambda stage, frac: None)
+    X = as_images(images)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} images but {len(y)} labels")
+    grid = dict(DEFAULT_PARAM_GRID)
+    if param_grid:
+        grid.update(param_grid)
+    chosen = {"pca_components": 40, "weights": "distance", "k": 4}
+    if defaults:
+        chosen.update(defaults)
+    report("features", 0.0)
+    F = image_features(X, deskew, blur_sigma)
+    report("features", 1.0)
+    cv_curve: dict = {}
+    cv_grid: list = []
+    rng = np.random.default_rng(random_state)
+    if cv and len(y) >= 2 * cv_folds:
+        ps = sorted({int(p) for p in grid["pca_components"]})
+        ks = sorted({int(k) for k in grid["k"]})
+        ws = list(grid["weights"])
+        sub = _stratified_subsample(y, min(cv_samples, len(y)), rng)
+        folds = np.array_split(rng.permutation(sub), cv_folds)
+        kmax = max(ks)
+        correct = {(p, w, k): 0 for p in ps for w in ws for k in ks}
+        total = 0
+        for fi in range(cv_folds):
+            te = folds[fi]
+            tr = np.concatenate([folds[j] for j in range(cv_folds) if j != fi])
+            mean, comps = _pca(F[tr], min(max(ps), F.shape[1], len(tr)))
+            Ptr = (F[tr] - mean) @ comps.T
+            Pte = (F[te] - mean) @ comps.T
+            sw = None if sample_weight is None else np.asarray(sample_weight, np.float32)[tr]
+            for pi, p in enumerate(ps):
+                A = np.ascontiguousarray(Ptr[:, :p])
+                B = np.ascontiguousarray(Pte[:, :p])
+                idx, dist = _knn_sorted(B, A, np.einsum("ij,ij->i", A, A), kmax)
+                lab = y[tr][idx]
+                mult = np.ones(idx.shape, np.float32) if sw is None else sw[idx]
+                for w in ws:
+                    for k in ks:
+                        kk = min(k, idx.shape[1])
+                        pred = _vote(lab[:, :kk], dist[:, :kk], mult[:, :kk], w).argmax(axis=1)
+                        correct[(p, w, k)] += int((pred == y[te]).sum())
+                report("cv", (fi * len(ps) + pi + 1) / (cv_folds * len(ps)))
+            total += len(te)
+        for (p, w, k), c in correct.items():
+            cv_grid.append({"pca_components": p, "weights": w, "k": k, "accuracy": c / total})
+        best = max(cv_grid, key=lambda r: (round(r["accuracy"], 6), -r["k"], -r["pca_components"]))
+        chosen = {"pca_components": best["pca_components"], "weights": best["weights"], "k": best["k"]}
+        cv_curve = {
+            "pca_components": chosen["pca_components"],
+            "weights": chosen["weights"],
+            "k": ks,
+            "accuracy": [correct[(chosen["pca_components"], chosen["weights"], k)] / total for k in ks],
+            "grid": cv_grid,
+            "n_cv": int(total),
+            "folds": cv_folds,
+        }
+    Xf, yf, Ff, swf = X, y, F, sample_weight
+    if augment:
+        report("augment", 0.0)
+        Xa, ya, flags = augment_images(X, y, random_state=random_state, **augment)
+        Fa = image_features(Xa[flags], deskew, blur_sigma)
+        Ff = np.concatenate([F, Fa])
+        yf = ya
+        if sample_weight is not None:
+            # augmented copies come from a subset we cannot map back cheaply: weight 1
+            swf = np.concatenate([np.asarray(sample_weight, np.float32), np.ones(len(Fa), np.float32)])
+        report("augment", 1.0)
+    report("fit", 0.0)
+    est = DigitClassifier(
+        n_components=chosen["pca_components"],
+        n_neighbors=chosen["k"],
+        weights=chosen["weights"],
+        deskew=deskew,
+        blur_sigma=blur_sigma,
+    )
+    est._fit_features(Ff, yf, swf)
+    report("fit", 1.0)
+    hyper = {
+        "n_components": est.n_components,
+        "n_neighbors": est.n_neighbors,
+        "weights": est.weights,
+        "deskew": deskew,
+        "blur_sigma": blur_sigma,
+        "augment": augment or None,
+        "cv_accuracy": max((r["accuracy"] for r in cv_grid), default=None),
+    }
+    secs = time.perf_counter() - t0
+    report("done", 1.0)
+    return TrainingResult(est, hyper, cv_curve, secs, int(len(yf)), cv_grid)
