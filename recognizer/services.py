@@ -17,11 +17,11 @@ from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from recognizer.ml import evaluate as ml_evaluate
 from recognizer.ml import mnist as ml_mnist
 from recognizer.ml import model as ml_model
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml import store as ml_store
+from recognizer.ml.evaluate import canvas_dataset, evaluate
 from recognizer.models import Drawing, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -220,22 +220,35 @@ class TrainingOutcome:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class ExtraTrainingData:
+    """Samples trained on next to MNIST: float images in [0, 1], labels, who drew them, their vote weight."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    weight: float = 1.0
+    metadata: dict = field(default_factory=dict)
+
+
 def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress | None = None) -> dict:
     """The figures recorded with every model: MNIST test, and canvas drawings when pendigits is there."""
-    metrics = {"mnist_test": ml_evaluate.evaluate(estimator, data.test_images / 255.0, data.test_labels)}
+    metrics = {"mnist_test": evaluate(estimator, data.test_images / 255.0, data.test_labels)}
     pendigits = pendigits_path()
     if pendigits is not None and pendigits.exists():
         if progress:
             progress("evaluating on canvas drawings", 0.95)
-        X, y, _writers = ml_evaluate.canvas_dataset(pendigits, seed=0, limit=2000)
-        metrics["canvas"] = ml_evaluate.evaluate(estimator, X, y)
+        X, y, _writers = canvas_dataset(pendigits, seed=0, limit=2000)
+        metrics["canvas"] = evaluate(estimator, X, y)
     return metrics
 
 
 def train_new_model(
-    *, limit: int = 0, activate: bool | None = None, cv: bool = True, progress: Progress | None = None
+    *, limit: int = 0, activate: bool | None = None, cv: bool = True, progress: Progress | None = None,
+    extra: "ExtraTrainingData | None" = None, defaults: dict | None = None,
 ) -> TrainingOutcome:
-    """Train on MNIST (or the loud fallback), evaluate, store the file, and register the version.
+    """Train on MNIST (or the loud fallback) plus `extra` samples, evaluate, store the file, and
+    register the version. The retrain (recognizer.training) passes the trusted user drawings as `extra`.
 
     `activate=None` activates the new version only when no version is active yet.
     """
@@ -244,16 +257,30 @@ def train_new_model(
     images, labels = data.train_images, data.train_labels
     if limit:
         images, labels = images[:limit], labels[:limit]
-    result = ml_model.train_model(images / 255.0, labels, progress=progress, cv=cv)
+    images = images / 255.0
+    counts = {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))}
+    weights = groups = None
+    if extra is not None and len(extra.labels):
+        n_mnist = len(labels)
+        images = np.concatenate([images, extra.images])
+        labels = np.concatenate([labels, extra.labels]).astype(np.int64)
+        weights = np.concatenate([np.ones(n_mnist, np.float32), np.full(len(extra.labels), extra.weight, np.float32)])
+        groups = np.concatenate([np.full(n_mnist, -1, np.int64), np.asarray(extra.groups, np.int64)])
+        counts["user_train"] = int(len(extra.labels))
+    result = ml_model.train_model(images, labels, progress=progress, cv=cv, sample_weight=weights, defaults=defaults)
+    if groups is not None:
+        # Who drew each training sample (-1 = MNIST): lets label ranking leave a user's own drawings out.
+        result.estimator.train_groups_ = groups
     metrics = evaluation_metrics(result.estimator, data, progress)
     metadata = {
         "data_source": data.source,
         "data_warning": warning,
-        "counts": {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))},
+        "counts": counts,
         "hyperparameters": result.hyperparameters,
         "cv_curve": result.cv_curve,
         "train_seconds": result.train_seconds,
         "metrics": metrics,
+        **(extra.metadata if extra is not None else {}),
     }
     if progress:
         progress("saving", 0.98)
@@ -263,7 +290,8 @@ def train_new_model(
         activate = not ModelVersion.objects.filter(is_active=True).exists()
     if activate:
         activate_version(version)
-    return TrainingOutcome(version=version, metrics=metrics, warning=warning, activated=activate)
+    return TrainingOutcome(version=version, metrics=metrics, warning=warning, activated=activate,
+                           extra={"data": data, "estimator": result.estimator})
 
 
 def register_model(saved: "ml_store.SavedModel", *, kind: str, data_source: str, metrics: dict) -> ModelVersion:

@@ -11,14 +11,14 @@ class Command(BaseCommand):
     help = "Evaluate a model version (default: the active one) on the MNIST test set and on replayed canvas drawings."
 
     def add_arguments(self, parser):
-        parser.add_argument("--version", type=int, help="Model version id (default: the active version).")
+        parser.add_argument("--model-version", type=int, help="Model version id (default: the active version).")
         parser.add_argument("--save", action="store_true", help="Record the figures on the version.")
 
     def handle(self, *args, **options):
         queryset = ModelVersion.objects.all()
-        version = (queryset.filter(pk=options["version"]) if options["version"] else queryset.filter(is_active=True)).first()
+        version = (queryset.filter(pk=options["model_version"]) if options["model_version"] else queryset.filter(is_active=True)).first()
         if version is None:
-            raise CommandError("No such model version." if options["version"] else "No model is active: run train_model.")
+            raise CommandError("No such model version." if options["model_version"] else "No model is active: run train_model.")
         try:
             estimator = store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
         except (store.CorruptModelError, OSError) as exc:
