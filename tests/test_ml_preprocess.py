@@ -16,6 +16,7 @@ from recognizer.ml.preprocess import (
     deskew,
     from_uint8,
     preprocess_drawing,
+    stroke_width,
     to_uint8,
 )
 
@@ -67,7 +68,7 @@ def test_an_off_centre_drawing_lands_centred():
 def test_the_longer_side_is_scaled_to_20_pixels_keeping_the_aspect_ratio():
     img = Image.new("L", (400, 400), 0)
     ImageDraw.Draw(img).rectangle((100, 50, 159, 349), fill=255)  # 60 x 300: 1:5
-    out = preprocess_drawing(png(img))
+    out = preprocess_drawing(png(img), max_stroke_width=None)
     rows = np.flatnonzero(out.max(axis=1) > 0.5)
     cols = np.flatnonzero(out.max(axis=0) > 0.5)
     assert rows[-1] - rows[0] + 1 == 20
@@ -145,6 +146,21 @@ def test_deskew_straightens_a_slanted_stroke():
     cols_top = np.flatnonzero(out[7] > 0.3).mean()
     cols_bottom = np.flatnonzero(out[20] > 0.3).mean()
     assert abs(cols_top - cols_bottom) < 1.5 < abs(np.flatnonzero(img[7]).mean() - np.flatnonzero(img[20]).mean())
+
+
+def test_bold_strokes_are_thinned_but_mnist_like_strokes_are_left_alone():
+    def drawing(width):
+        img = Image.new("L", (280, 280), 0)
+        ImageDraw.Draw(img).line([(140, 40), (140, 240)], fill=255, width=width)
+        ImageDraw.Draw(img).line([(90, 140), (190, 140)], fill=255, width=width)
+        return img
+
+    thin = drawing(20)
+    np.testing.assert_array_equal(preprocess_drawing(thin), preprocess_drawing(thin, max_stroke_width=None))
+    bold = drawing(60)
+    raw = preprocess_drawing(bold, max_stroke_width=None)
+    out = preprocess_drawing(bold)
+    assert stroke_width(out) < stroke_width(raw) and out.max() == pytest.approx(1.0)
 
 
 def test_uint8_storage_round_trips_to_within_one_level():
