@@ -113,9 +113,16 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # "host:pid" of the process running it, so a dead worker on this host is noticed at once.
+    worker = models.CharField(max_length=120, blank=True)
+    # The retrain lock: true while queued or running; the constraint lets only one run hold it.
+    holds_lock = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["holds_lock"], condition=Q(holds_lock=True), name="one_live_training_run")
+        ]
 
     def __str__(self) -> str:
         return f"Training run {self.pk} ({self.status})"

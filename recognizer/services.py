@@ -147,7 +147,10 @@ def predict_image(data: bytes, user=None) -> PredictionResult:
     """Predict the digit in an uploaded drawing; a logged-in user's drawing is stored with the answer."""
     image28 = preprocess_upload(data)
     loaded = model_cache.get()
-    prediction = loaded.estimator.predict_one(image28)
+    from recognizer.training import personal_predict_kwargs  # the feedback loop imports this module
+
+    # A logged-in user's own labelled drawings are searched too: a correction counts at once, for them only.
+    prediction = loaded.estimator.predict_one(image28, **personal_predict_kwargs(user))
     probabilities = [float(p) for p in prediction.probabilities]
     order = np.argsort(probabilities)[::-1][:2]
     result = PredictionResult(
@@ -194,6 +197,9 @@ def label_drawing(drawing: Drawing, label: int) -> Drawing:
     drawing.label = int(label)
     drawing.labelled_at = timezone.now()
     drawing.save(update_fields=["label", "labelled_at"])
+    from recognizer.training import schedule_threshold_check
+
+    schedule_threshold_check()  # enough new trusted drawings start a retrain before the nightly one
     return drawing
 
 

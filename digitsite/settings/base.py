@@ -148,6 +148,43 @@ RECOGNIZER_MODEL_CHECK_SECONDS = env_float("RECOGNIZER_MODEL_CHECK_SECONDS", 2.0
 # Training-size cap for the first model the quickstart trains (0 = all of MNIST).
 RECOGNIZER_TRAIN_LIMIT = env_int("RECOGNIZER_TRAIN_LIMIT", 0, minimum=0)
 
+# Retraining (issue 4). The candidate replaces the active model only if it is no worse than this
+# (accuracy, 0.003 = 0.3 points) on the MNIST test set, and than the second one on held-out users.
+RECOGNIZER_PROMOTION_TOLERANCE = env_float("RECOGNIZER_PROMOTION_TOLERANCE", 0.003)
+RECOGNIZER_HOLDOUT_TOLERANCE = env_float("RECOGNIZER_HOLDOUT_TOLERANCE", 0.01)
+# Share of users whose trusted drawings are never trained on (the validation set of the canvas).
+RECOGNIZER_HOLDOUT_SHARE = env_float("RECOGNIZER_HOLDOUT_SHARE", 0.2)
+# Vote weight of a user drawing next to an MNIST digit in the retrained k-NN (see bench/feedback_loop.py).
+RECOGNIZER_USER_SAMPLE_WEIGHT = env_float("RECOGNIZER_USER_SAMPLE_WEIGHT", 3.0)
+# Vote weight of a user's own drawings when searched alongside the training set at prediction time.
+RECOGNIZER_PERSONAL_WEIGHT = env_float("RECOGNIZER_PERSONAL_WEIGHT", 3.0)
+RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 500, minimum=0)
+# A queued or running retrain whose heartbeat is older than this (seconds) is dead and marked failed.
+RECOGNIZER_RETRAIN_LOCK_TIMEOUT = env_int("RECOGNIZER_RETRAIN_LOCK_TIMEOUT", 600, minimum=5)
+# Cross-validate k and the PCA size at every retrain (False reuses the active model's choice).
+RECOGNIZER_RETRAIN_CV = env_bool("RECOGNIZER_RETRAIN_CV", True)
+
+
+def _crontab(name: str, value: str):
+    from celery.schedules import crontab
+    from django.core.exceptions import ImproperlyConfigured
+
+    parts = value.split()
+    if len(parts) != 5:
+        raise ImproperlyConfigured(f"{name} must be a cron line of five fields (e.g. '0 3 * * *'), got {value!r}")
+    try:
+        return crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3],
+                       day_of_week=parts[4])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not a valid cron line: {value!r} ({exc})") from None
+
+
+CELERY_BEAT_SCHEDULE = {
+    "retrain": {"task": "recognizer.tasks.retrain", "schedule": _crontab("RECOGNIZER_RETRAIN_SCHEDULE", RECOGNIZER_RETRAIN_SCHEDULE),
+                "kwargs": {"trigger": "schedule"}},
+    "reap-stale-training-runs": {"task": "recognizer.tasks.reap_stale_training_runs", "schedule": 60.0},
+}
+
 # Django reads uploads into memory up to this size; larger bodies are refused by the API.
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
 FILE_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2

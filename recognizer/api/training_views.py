@@ -1,0 +1,70 @@
+"""Staff endpoints of the feedback loop: start a retrain, list training runs, activate a version."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recognizer import training
+from recognizer.ml.store import CorruptModelError
+from recognizer.models import ModelVersion, TrainingRun
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "trigger", "started_by", "status", "task_id", "progress", "stage", "data_counts", "metrics",
+                  "decision", "model_version", "error", "created_at", "started_at", "finished_at", "heartbeat_at",
+                  "duration_seconds"]
+        read_only_fields = fields
+
+
+class RetrainView(APIView):
+    """POST: start a retrain (202 with its task id), or get the id of the one already running."""
+
+    permission_classes = [IsAdminUser]
+
+    def post(self, request):
+        run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        body = {"task_id": run.task_id, "training_run": run.pk, "status": run.status, "created": created}
+        if not created:
+            body["detail"] = "A retrain is already running; this is its id."
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunList(generics.ListAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = TrainingRunSerializer
+    queryset = TrainingRun.objects.select_related("started_by")
+    filterset_fields = ["status", "trigger"]
+
+    def list(self, request, *args, **kwargs):
+        training.reap_stale_runs()  # a dead worker's run shows as failed, not running forever
+        return super().list(request, *args, **kwargs)
+
+
+class TrainingRunDetail(generics.RetrieveAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = TrainingRunSerializer
+    queryset = TrainingRun.objects.select_related("started_by")
+
+
+class ActivateVersionView(APIView):
+    """POST: make any stored version the active one (rollback); its file is verified first."""
+
+    permission_classes = [IsAdminUser]
+
+    def post(self, request, pk: int):
+        version = get_object_or_404(ModelVersion, pk=pk)
+        try:
+            version = training.activate_for_staff(version)
+        except (CorruptModelError, OSError) as exc:
+            return Response({"detail": f"Model v{pk} cannot be activated: {exc}"}, status=status.HTTP_409_CONFLICT)
+        return Response({"id": version.pk, "is_active": version.is_active, "activated_at": version.activated_at,
+                         "metrics": version.metrics})

@@ -1,0 +1,243 @@
+"""The feedback loop's service layer: trusted labels, the held-out users, the lock, the gate and runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recognizer import services, tasks, training
+from recognizer.models import Drawing, ModelVersion, TrainingRun
+from tests.training_helpers import fallback_data, make_drawing, tiny_training  # noqa: F401
+
+pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:WARNING. MNIST was NOT found:RuntimeWarning")]
+
+
+def label_some(user, data, n, *, start=0, wrong=False, **kw):
+    drawings = []
+    for i in range(start, start + n):
+        label = int(data.test_labels[i])
+        drawings.append(make_drawing(user, data.test_images[i], (label + 1) % 10 if wrong else label, **kw))
+    return drawings
+
+
+# --- trust and holdout ---
+
+
+def test_an_owner_label_is_trusted_without_review(settings, alice, fallback_data):
+    settings.RECOGNIZER_REQUIRE_REVIEW = False
+    kept = make_drawing(alice, fallback_data.test_images[0], 3)
+    make_drawing(alice, fallback_data.test_images[1], 4, status=Drawing.Status.REJECTED)
+    make_drawing(alice, fallback_data.test_images[2], None)
+    make_drawing(alice, fallback_data.test_images[3], 5).__class__.objects.filter(label=5).update(suspicious=True)
+    assert list(training.trusted_drawings()) == [kept]
+
+
+def test_only_approved_labels_are_trusted_when_review_is_required(settings, alice, fallback_data):
+    settings.RECOGNIZER_REQUIRE_REVIEW = True
+    make_drawing(alice, fallback_data.test_images[0], 3)
+    approved = make_drawing(alice, fallback_data.test_images[1], 4, status=Drawing.Status.APPROVED)
+    approved.suspicious = True  # staff have the last word over the ranking
+    approved.save()
+    assert list(training.trusted_drawings()) == [approved]
+
+
+def test_the_holdout_is_deterministic_and_splits_by_user(settings):
+    settings.RECOGNIZER_HOLDOUT_SHARE = 0.3
+    first = [training.is_holdout_user(u) for u in range(1, 201)]
+    assert first == [training.is_holdout_user(u) for u in range(1, 201)]
+    assert 0.2 < sum(first) / len(first) < 0.4
+    settings.RECOGNIZER_HOLDOUT_SHARE = 0.0
+    assert not any(training.is_holdout_user(u) for u in range(1, 50))
+
+
+def test_a_users_drawings_are_all_on_one_side_of_the_split(settings, alice, bob, fallback_data):
+    settings.RECOGNIZER_HOLDOUT_SHARE = 0.5
+    label_some(alice, fallback_data, 5)
+    label_some(bob, fallback_data, 5, start=5)
+    train, holdout = training.split_trusted()
+    assert len(train) + len(holdout) == 10
+    assert not set(train.users) & set(holdout.users)
+
+
+# --- the lock ---
+
+
+def test_a_second_retrain_request_gets_the_running_ones_id(staff):
+    first, created = training.start_retrain(TrainingRun.Trigger.STAFF, staff, enqueue=False)
+    second, created_again = training.start_retrain(TrainingRun.Trigger.SCHEDULE, enqueue=False)
+    assert created and not created_again
+    assert second.pk == first.pk and second.task_id == first.task_id
+
+
+def test_a_run_with_a_stale_heartbeat_is_failed_and_frees_the_lock(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run, _ = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(seconds=settings.RECOGNIZER_RETRAIN_LOCK_TIMEOUT + 5))
+    fresh, created = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    run.refresh_from_db()
+    assert created and fresh.pk != run.pk
+    assert run.status == "failed" and not run.holds_lock and "heartbeat" in run.error
+
+
+def test_a_run_whose_local_worker_process_died_is_failed_at_once():
+    import socket
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    run, _ = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", worker=f"{socket.gethostname()}:{child.pid}")
+    assert training.reap_stale_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "failed" and "died" in run.error
+
+
+def test_the_database_allows_only_one_run_to_hold_the_lock():
+    from django.db import IntegrityError, transaction
+
+    TrainingRun.objects.create(trigger="staff", holds_lock=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TrainingRun.objects.create(trigger="schedule", holds_lock=True)
+
+
+# --- the gate ---
+
+
+def test_the_gate_promotes_within_the_tolerance(settings):
+    settings.RECOGNIZER_PROMOTION_TOLERANCE = 0.003
+    settings.RECOGNIZER_HOLDOUT_TOLERANCE = 0.01
+    assert training.gate({"mnist_test": 0.9675, "holdout": 0.80}, {"mnist_test": 0.97, "holdout": 0.805})["promote"]
+
+
+def test_the_gate_refuses_a_drop_on_either_set(settings):
+    settings.RECOGNIZER_PROMOTION_TOLERANCE = 0.003
+    settings.RECOGNIZER_HOLDOUT_TOLERANCE = 0.01
+    assert not training.gate({"mnist_test": 0.96, "holdout": 0.9}, {"mnist_test": 0.97, "holdout": 0.8})["promote"]
+    worse_holdout = training.gate({"mnist_test": 0.98, "holdout": 0.7}, {"mnist_test": 0.97, "holdout": 0.8})
+    assert not worse_holdout["promote"] and "held-out" in worse_holdout["reasons"][0]
+
+
+def test_the_gate_promotes_the_first_model():
+    assert training.gate({"mnist_test": 0.5, "holdout": None}, None)["promote"]
+
+
+# --- retraining end to end (eager) ---
+
+
+def test_a_retrain_trains_on_user_drawings_and_promotes_the_candidate(tiny_training, active_model, alice, bob,
+                                                                       fallback_data):
+    label_some(alice, fallback_data, 30)
+    label_some(bob, fallback_data, 30, start=30)
+    result = tasks.retrain.delay(trigger="schedule").get()
+    run = TrainingRun.objects.get(pk=result["run"])
+    assert run.status == "promoted", run.decision
+    assert run.trigger == "schedule" and run.progress == 1.0 and not run.holds_lock
+    assert run.data_counts["user_train"] + run.data_counts["holdout"] == 60
+    assert run.data_counts["mnist_train"] > 1000 and run.data_counts["user_train_by_label"]
+    assert run.decision["active"]["version"] == active_model.pk
+    assert {"mnist_test", "holdout"} <= set(run.decision["candidate"])
+    new = ModelVersion.objects.get(is_active=True)
+    assert new.pk == run.model_version_id != active_model.pk
+    assert services.model_cache.get().version_id == new.pk
+    assert run.duration_seconds > 0
+
+
+def test_a_worse_candidate_is_not_promoted(tiny_training, active_model, alice, fallback_data):
+    tiny_training.RECOGNIZER_TRAIN_LIMIT = 40  # a candidate that saw 40 digits is far worse
+    label_some(alice, fallback_data, 10)
+    run, created = training.retrain_in_foreground()
+    assert created and run.status == "not_promoted"
+    assert not run.decision["promote"] and "MNIST test accuracy drops" in run.decision["reasons"][0]
+    assert run.decision["candidate"]["mnist_test"] < run.decision["active"]["mnist_test"]
+    assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
+    assert ModelVersion.objects.get(pk=run.model_version_id).metadata["gate"]["promote"] is False
+
+
+def test_a_failing_retrain_is_recorded_and_the_old_model_keeps_serving(tiny_training, active_model, monkeypatch):
+    def boom(**kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(services, "train_new_model", boom)
+    run, _ = training.retrain_in_foreground()
+    assert run.status == "failed" and "disk full" in run.error and not run.holds_lock
+    assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
+    assert training.live_run() is None
+
+
+def test_an_activation_during_training_stops_the_promotion(tiny_training, active_model, small_training_result,
+                                                          settings):
+    from recognizer.ml import store
+
+    data, result = small_training_result
+    saved = store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR)
+    other = services.register_model(saved, kind="knn", data_source="x", metrics={})
+    real_train = services.train_new_model
+
+    def train_then_someone_activates(**kwargs):
+        outcome = real_train(**kwargs)
+        services.activate_version(other)
+        return outcome
+
+    services_train = pytest.MonkeyPatch()
+    services_train.setattr(services, "train_new_model", train_then_someone_activates)
+    try:
+        run, _ = training.retrain_in_foreground()
+    finally:
+        services_train.undo()
+    assert ModelVersion.objects.get(is_active=True).pk == other.pk
+    assert run.status == "not_promoted"
+
+
+def test_enough_new_labels_start_a_retrain_early(tiny_training, active_model, alice, fallback_data,
+                                                 django_capture_on_commit_callbacks):
+    tiny_training.RECOGNIZER_RETRAIN_AFTER = 3
+    drawings = label_some(alice, fallback_data, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.label_drawing(drawings[0], drawings[0].label)
+    run = TrainingRun.objects.get()
+    assert run.trigger == "threshold" and run.status in ("promoted", "not_promoted")
+
+
+def test_fewer_new_labels_do_not_start_a_retrain(tiny_training, alice, fallback_data,
+                                                 django_capture_on_commit_callbacks):
+    tiny_training.RECOGNIZER_RETRAIN_AFTER = 5
+    drawings = label_some(alice, fallback_data, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.label_drawing(drawings[0], 1)
+    assert not TrainingRun.objects.exists()
+
+
+# --- suspicious labels ---
+
+
+def test_labels_the_model_strongly_disagrees_with_are_flagged(tiny_training, active_model, alice, bob,
+                                                              fallback_data):
+    good = label_some(alice, fallback_data, 60)
+    bad = label_some(bob, fallback_data, 15, start=60, wrong=True)
+    summary = training.flag_suspicious_labels()
+    assert summary["ranked"] == 75
+    flagged = set(Drawing.objects.filter(suspicious=True).values_list("id", flat=True))
+    assert len(flagged & {d.pk for d in bad}) >= 12
+    assert len(flagged & {d.pk for d in good}) <= 3
+    first = Drawing.objects.order_by("-suspicious", "-suspicion_score").first()
+    assert first.pk in {d.pk for d in bad}
+
+
+def test_a_user_cannot_vouch_for_their_own_wrong_labels(tiny_training, active_model, alice, bob, fallback_data):
+    tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
+    label_some(alice, fallback_data, 40)
+    bad = label_some(bob, fallback_data, 40, start=40, wrong=True)  # many, consistent, all wrong
+    run, _ = training.retrain_in_foreground()  # bob's labels were not yet flagged: this model learned them
+    est = services.model_cache.get().estimator if run.status == "promoted" else None
+    if est is None:
+        from recognizer.ml import store
+
+        version = ModelVersion.objects.get(pk=run.model_version_id)
+        est = store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
+    training.flag_suspicious_labels(est)
+    flagged = set(Drawing.objects.filter(suspicious=True).values_list("id", flat=True))
+    assert len(flagged & {d.pk for d in bad}) >= 30
