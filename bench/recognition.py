@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--personal-test-fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--augment", default=None,
+                    help="augment_images kwargs, e.g. 'thickness=1,fraction=0.5' or 'rotations=10:-10'")
     args = ap.parse_args(argv)
 
     mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
@@ -102,7 +104,14 @@ def main(argv=None) -> int:
     Xtr, ytr = data.train_images[: args.train_limit], data.train_labels[: args.train_limit]
     Xte, yte = data.test_images[: args.test_limit] / 255.0, data.test_labels[: args.test_limit]
     log(f"training on {len(ytr)} MNIST images (cv={not args.no_cv})")
-    result = train_model(Xtr, ytr, cv=not args.no_cv, random_state=args.seed)
+    augment = None
+    if args.augment:
+        augment = {}
+        for part in args.augment.split(","):
+            k, v = part.split("=")
+            augment[k] = tuple(float(x) for x in v.split(":")) if k in ("thickness", "rotations") else (
+                int(v) if k == "shifts" else float(v))
+    result = train_model(Xtr, ytr, cv=not args.no_cv, random_state=args.seed, augment=augment)
     ours = result.estimator
     log(f"trained in {result.train_seconds:.1f}s: {result.hyperparameters}")
     if result.cv_curve:
@@ -155,6 +164,7 @@ def main(argv=None) -> int:
         rows[name] = r
         log(f"{name}: {r}")
 
+    row("whole-canvas resize, no deskew", no_deskew, canvas["naive"], no_deskew_secs, mnist=False)
     row("whole-canvas resize -> ours", ours, canvas["naive"], result.train_seconds, mnist=False)
     row("mnist-frame, no deskew", no_deskew, canvas["no_thickness"], no_deskew_secs)
     row("mnist-frame+deskew (no thickness norm)", ours, canvas["no_thickness"], result.train_seconds, mnist=False)

@@ -188,3 +188,32 @@ def test_training_data_uses_mnist_when_present(tmp_path):
     write_mnist(tmp_path)
     data = mnist.load_training_data(tmp_path)
     assert data.source == "mnist" and data.warning is None
+
+
+def test_fetch_downloads_over_real_http_from_a_local_server(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    contents, sums = fake_files()
+    good = tmp_path / "srv" / "good"
+    bad = tmp_path / "srv" / "bad"
+    good.mkdir(parents=True)
+    bad.mkdir(parents=True)
+    for name, c in contents.items():
+        (good / (name + ".gz")).write_bytes(gzip.compress(c))
+        (bad / (name + ".gz")).write_bytes(gzip.compress(c + b"tampered"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        dest = tmp_path / "dest"
+        fetch_mnist(dest, mirrors=[f"{base}/missing/", f"{base}/bad/", f"{base}/good/"], files=sums)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(p.name for p in dest.iterdir()) == ["f0.gz", "f1.gz"]
+    assert gzip.decompress((dest / "f1.gz").read_bytes()) == contents["f1"]
