@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     result = train_model(Xtr, ytr, cv=not args.no_cv, random_state=args.seed, augment=augment)
     ours = result.estimator
     log(f"trained in {result.train_seconds:.1f}s: {result.hyperparameters}")
-    if result.cv_curve:
+    if result.cv_curve["k"]:
         log("cv accuracy by k: " + ", ".join(
             f"k={k}:{a:.4f}" for k, a in zip(result.cv_curve["k"], result.cv_curve["accuracy"])))
     t = time.perf_counter()

@@ -72,6 +72,12 @@ def test_personal_extra_samples_change_a_prediction(trained, digits):
     np.testing.assert_allclose(est.predict_proba(x), est.predict_proba(x, extra_X=None))
 
 
+def test_training_without_cv_still_returns_a_curve_with_the_expected_keys(digits):
+    result = model.train_model(digits.train_images[:200], digits.train_labels[:200], cv=False)
+    assert set(result.cv_curve) >= {"pca_components", "weights", "k", "accuracy", "grid"}
+    assert result.cv_curve["k"] == [] and result.n_train == 200 and result.train_seconds > 0
+
+
 def test_sample_weight_is_accepted_by_fit(digits):
     X, y = digits.train_images[:200] / 255.0, digits.train_labels[:200]
     est = model.DigitClassifier(n_components=10, n_neighbors=3).fit(X, y, sample_weight=np.ones(200))

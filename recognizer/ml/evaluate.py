@@ -51,23 +51,24 @@ def canvas_dataset(pendigits_path, *, writers=None, seed: int = 0, size: int = 2
 
 
 def format_metrics_table(metrics_by_name: dict) -> str:
-    """{name: {column: value}} -> aligned plain-text table (floats in [0,1] shown as %)."""
+    """{name: {column: value}} -> aligned plain-text table (4 decimals; 2 for *_ms/*_MB/*_s)."""
     cols: list[str] = []
     for m in metrics_by_name.values():
         for c in m:
             if c not in cols and c not in ("per_digit", "confusion"):
                 cols.append(c)
 
-    def fmt(v):
+    def fmt(v, col):
         if v is None:
             return "-"
-        if isinstance(v, float):
+        if isinstance(v, (float, np.floating)):
             if v != v:
                 return "-"
-            return f"{v:.4f}"
+            unit = col.endswith(("_ms", "_MB", "_s", "_mb", "seconds"))
+            return f"{v:.2f}" if unit else f"{v:.4f}"
         return str(v)
 
-    rows = [["name"] + cols] + [[str(n)] + [fmt(m.get(c)) for c in cols] for n, m in metrics_by_name.items()]
+    rows = [["name"] + cols] + [[str(n)] + [fmt(m.get(c), c) for c in cols] for n, m in metrics_by_name.items()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -194,11 +194,13 @@ def fetch_mnist(
     progress: Callable[[str, float], None] | None = None,
     opener: Callable = urllib.request.urlopen,
     files: dict[str, str] | None = None,
+    timeout: float = 60.0,
 ) -> Path:
     """Download MNIST into ``dest_dir`` with checksum verification and atomic renames.
 
     ``progress(stage, fraction)`` is called with stage ``"download <name>"``.
-    Files already present with the right content are skipped.
+    Files already present with the right content are skipped.  ``opener(url)`` must return a
+    file-like response; ``timeout`` is passed only to the default ``urllib.request.urlopen``.
     """
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,10 @@ def fetch_mnist(
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    resp = opener(url)
+                    if opener is urllib.request.urlopen:
+                        resp = opener(url, timeout=timeout)
+                    else:
+                        resp = opener(url)
                     try:
                         total = None
                         try:

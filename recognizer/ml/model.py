@@ -360,8 +360,11 @@ def train_model(
     report("features", 0.0)
     F = image_features(X, deskew, blur_sigma)
     report("features", 1.0)
-    cv_curve: dict = {}
     cv_grid: list = []
+    cv_curve: dict = {  # filled in below when cross-validation runs
+        "pca_components": chosen["pca_components"], "weights": chosen["weights"],
+        "k": [], "accuracy": [], "grid": cv_grid, "n_cv": 0, "folds": 0,
+    }
     rng = np.random.default_rng(random_state)
     if cv and len(y) >= 2 * cv_folds:
         ps = sorted({int(p) for p in grid["pca_components"]})
