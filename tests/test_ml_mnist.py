@@ -126,7 +126,8 @@ def test_fetch_tries_the_next_mirror_after_a_bad_checksum(tmp_path):
         assert gzip.decompress((tmp_path / (name + ".gz")).read_bytes()) == c
     assert [u.split("/")[2] for u in calls] == ["bad", "good", "bad", "good"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.gz", "f1.gz"]
-    assert progress[-1][1] == 1.0
+    assert progress[-1][1] == 1.0 and [f for _, f in progress] == sorted(f for _, f in progress)
+    assert 0.4 <= dict(progress)["download f0"] <= 0.5  # overall fraction: first of two files
 
 
 def test_fetch_skips_files_already_present_and_valid(tmp_path):

@@ -198,7 +198,8 @@ def fetch_mnist(
 ) -> Path:
     """Download MNIST into ``dest_dir`` with checksum verification and atomic renames.
 
-    ``progress(stage, fraction)`` is called with stage ``"download <name>"``.
+    ``progress(stage, fraction)`` is called with stage ``"download <name>"`` and the overall
+    fraction of the whole fetch (non-decreasing, 1.0 at the end).
     Files already present with the right content are skipped.  ``opener(url)`` must return a
     file-like response; ``timeout`` is passed only to the default ``urllib.request.urlopen``.
     """
@@ -206,14 +207,16 @@ def fetch_mnist(
     dest.mkdir(parents=True, exist_ok=True)
     mirrors = list(mirrors)
     files = MNIST_FILES if files is None else files
-    for name, sha in files.items():
+    n_files = max(len(files), 1)
+    for file_no, (name, sha) in enumerate(files.items()):
         stage = f"download {name}"
+        overall = lambda frac, _i=file_no: (_i + frac) / n_files  # noqa: E731
         existing = _find(dest, name)
         if existing is not None:
             try:
                 if _content_sha256(existing) == sha:
                     if progress:
-                        progress(stage, 1.0)
+                        progress(stage, overall(1.0))
                     continue
             except (OSError, EOFError, zlib.error):
                 pass
@@ -242,7 +245,7 @@ def fetch_mnist(
                             out.write(chunk)
                             done += len(chunk)
                             if progress and total:
-                                progress(stage, min(done / total, 1.0))
+                                progress(stage, overall(min(done / total, 1.0)))
                     finally:
                         close = getattr(resp, "close", None)
                         if close:
@@ -259,7 +262,7 @@ def fetch_mnist(
                 if existing is not None and existing != final and existing.exists():
                     existing.unlink()  # an invalid copy under the other name
                 if progress:
-                    progress(stage, 1.0)
+                    progress(stage, overall(1.0))
                 break
             except Exception as exc:  # noqa: BLE001 - any failure: try the next mirror
                 errors.append(f"{url}: {exc}")

@@ -343,10 +343,18 @@ def train_model(
     fitted once at the largest size and neighbours are computed once up to the largest k, so
     every (pca size, weighting, k) is scored from one search.  ``augment`` (kwargs of
     ``augment_images``) enlarges only the final training set.
-    ``progress(stage, fraction)`` reports "features", "cv", "augment", "fit", "done".
+    ``progress(stage, fraction)`` reports stages "features", "cv", "augment", "fit", "done" with
+    the overall fraction of the whole training (non-decreasing, 1.0 at "done").
     """
     t0 = time.perf_counter()
-    report = progress or (lambda stage, frac: None)
+    spans = {"features": (0.0, 0.15), "cv": (0.15, 0.75), "augment": (0.75, 0.85), "fit": (0.85, 1.0),
+             "done": (1.0, 1.0)}
+
+    def report(stage, frac):
+        if progress is not None:
+            lo, hi = spans[stage]
+            progress(stage, lo + (hi - lo) * float(frac))
+
     X = as_images(images)
     y = np.asarray(labels).astype(np.int64).ravel()
     if len(X) != len(y):
