@@ -1,0 +1,615 @@
+"""The desktop client (clients/desktop.py): DigitClient against a live test server, the Pillow
+sketch, the command line, and the Tk window on a virtual X display (Xvfb).
+
+The GUI tests are marked integration. Without Xvfb they are skipped, unless CI is set, where a
+missing Xvfb is a failure: run scripts/install-xvfb first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clients.desktop import (
+    DEFAULT_SERVER,
+    ApiError,
+    App,
+    ClientError,
+    DigitClient,
+    Point,
+    ServerUnreachable,
+    Sketch,
+    build_parser,
+    error_message,
+    resolve_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DESKTOP = ROOT / "clients" / "desktop.py"
+ARTIFACTS = ROOT / "artifacts"
+
+
+# --- Helpers and fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server(django_db_setup):
+    """pytest-django's live server, but bound to 127.0.0.1 rather than "localhost" (which may be ::1)."""
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer("127.0.0.1")
+    assert server.url.startswith("http://127.0.0.1:")
+    yield server
+    server.stop()
+
+
+def make_token(user) -> str:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+@pytest.fixture
+def alice_token(alice):
+    return make_token(alice)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stroke(target, points) -> None:
+    """Draw one stroke through an App's handlers (or a Sketch's methods)."""
+    first, *rest = points
+    if isinstance(target, Sketch):
+        target.start(*first)
+        for p in rest:
+            target.extend(*p)
+        return
+    target.on_press(Point(*first))
+    for p in rest:
+        target.on_drag(Point(*p))
+    target.on_release()
+
+
+def line_points(a, b, steps=25):
+    return [(a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps) for i in range(steps + 1)]
+
+
+def draw_one(target) -> None:
+    stroke(target, line_points((140, 50), (140, 230)))
+
+
+def draw_seven(target) -> None:
+    stroke(target, line_points((80, 60), (200, 60)) + line_points((200, 60), (120, 230))[1:])
+
+
+def sketch_png(draw=draw_one) -> bytes:
+    sketch = Sketch()
+    draw(sketch)
+    return sketch.png_bytes()
+
+
+class FakeServer:
+    """A tiny HTTP server answering every request with one canned status, type and body."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append((self.path, dict(self.headers)))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.requests: list = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    servers = []
+
+    def start(status=200, body=b"{}", content_type="application/json"):
+        server = FakeServer(status, body, content_type)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# --- Pure logic: no server, no display ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"detail": "Invalid token."}, "Invalid token."),
+        ({"error": {"code": "bad_image", "message": "Not an image."}}, "Not an image."),
+        ({"message": "Too big"}, "Too big"),
+        ({"image": ["This field is required."]}, "image: This field is required."),
+        ({"label": ["Ensure this value is less than or equal to 9."]}, "label: Ensure this value"),
+        ({"errors": [{"detail": "a"}, {"detail": "b"}]}, "a b"),
+        ("plain text", "plain text"),
+        ({}, "fallback"),
+        (None, "fallback"),
+    ],
+)
+def test_error_message_reads_every_error_shape(body, expected):
+    assert error_message(body, "fallback").startswith(expected)
+
+
+def test_sketch_draws_round_black_strokes_on_white():
+    sketch = Sketch()
+    assert sketch.is_empty
+    draw_seven(sketch)
+    assert not sketch.is_empty
+    image = Image.open(io.BytesIO(sketch.png_bytes()))
+    assert image.size == (280, 280) and image.mode == "L"
+    assert image.getpixel((0, 0)) == 255 and image.getpixel((279, 279)) == 255  # white background
+    assert image.getpixel((140, 60)) == 0  # on the top bar
+    assert image.getpixel((140, 60 + 8)) == 0 and image.getpixel((140, 60 + 11)) == 255  # pen about 18 px wide
+    # Round caps: ink reaches half a pen width beyond the end of the stroke, in a disc, not a square.
+    assert image.getpixel((80 - 8, 60)) == 0
+    assert image.getpixel((80 - 8, 60 - 8)) == 255
+
+
+def test_sketch_click_makes_a_dot_and_clear_empties_it():
+    sketch = Sketch()
+    sketch.start(100, 100)
+    assert not sketch.is_empty
+    assert sketch.image.getpixel((100, 100)) == 0
+    sketch.clear()
+    assert sketch.is_empty
+    assert sketch.image.getextrema() == (255, 255)
+
+
+def test_sketch_ignores_jitter_below_a_pixel():
+    sketch = Sketch()
+    sketch.start(10, 10)
+    assert sketch.extend(10.3, 10.2) is False
+    assert sketch.extend(20, 10) is True
+    assert sketch.strokes == [[(10, 10), (20, 10)]]
+
+
+def test_server_and_token_come_from_arguments_then_environment_then_default():
+    parser = build_parser()
+    env = {"DIGITSITE_URL": "http://env:9000", "DIGITSITE_TOKEN": "envtoken"}
+    assert resolve_settings(parser.parse_args([]), {}) == (DEFAULT_SERVER, None)
+    assert resolve_settings(parser.parse_args([]), env) == ("http://env:9000", "envtoken")
+    args = parser.parse_args(["--server", "http://arg:1", "--token", "argtoken"])
+    assert resolve_settings(args, env) == ("http://arg:1", "argtoken")
+
+
+def test_client_normalises_the_server_address():
+    assert DigitClient("127.0.0.1:8000/").url("predict") == "http://127.0.0.1:8000/api/v1/predict"
+    assert DigitClient("https://digits.example/", token=" ").token is None
+
+
+def test_label_must_be_a_digit():
+    with pytest.raises(ValueError):
+        DigitClient().label(1, 10)
+
+
+def test_help_works():
+    result = subprocess.run([sys.executable, str(DESKTOP), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--server" in result.stdout and "--token" in result.stdout and "DIGITSITE_URL" in result.stdout
+
+
+def test_no_display_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([sys.executable, str(DESKTOP)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    assert "cannot open a window" in result.stderr and "DISPLAY" in result.stderr
+
+
+def test_server_down_is_reported_as_unreachable():
+    client = DigitClient(f"http://127.0.0.1:{free_port()}", timeout=5)
+    with pytest.raises(ServerUnreachable, match="connection refused. Is it running"):
+        client.predict(sketch_png())
+
+
+def test_a_server_that_never_answers_times_out():
+    with socket.socket() as listener:  # accepts connections (backlog) but never replies
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = DigitClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
+        with pytest.raises(ServerUnreachable, match="did not answer within 0.5 s"):
+            client.predict(sketch_png())
+
+
+def test_non_json_error_from_a_proxy_keeps_the_status(fake_server):
+    server = fake_server(502, b"<html>Bad Gateway</html>", "text/html")
+    with pytest.raises(ApiError) as info:
+        DigitClient(server.url).predict(sketch_png())
+    assert info.value.status == 502
+    assert "502" in str(info.value)
+
+
+def test_json_error_message_is_shown(fake_server):
+    server = fake_server(429, json.dumps({"detail": "Request was throttled. Expected available in 7 seconds."}).encode())
+    with pytest.raises(ApiError, match="throttled") as info:
+        DigitClient(server.url).predict(sketch_png())
+    assert info.value.status == 429
+
+
+def test_request_is_json_with_a_data_url_and_the_token_header(fake_server):
+    answer = {"digit": 7, "confidence": 0.9, "probabilities": [0.01] * 10, "model_version": 1,
+              "uncertain": False, "drawing": 5}
+    server = fake_server(200, json.dumps(answer).encode())
+    assert DigitClient(server.url, token="k3y").predict(b"\x89PNG fake") == answer
+    path, headers = server.requests[0]
+    assert path == "/api/v1/predict"
+    assert headers["Authorization"] == "Token k3y"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_a_200_that_is_not_json_is_an_error(fake_server):
+    server = fake_server(200, b"<html>hello</html>", "text/html")
+    with pytest.raises(ClientError, match="did not answer with JSON"):
+        DigitClient(server.url).predict(sketch_png())
+
+
+# --- DigitClient against the real API on a live test server ------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_anonymous_prediction_is_not_stored(live_server, active_model):
+    from recognizer.models import Drawing
+
+    answer = DigitClient(live_server.url).predict(sketch_png(draw_one))
+    assert 0 <= answer["digit"] <= 9
+    assert 0.0 <= answer["confidence"] <= 1.0
+    assert len(answer["probabilities"]) == 10
+    assert answer["model_version"] == active_model.pk
+    assert isinstance(answer["uncertain"], bool)
+    assert answer["drawing"] is None
+    assert not Drawing.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prediction_with_a_token_is_stored_and_can_be_labelled(live_server, active_model, alice, alice_token):
+    from recognizer.models import Drawing
+
+    client = DigitClient(live_server.url, alice_token)
+    answer = client.predict(sketch_png(draw_seven))
+    drawing = Drawing.objects.get(pk=answer["drawing"])
+    assert drawing.user == alice
+    assert drawing.predicted_digit == answer["digit"]
+    assert drawing.label is None
+
+    client.label(answer["drawing"], 4)
+    drawing.refresh_from_db()
+    assert drawing.label == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_token_is_refused_with_the_servers_message(live_server, active_model):
+    with pytest.raises(ApiError) as info:
+        DigitClient(live_server.url, "not-a-real-token").predict(sketch_png())
+    assert info.value.status == 401
+    assert info.value.message and "HTTP" not in info.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_garbage_image_is_a_400_with_a_message(live_server, active_model):
+    with pytest.raises(ApiError) as info:
+        DigitClient(live_server.url).predict(b"this is not a png")
+    assert info.value.status == 400
+    assert info.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_blank_drawing_is_refused_with_a_message(live_server, active_model):
+    with pytest.raises(ApiError) as info:
+        DigitClient(live_server.url).predict(Sketch().png_bytes())
+    assert 400 <= info.value.status < 500
+    assert info.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nobody_labels_someone_elses_drawing(live_server, active_model, alice, alice_token, bob):
+    from recognizer.models import Drawing
+
+    answer = DigitClient(live_server.url, alice_token).predict(sketch_png())
+    with pytest.raises(ApiError) as info:
+        DigitClient(live_server.url, make_token(bob)).label(answer["drawing"], 3)
+    assert info.value.status in (403, 404)
+    assert Drawing.objects.get(pk=answer["drawing"]).label is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_obtain_token(live_server, alice):
+    from rest_framework.authtoken.models import Token
+
+    client = DigitClient(live_server.url)
+    token = client.obtain_token("alice", "alice-password-1")
+    assert token == Token.objects.get(user=alice).key
+    assert client.token == token
+    with pytest.raises(ApiError) as info:
+        DigitClient(live_server.url).obtain_token("alice", "wrong")
+    assert 400 <= info.value.status < 500 and info.value.message
+
+
+# --- The window on a virtual display -----------------------------------------------------------
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _free_display() -> int:
+    for n in range(90, 400):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display number between :90 and :399")
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    """A private Xvfb display for this module; DISPLAY points at it while the tests run."""
+    xvfb_bin = shutil.which("Xvfb")
+    if xvfb_bin is None:
+        message = "Xvfb is not installed (run scripts/install-xvfb)"
+        if _truthy(os.environ.get("CI")):
+            pytest.fail(f"{message}: CI is set, so the desktop client GUI test must run.")
+        pytest.skip(message)
+    try:
+        import tkinter  # noqa: F401
+    except ImportError as exc:
+        if _truthy(os.environ.get("CI")):
+            pytest.fail(f"tkinter is missing ({exc}): run scripts/install-xvfb")
+        pytest.skip(f"tkinter is missing ({exc}): run scripts/install-xvfb")
+
+    process = number = None
+    for _attempt in range(5):  # another process may take the number between the check and the start
+        number = _free_display()
+        process = subprocess.Popen(
+            [xvfb_bin, f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None:
+            if Path(f"/tmp/.X11-unix/X{number}").exists():
+                break
+            time.sleep(0.05)
+        if process.poll() is None and Path(f"/tmp/.X11-unix/X{number}").exists():
+            break
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process = None
+    if process is None:
+        pytest.fail("Xvfb did not start on any free display number")
+
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield f":{number}"
+    finally:
+        if previous is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = previous
+        process.terminate()  # by its own PID
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def make_app(xvfb):
+    import tkinter as tk
+
+    roots = []
+
+    def make(client: DigitClient) -> App:
+        root = tk.Tk()
+        roots.append(root)
+        app = App(root, client)
+        root.update()
+        return app
+
+    yield make
+    for root in roots:
+        try:
+            root.destroy()
+        except tk.TclError:
+            pass
+
+
+def pump(app: App, until, timeout: float = 20.0) -> None:
+    """Run the Tk event loop until `until()` is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out; window shows digit={app.digit_var.get()!r} "
+                        f"confidence={app.confidence_var.get()!r} status={app.status_var.get()!r}")
+        app.root.update()
+        time.sleep(0.02)
+    app.root.update()
+
+
+def screenshot(display: str, path: Path, bbox=None) -> bool:
+    """Save the virtual screen (or the bbox of it) as PNG: Pillow's X11 grab, else ImageMagick's
+    `import -window root`, else `xwd | convert`. Optional: False when none of them works."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from PIL import ImageGrab
+
+        ImageGrab.grab(bbox=bbox, xdisplay=display).save(path)
+        return True
+    except Exception:  # noqa: BLE001 - Pillow built without XCB: try the command-line tools
+        pass
+    env = {**os.environ, "DISPLAY": display}
+    if shutil.which("import"):
+        result = subprocess.run(["import", "-window", "root", str(path)], env=env, capture_output=True, timeout=30)
+        if result.returncode == 0 and path.exists():
+            return True
+    if shutil.which("xwd") and shutil.which("convert"):
+        result = subprocess.run(f"xwd -root -silent | convert xwd:- png:'{path}'", shell=True, env=env,
+                                capture_output=True, timeout=30)
+        return result.returncode == 0 and path.exists()
+    return False
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_gui_predict_and_correct(make_app, xvfb, live_server, active_model, alice, alice_token):
+    from recognizer.models import Drawing
+
+    app = make_app(DigitClient(live_server.url, alice_token))
+    assert app.canvas.winfo_width() >= 280 and app.canvas.winfo_height() >= 280
+    assert app.correct_frame.winfo_ismapped() and not app.correction_enabled
+
+    app.predict()  # nothing drawn: nothing is sent
+    assert app.status_var.get() == "Draw a digit first."
+    assert app.busy is False and not Drawing.objects.exists()
+
+    draw_seven(app)
+    assert app.canvas.find_withtag("ink")
+    app.predict()
+    pump(app, lambda: not app.busy)
+
+    assert app.status_var.get() == "Wrong? Press the right digit below.", app.status_var.get()
+    drawing = Drawing.objects.get(user=alice)
+    assert app.drawing_id == drawing.pk
+    assert app.digit_var.get() == str(drawing.predicted_digit)
+    assert app.confidence_var.get().startswith("Confidence: ")
+    assert app.confidence_var.get().endswith("— unsure") == bool(app.last_prediction["uncertain"])
+    assert app.correction_enabled
+    # What was sent is what the canvas shows: the stored PNG is the sketch.
+    with drawing.image.open("rb") as f:
+        assert Image.open(f).convert("L").tobytes() == app.sketch.image.tobytes()
+
+    app.correct(7)
+    pump(app, lambda: app.status_var.get().startswith("Thanks"))
+    assert app.status_var.get() == "Thanks: saved as a 7."
+    drawing.refresh_from_db()
+    assert drawing.label == 7
+
+    root = app.root
+    bbox = (root.winfo_rootx(), root.winfo_rooty(),
+            root.winfo_rootx() + root.winfo_width(), root.winfo_rooty() + root.winfo_height())
+    if screenshot(xvfb, ARTIFACTS / "desktop-client.png", bbox):
+        assert (ARTIFACTS / "desktop-client.png").stat().st_size > 0
+
+    app.clear()
+    assert not app.canvas.find_withtag("ink") and app.sketch.is_empty
+    assert app.digit_var.get() == "?" and not app.correction_enabled and app.drawing_id is None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_gui_anonymous_cannot_correct(make_app, live_server, active_model):
+    from recognizer.models import Drawing
+
+    app = make_app(DigitClient(live_server.url))
+    assert not app.correct_frame.winfo_ismapped()
+    draw_one(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    assert app.digit_var.get() in list("0123456789")
+    assert app.drawing_id is None and not app.correction_enabled
+    app.correct(1)
+    assert "token" in app.status_var.get()
+    assert not Drawing.objects.exists()
+
+
+@pytest.mark.integration
+def test_gui_server_down(make_app):
+    app = make_app(DigitClient(f"http://127.0.0.1:{free_port()}", "some-token", timeout=5))
+    draw_one(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    assert "Is it running?" in app.status_var.get()
+    assert app.digit_var.get() == "?"
+    assert str(app.predict_button.cget("state")) == "normal"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_gui_shows_the_servers_error_message(make_app, live_server, active_model):
+    app = make_app(DigitClient(live_server.url, "not-a-real-token"))
+    draw_one(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    status = app.status_var.get()
+    assert "(HTTP 401)" in status and len(status) > len("(HTTP 401)") + 3, status
+
+
+@pytest.mark.integration
+def test_gui_clear_drops_an_answer_still_on_its_way(make_app, fake_server):
+    answer = {"digit": 3, "confidence": 0.5, "probabilities": [0.1] * 10, "model_version": 1,
+              "uncertain": True, "drawing": 9}
+    server = fake_server(200, json.dumps(answer).encode())
+    app = make_app(DigitClient(server.url, "t"))
+    draw_one(app)
+    app.predict()
+    app.clear()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        app.root.update()
+        time.sleep(0.02)
+    assert app.digit_var.get() == "?" and app.drawing_id is None
+    assert server.requests  # it was sent; its answer was ignored
+
+
+@pytest.mark.integration
+def test_gui_real_mouse_draws_on_canvas_and_sketch(make_app, xvfb):
+    """The event bindings, driven by a real (virtual) mouse through xdotool."""
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (run scripts/install-xvfb)")
+    app = make_app(DigitClient(f"http://127.0.0.1:{free_port()}"))
+    app.root.lift()
+    app.root.update()
+    x0, y0 = app.canvas.winfo_rootx(), app.canvas.winfo_rooty()
+    env = {**os.environ, "DISPLAY": xvfb}
+
+    def xdo(*args):
+        subprocess.run(["xdotool", *map(str, args)], env=env, check=True, timeout=10)
+        app.root.update()
+
+    xdo("mousemove", "--sync", x0 + 100, y0 + 60)
+    xdo("mousedown", 1)
+    for i in range(1, 16):
+        xdo("mousemove", "--sync", x0 + 100 + i * 4, y0 + 60 + i * 10)
+    xdo("mouseup", 1)
+    pump(app, lambda: len(app.sketch.strokes) == 1 and len(app.sketch.strokes[0]) > 5, timeout=10)
+    assert app.canvas.find_withtag("ink")
+    start_x, start_y = app.sketch.strokes[0][0]
+    assert abs(start_x - 100) <= 1 and abs(start_y - 60) <= 1
+    assert app.sketch.image.getpixel((130, 135)) == 0  # on the line drawn
