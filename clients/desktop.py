@@ -294,9 +294,13 @@ class App:
         outer = tk.Frame(root, padx=12, pady=12)
         outer.pack(fill="both", expand=True)
 
-        self.canvas = tk.Canvas(outer, width=size, height=size, bg="white", highlightthickness=1,
-                                highlightbackground="#888888", cursor="pencil")
-        self.canvas.grid(row=0, column=0, rowspan=3, sticky="n")
+        # The border lives on a frame around the canvas: canvas pixel (x, y) is then exactly the
+        # Pillow image's pixel (x, y), with no highlight ring shifting or hiding the edges.
+        border = tk.Frame(outer, bd=1, relief="solid", bg="#888888")
+        border.grid(row=0, column=0, rowspan=3, sticky="n")
+        self.canvas = tk.Canvas(border, width=size, height=size, bg="white", highlightthickness=0, bd=0,
+                                cursor="pencil")
+        self.canvas.pack()
         self.canvas.bind("<ButtonPress-1>", self.on_press)
         self.canvas.bind("<B1-Motion>", self.on_drag)
         self.canvas.bind("<ButtonRelease-1>", self.on_release)
