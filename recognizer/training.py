@@ -347,6 +347,7 @@ class _RunReporter:
         self.run = run
         self.echo = echo
         self._last_write = 0.0
+        self._last_stage = ""
         self._stop = threading.Event()
         interval = max(1.0, settings.RECOGNIZER_RETRAIN_LOCK_TIMEOUT / 4)
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True, name="retrain-heartbeat")
@@ -377,8 +378,8 @@ class _RunReporter:
         if self.echo:
             self.echo(stage, fraction)
         now = time.monotonic()
-        if now - self._last_write >= 1.0 or fraction >= 1.0:
-            self._last_write = now
+        if now - self._last_write >= 1.0 or fraction >= 1.0 or stage != self._last_stage:
+            self._last_write, self._last_stage = now, stage
             self._write(stage=stage[:120], progress=fraction)
 
     def scaled(self, start: float, end: float) -> Progress:

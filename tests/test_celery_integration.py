@@ -1,0 +1,51 @@
+"""The feedback loop through real processes: redis-server on loopback, a Celery worker, manage.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.redis_helpers import redis_url, site, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+START = "from recognizer import training; run, created = training.start_retrain('staff'); print(run.pk)"
+SERVE = ("from recognizer import services; from tests.conftest import draw_digit_png; "
+         "print(services.predict_image(draw_digit_png(1)).model_version)")
+
+
+def test_a_retrain_sent_through_redis_activates_a_new_version(site):
+    old = site.active_version()
+    site.start_worker()
+    run_id = int(site.python(START))  # queued, then sent to the broker when the transaction commits
+    row = wait_for(lambda: (r := site.run_row(run_id))["status"] in ("promoted", "not_promoted", "failed") and r,
+                   90, "the retrain to finish")
+    assert row["status"] == "promoted", row
+    assert site.active_version() == row["model_version_id"] != old
+    assert int(site.python(SERVE)) == row["model_version_id"]
+
+
+def test_killing_the_worker_mid_training_leaves_the_old_model_serving(site):
+    old = site.active_version()
+    worker = site.start_worker(slow_training_seconds=60)
+    run_id = int(site.python(START))
+    wait_for(lambda: site.run_row(run_id)["stage"] == "features", 60, "training to start")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert site.run_row(run_id)["status"] == "running"  # nobody has noticed yet
+    assert site.active_version() == old
+    assert int(site.python(SERVE)) == old
+
+    # The next look at the lock (here the reaper the beat runs every minute) marks it failed and frees it.
+    site.python("from recognizer import tasks; print(tasks.reap_stale_training_runs())")
+    row = site.run_row(run_id)
+    assert row["status"] == "failed" and "died" in row["error"] and not row["holds_lock"]
+
+    site.start_worker()
+    retry = int(site.python(START))
+    assert retry != run_id
+    row = wait_for(lambda: (r := site.run_row(retry))["status"] in ("promoted", "not_promoted", "failed") and r,
+                   90, "the second retrain to finish")
+    assert row["status"] == "promoted", row
