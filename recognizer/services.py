@@ -143,8 +143,9 @@ def preprocess_upload(data: bytes) -> np.ndarray:
     return ml_preprocess.preprocess_drawing(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
 
 
-def predict_image(data: bytes, user=None) -> PredictionResult:
-    """Predict the digit in an uploaded drawing; a logged-in user's drawing is stored with the answer."""
+def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionResult:
+    """Predict the digit in an uploaded drawing; a logged-in user's drawing is stored with the answer
+    (`store=False`: the page's live previews while drawing, answered the same way but not kept)."""
     image28 = preprocess_upload(data)
     loaded = model_cache.get()
     from recognizer.training import personal_predict_kwargs  # the feedback loop imports this module
@@ -161,7 +162,7 @@ def predict_image(data: bytes, user=None) -> PredictionResult:
         uncertain=is_uncertain(probabilities),
         top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
     )
-    if user is not None and user.is_authenticated:
+    if store and user is not None and user.is_authenticated:
         result.drawing = store_drawing(user, data, image28, result)
     return result
 

@@ -115,6 +115,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "recognizer.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "anon_predict": env_str("RECOGNIZER_ANON_PREDICT_RATE", "60/minute"),
         "user_predict": env_str("RECOGNIZER_USER_PREDICT_RATE", "600/minute"),
