@@ -1,3 +1,61 @@
-from django.shortcuts import render
+"""Pages: the drawing page, sign-up, a throttled login, and My drawings. Predictions and labels go
+through the REST API (one path for the page and every other client)."""
 
-# Create your views here.
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_http_methods
+
+from recognizer.api.throttles import LoginThrottle
+from recognizer.forms import DrawingFilterForm, SignUpForm
+from recognizer.models import Drawing
+
+DRAWINGS_PER_PAGE = 24
+
+
+@ensure_csrf_cookie
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "recognizer/home.html", {"max_upload_bytes": settings.RECOGNIZER_MAX_UPLOAD_BYTES})
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}! Your drawings will now be kept.")
+        return redirect("home")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login form, with the `login` throttle scope counting attempts per address."""
+
+    def post(self, request, *args, **kwargs):
+        throttle = LoginThrottle()
+        if not throttle.allow_request(request, self):
+            form = self.get_form()
+            wait = int((throttle.wait() or 60) + 0.999)
+            form.add_error(None, f"Too many login attempts. Try again in {wait} seconds.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+
+@login_required
+def my_drawings(request: HttpRequest) -> HttpResponse:
+    form = DrawingFilterForm(request.GET or None)
+    drawings = form.filter(Drawing.objects.filter(user=request.user).select_related("model_version"))
+    page = Paginator(drawings, DRAWINGS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "recognizer/my_drawings.html",
+                  {"form": form, "page": page, "query": query.urlencode(), "digits": range(10)})

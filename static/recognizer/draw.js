@@ -1,0 +1,327 @@
+// The drawing page: a Pointer Events canvas (mouse, pen, touch), live and on-demand predictions
+// through the REST API, and one-click labelling for logged-in users. No build step: an ES module.
+
+const EXPORT_SIZE = 280; // the PNG sent to the API, whatever the canvas's size on screen
+const LINE_WIDTH = 0.065; // of the side: a felt-tip pen, close to MNIST's stroke once scaled to 28x28
+const LIVE_DELAY_MS = 300; // debounce of live predictions after the pen stops moving
+const LIVE_EVERY_MS = 900; // and at most this often while it keeps moving
+
+const app = document.getElementById("app");
+if (app) init(app);
+
+function init(app) {
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("pad");
+  const ctx = canvas.getContext("2d");
+  const cfg = {
+    predictUrl: app.dataset.predictUrl,
+    labelUrl: app.dataset.labelUrl,
+    authenticated: app.dataset.authenticated === "true",
+  };
+  const ui = {
+    status: $("status"), answer: $("answer"), digit: $("digit"), verdict: $("verdict"),
+    confidence: $("confidence"), bars: [...document.querySelectorAll("#bars li")],
+    labelling: $("labelling"), labelStatus: $("label-status"),
+    labelButtons: [...document.querySelectorAll("#label-buttons button")], live: $("live"),
+  };
+
+  const strokes = []; // each stroke: [[x, y], ...] in 0..1 of the side
+  let current = null; // the stroke being drawn
+  let pointerId = null;
+  let version = 0; // bumps on every change, so an answer is matched to the drawing it was about
+  let result = null; // last answer, with .version
+  let seq = 0; // only the newest request's answer is shown
+  let controller = null;
+  let liveTimer = null;
+  let lastSent = 0;
+  let frame = 0;
+
+  // --- Drawing -----------------------------------------------------------------------------
+  function paint(c, size, list) {
+    c.clearRect(0, 0, size, size);
+    c.lineCap = "round";
+    c.lineJoin = "round";
+    c.strokeStyle = c.fillStyle = "#111";
+    c.lineWidth = LINE_WIDTH * size;
+    for (const pts of list) {
+      const p = pts.map(([x, y]) => [x * size, y * size]);
+      if (p.length === 1) {
+        c.beginPath();
+        c.arc(p[0][0], p[0][1], c.lineWidth / 2, 0, Math.PI * 2);
+        c.fill();
+        continue;
+      }
+      // Quadratic curves through the midpoints: smooth strokes from jittery pointer samples.
+      c.beginPath();
+      c.moveTo(p[0][0], p[0][1]);
+      for (let i = 1; i < p.length - 1; i++) {
+        c.quadraticCurveTo(p[i][0], p[i][1], (p[i][0] + p[i + 1][0]) / 2, (p[i][1] + p[i + 1][1]) / 2);
+      }
+      const last = p[p.length - 1];
+      c.lineTo(last[0], last[1]);
+      c.stroke();
+    }
+  }
+
+  function redraw() {
+    cancelAnimationFrame(frame);
+    frame = requestAnimationFrame(() => paint(ctx, canvas.width, strokes));
+  }
+
+  function fitToScreen() {
+    const side = Math.round(canvas.getBoundingClientRect().width * (window.devicePixelRatio || 1));
+    if (side > 0 && canvas.width !== side) {
+      canvas.width = canvas.height = side;
+    }
+    redraw();
+  }
+  new ResizeObserver(fitToScreen).observe(canvas);
+
+  function exportPng() {
+    const off = document.createElement("canvas");
+    off.width = off.height = EXPORT_SIZE;
+    paint(off.getContext("2d"), EXPORT_SIZE, strokes); // black ink on transparent, like the model expects
+    return off.toDataURL("image/png");
+  }
+
+  function point(e) {
+    const r = canvas.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height)];
+  }
+
+  function changed() {
+    version++;
+    if (!strokes.length) {
+      reset("Draw a digit and I will guess it.");
+    }
+  }
+
+  canvas.addEventListener("pointerdown", (e) => {
+    if (pointerId !== null || (e.pointerType === "mouse" && e.button !== 0)) return;
+    e.preventDefault();
+    pointerId = e.pointerId;
+    canvas.setPointerCapture(e.pointerId);
+    current = [point(e)];
+    strokes.push(current);
+    changed();
+    redraw();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (e.pointerId !== pointerId || !current) return;
+    e.preventDefault();
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+    for (const ev of events.length ? events : [e]) current.push(point(ev));
+    version++;
+    redraw();
+    scheduleLive();
+  });
+  const endStroke = (e) => {
+    if (e.pointerId !== pointerId) return;
+    pointerId = null;
+    current = null;
+    scheduleLive();
+  };
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+  // Belt and braces next to `touch-action: none`: the page must not scroll while drawing.
+  canvas.addEventListener("touchmove", (e) => e.preventDefault(), { passive: false });
+
+  function undo() {
+    if (!strokes.length) return;
+    strokes.pop();
+    changed();
+    redraw();
+    if (strokes.length) scheduleLive(0);
+  }
+
+  function clear() {
+    strokes.length = 0;
+    current = null;
+    pointerId = null;
+    changed();
+    redraw();
+  }
+
+  // --- Predicting --------------------------------------------------------------------------
+  function scheduleLive(delay = LIVE_DELAY_MS) {
+    if (!ui.live || !ui.live.checked || !strokes.length) return;
+    clearTimeout(liveTimer);
+    if (current && performance.now() - lastSent > LIVE_EVERY_MS) {
+      predict({ store: false });
+      return;
+    }
+    liveTimer = setTimeout(() => predict({ store: false }), delay);
+  }
+
+  function csrfToken() {
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  async function post(url, body, signal) {
+    const res = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(body),
+      signal,
+    });
+    const data = await res.json().catch(() => ({}));
+    return { res, data };
+  }
+
+  async function predict({ store }) {
+    clearTimeout(liveTimer);
+    if (!strokes.length) {
+      reset("The canvas is empty: draw a digit first, then I will guess it.");
+      return null;
+    }
+    const mine = ++seq;
+    const about = version;
+    if (controller) controller.abort();
+    controller = new AbortController();
+    lastSent = performance.now();
+    app.classList.add("busy");
+    try {
+      const { res, data } = await post(cfg.predictUrl, { image: exportPng(), store }, controller.signal);
+      if (mine !== seq) return null;
+      if (!res.ok) {
+        showError(res.status, data);
+        return null;
+      }
+      result = { ...data, version: about };
+      show(result);
+      return result;
+    } catch (err) {
+      if (err.name === "AbortError") return null;
+      setStatus("Could not reach the server. Your drawing is still here: try again.", "error");
+      return null;
+    } finally {
+      if (mine === seq) app.classList.remove("busy");
+    }
+  }
+
+  function showError(status, data) {
+    const detail = data && data.detail ? data.detail : `The server answered ${status}.`;
+    if (status === 422) setStatus(`${detail} `, "info");
+    else if (status === 429) setStatus(`Slow down a little: ${detail} Your drawing is kept.`, "error");
+    else setStatus(`${detail} Your drawing is kept.`, "error");
+  }
+
+  const pct = (p) => `${Math.round(p * 100)}%`;
+
+  function show(r) {
+    ui.answer.hidden = false;
+    ui.answer.classList.toggle("unsure", r.uncertain);
+    const [a, b] = r.top_two || [];
+    if (r.uncertain && a && b) {
+      ui.digit.textContent = `${a.digit}?`;
+      ui.verdict.textContent = `I'm not sure: a ${a.digit} (${pct(a.probability)}) or a ${b.digit} (${pct(b.probability)})?`;
+      setStatus("Not sure. Is it one of these two?", "unsure");
+    } else {
+      ui.digit.textContent = String(r.digit);
+      ui.verdict.textContent = `It's a ${r.digit}.`;
+      setStatus("", "");
+    }
+    ui.confidence.textContent = `${pct(r.confidence)} confident · model v${r.model_version}`;
+    ui.bars.forEach((li, d) => {
+      const p = r.probabilities[d] || 0;
+      li.querySelector(".fill").style.width = pct(p);
+      li.querySelector(".pct").textContent = pct(p);
+      li.classList.toggle("top", d === r.digit);
+      li.classList.toggle("second", r.uncertain && b && d === b.digit);
+    });
+    if (ui.labelling) {
+      ui.labelling.hidden = false;
+      ui.labelStatus.textContent = r.drawing ? "" : "Click the right digit to save this drawing with its label.";
+      ui.labelButtons.forEach((btn) => {
+        const d = Number(btn.dataset.label);
+        btn.classList.toggle("predicted", d === r.digit);
+        btn.classList.toggle("guess", r.uncertain && b && d === b.digit);
+        btn.classList.remove("chosen");
+      });
+    }
+  }
+
+  function reset(message) {
+    seq++;
+    if (controller) controller.abort();
+    clearTimeout(liveTimer);
+    app.classList.remove("busy");
+    result = null;
+    ui.answer.hidden = true;
+    ui.bars.forEach((li) => {
+      li.querySelector(".fill").style.width = "0%";
+      li.querySelector(".pct").textContent = "–";
+      li.classList.remove("top", "second");
+    });
+    if (ui.labelling) ui.labelling.hidden = true;
+    setStatus(message, "info");
+  }
+
+  function setStatus(message, kind) {
+    ui.status.textContent = message;
+    ui.status.className = `status ${kind || ""}`;
+    ui.status.hidden = !message;
+  }
+
+  // --- Labelling ---------------------------------------------------------------------------
+  async function label(digit) {
+    if (!cfg.authenticated || !ui.labelling) return;
+    if (!strokes.length) {
+      reset("The canvas is empty: draw a digit first.");
+      return;
+    }
+    let r = result;
+    if (!r || r.version !== version || r.drawing == null) {
+      r = await predict({ store: true }); // live previews are not kept: store this drawing first
+      if (!r || r.drawing == null) return;
+    }
+    ui.labelStatus.textContent = "Saving…";
+    try {
+      const { res, data } = await post(cfg.labelUrl.replace("/0/", `/${r.drawing}/`), { label: digit });
+      if (!res.ok) {
+        ui.labelStatus.textContent = `Not saved: ${data.detail || `the server answered ${res.status}.`}`;
+        return;
+      }
+      ui.labelButtons.forEach((btn) => btn.classList.toggle("chosen", Number(btn.dataset.label) === data.label));
+      ui.labelStatus.textContent = data.label === data.predicted_digit
+        ? `Saved: you confirmed it is a ${data.label}. Thank you!`
+        : `Saved: it is a ${data.label} (the model said ${data.predicted_digit}). Thank you for the correction!`;
+      ui.labelStatus.dataset.savedLabel = String(data.label);
+    } catch (err) {
+      ui.labelStatus.textContent = "Could not reach the server: the label is not saved. Try again.";
+    }
+  }
+
+  // --- Buttons and keys --------------------------------------------------------------------
+  $("predict").addEventListener("click", () => predict({ store: true }));
+  $("undo").addEventListener("click", undo);
+  $("clear").addEventListener("click", clear);
+  ui.labelButtons.forEach((btn) => btn.addEventListener("click", () => label(Number(btn.dataset.label))));
+  if (ui.live) ui.live.addEventListener("change", () => ui.live.checked && scheduleLive(0));
+
+  document.addEventListener("keydown", (e) => {
+    if (e.target.closest("input, textarea, select, [contenteditable]") || e.altKey) return;
+    const key = e.key.toLowerCase();
+    if ((e.ctrlKey || e.metaKey) && key === "z") {
+      e.preventDefault();
+      undo();
+    } else if (e.ctrlKey || e.metaKey) {
+      return;
+    } else if (key === "enter" && !e.target.closest("button, a")) {
+      e.preventDefault();
+      predict({ store: true });
+    } else if (key === "u") {
+      undo();
+    } else if (key === "escape" || key === "c") {
+      clear();
+    } else if (/^[0-9]$/.test(key) && ui.labelling && !ui.labelling.hidden) {
+      label(Number(key));
+    }
+  });
+
+  // For tests and the curious: the current state of the pad.
+  window.digitsite = { strokes, predict, label, clear, undo, exportPng };
+}
