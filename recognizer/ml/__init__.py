@@ -12,6 +12,7 @@ from .mnist import (
     load_idx,
     load_mnist,
     load_training_data,
+    verify_mnist,
 )
 from .model import DigitClassifier, Prediction, TrainingResult, augment_images, train_model
 from .pendigits import PenDigit, load_pendigits, render_drawing, render_png, split_writers
@@ -23,6 +24,7 @@ from .preprocess import (
     decode_image,
     deskew,
     from_uint8,
+    normalize_thickness,
     preprocess_drawing,
     to_uint8,
 )
@@ -31,10 +33,10 @@ from .store import CorruptModelError, SavedModel, load_model, read_metadata, sav
 __all__ = [
     "canvas_dataset", "evaluate", "format_metrics_table",
     "MNIST_FILES", "MNIST_MIRRORS", "FetchError", "IdxFormatError", "MnistData", "fetch_mnist",
-    "load_fallback_digits", "load_idx", "load_mnist", "load_training_data",
+    "load_fallback_digits", "load_idx", "load_mnist", "load_training_data", "verify_mnist",
     "DigitClassifier", "Prediction", "TrainingResult", "augment_images", "train_model",
     "PenDigit", "load_pendigits", "render_drawing", "render_png", "split_writers",
     "DrawingError", "EmptyDrawing", "ImageTooLarge", "UnreadableImage", "decode_image", "deskew",
-    "from_uint8", "preprocess_drawing", "to_uint8",
+    "from_uint8", "normalize_thickness", "preprocess_drawing", "to_uint8",
     "CorruptModelError", "SavedModel", "load_model", "read_metadata", "save_model",
 ]
