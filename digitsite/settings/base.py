@@ -159,7 +159,7 @@ RECOGNIZER_HOLDOUT_SHARE = env_float("RECOGNIZER_HOLDOUT_SHARE", 0.2)
 RECOGNIZER_USER_SAMPLE_WEIGHT = env_float("RECOGNIZER_USER_SAMPLE_WEIGHT", 3.0)
 # Vote weight of a user's own drawings when searched alongside the training set at prediction time.
 RECOGNIZER_PERSONAL_WEIGHT = env_float("RECOGNIZER_PERSONAL_WEIGHT", 3.0)
-RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 500, minimum=0)
+RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 200, minimum=0)
 # A queued or running retrain whose heartbeat is older than this (seconds) is dead and marked failed.
 RECOGNIZER_RETRAIN_LOCK_TIMEOUT = env_int("RECOGNIZER_RETRAIN_LOCK_TIMEOUT", 600, minimum=5)
 # Cross-validate k and the PCA size at every retrain (False reuses the active model's choice).
