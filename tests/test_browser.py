@@ -1,0 +1,184 @@
+"""The drawing page in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Logs in through the form, draws a digit by moving the pointer along a real pen trajectory
+(pendigits, or a built-in stroke list when PENDIGITS_DIR is absent), reads the prediction, corrects
+it with one click, and checks that the correction is stored. Screenshots go to artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recognizer.models import Drawing
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+# A "4" and a "7" written as pen strokes (x, y in a 0..100 box, y down), for when pendigits is absent.
+BUILT_IN = [
+    (4, [np.array([[60, 5], [45, 30], [30, 55], [20, 70], [45, 70], [70, 70], [85, 70]], float),
+         np.array([[62, 30], [62, 50], [62, 70], [62, 90], [62, 100]], float)]),
+    (7, [np.array([[15, 10], [40, 10], [65, 10], [85, 10], [75, 30], [62, 52], [52, 75], [45, 100]], float)]),
+]
+
+
+def need_browser():
+    """Skip without Chromium or Playwright, unless CI is set: then a missing browser is a failure."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (scripts/install-browser installs it)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright package is not installed (pip install playwright)"
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"Browser test cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+def pen_samples(limit: int = 8) -> list[tuple[int, list[np.ndarray]]]:
+    directory = os.environ.get("PENDIGITS_DIR", "")
+    if directory and Path(directory).exists():
+        from recognizer.ml.pendigits import load_pendigits
+
+        digits = load_pendigits(directory)
+        rng = np.random.default_rng(3)
+        picks = rng.choice(len(digits), size=limit, replace=False)
+        return [(digits[i].label, digits[i].strokes) for i in picks]
+    return BUILT_IN
+
+
+@pytest.fixture
+def server(transactional_db):
+    """The app on 127.0.0.1 and a free port, sharing the test database."""
+    from pytest_django.live_server_helper import LiveServer
+
+    live = LiveServer("127.0.0.1:0")
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.errors = errors
+        yield page
+        context.close()
+        browser.close()
+
+
+def draw(page, strokes: list[np.ndarray]) -> None:
+    """Move the mouse along the trajectory, fitted into the middle 60% of the canvas."""
+    box = page.locator("#pad").bounding_box()
+    points = np.concatenate(strokes)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    scale = 0.6 * box["width"] / max(hi - lo)
+    offset = np.array([box["x"], box["y"]]) + (np.array([box["width"], box["height"]]) - (hi - lo) * scale) / 2
+    for stroke in strokes:
+        xy = (stroke - lo) * scale + offset
+        page.mouse.move(*xy[0])
+        page.mouse.down()
+        for x, y in xy[1:]:
+            page.mouse.move(x, y, steps=2)
+        page.mouse.up()
+
+
+def predict(page) -> int:
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/predict") and r.request.method == "POST"
+                              and '"store":true' in (r.request.post_data or "")) as answer:
+        page.click("#predict")
+    assert answer.value.status == 200, answer.value.text()
+    body = answer.value.json()
+    assert body["drawing"] is not None
+    page.wait_for_function("document.querySelector('#answer') && !document.querySelector('#answer').hidden")
+    shown = page.inner_text("#digit").rstrip("?")
+    assert int(shown) == (body["top_two"][0]["digit"] if body["uncertain"] else body["digit"])
+    return body["digit"]
+
+
+def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active_model, server, browser_page):
+    page = browser_page
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    page.goto(server.url + "/accounts/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+    assert page.locator("#app").get_attribute("data-authenticated") == "true"
+
+    # An empty canvas: a friendly message, and no request.
+    page.click("#predict")
+    assert "empty" in page.inner_text("#status")
+
+    # Draw real trajectories until the model misreads one (so the click is a real correction).
+    samples = pen_samples()
+    for attempt, (truth, strokes) in enumerate(samples):
+        draw(page, strokes)
+        predicted = predict(page)
+        if predicted != truth or attempt == len(samples) - 1:
+            break
+        page.keyboard.press("Escape")  # clear, and try the next writer's digit
+        assert page.locator("#answer").is_hidden()
+
+    page.click(f"#label-buttons button[data-label='{truth}']")
+    page.wait_for_function("document.querySelector('#label-status').textContent.startsWith('Saved')")
+    status = page.inner_text("#label-status")
+    assert f"it is a {truth}" in status or f"it is a {truth}." in status
+    assert page.locator(f"#label-buttons button[data-label='{truth}']").get_attribute("class").count("chosen")
+
+    drawing = Drawing.objects.filter(user=alice).order_by("-id").first()
+    assert drawing is not None
+    assert drawing.label == truth and drawing.predicted_digit == predicted
+    assert drawing.model_version_id == active_model.pk
+    page.wait_for_timeout(400)  # let the bars' width transition finish before the picture
+    page.screenshot(path=str(ARTIFACTS / "browser-drawing-page.png"), full_page=True)
+
+    # Undo removes the last stroke and keeps the rest; My drawings shows the stored drawing.
+    page.click("#undo")
+    assert page.evaluate("window.digitsite.strokes.length") == len(strokes) - 1
+    page.goto(server.url + "/drawings/")
+    thumb = page.locator(f"[data-drawing='{drawing.pk}'] img")
+    thumb.wait_for()
+    assert page.evaluate("(img) => img.complete && img.naturalWidth", thumb.element_handle()) == 280
+    page.wait_for_function("[...document.images].every((img) => img.complete)")
+    assert page.evaluate("[...document.images].filter((img) => !img.naturalWidth).length") == 0
+    page.screenshot(path=str(ARTIFACTS / "browser-my-drawings.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_a_failed_request_keeps_the_drawing_and_says_so(active_model, server, browser_page):
+    page = browser_page
+    page.goto(server.url + "/")
+    page.route("**/api/v1/predict", lambda route: route.fulfill(
+        status=503, content_type="application/json",
+        body='{"detail": "Predictions are not available right now.", "code": "no_active_model"}'))
+    page.uncheck("#live")
+    draw(page, BUILT_IN[1][1])
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "not available" in page.inner_text("#status")
+    assert page.evaluate("window.digitsite.strokes.length") == 1
+    page.screenshot(path=str(ARTIFACTS / "browser-error.png"))
+    assert page.errors == []
