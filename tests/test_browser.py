@@ -161,8 +161,8 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active
     page.goto(server.url + "/drawings/")
     thumb = page.locator(f"[data-drawing='{drawing.pk}'] img")
     thumb.wait_for()
-    assert page.evaluate("(img) => img.complete && img.naturalWidth", thumb.element_handle()) == 280
     page.wait_for_function("[...document.images].every((img) => img.complete)")
+    assert page.evaluate("(img) => img.naturalWidth", thumb.element_handle()) == 280
     assert page.evaluate("[...document.images].filter((img) => !img.naturalWidth).length") == 0
     page.screenshot(path=str(ARTIFACTS / "browser-my-drawings.png"), full_page=True)
     assert page.errors == []
