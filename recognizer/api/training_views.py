@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from rest_framework import generics, serializers, status
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +12,18 @@ from rest_framework.views import APIView
 from recognizer import training
 from recognizer.ml.store import CorruptModelError
 from recognizer.models import ModelVersion, TrainingRun
+
+
+class VersionUnusable(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This model version cannot be activated."
+    default_code = "model_unusable"
+
+
+class StaffView:
+    # As the rest of the API: token first, so a missing token is a 401 with `WWW-Authenticate: Token`.
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAdminUser]
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -25,10 +38,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RetrainView(APIView):
+class RetrainView(StaffView, APIView):
     """POST: start a retrain (202 with its task id), or get the id of the one already running."""
-
-    permission_classes = [IsAdminUser]
 
     def post(self, request):
         run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
@@ -38,8 +49,7 @@ class RetrainView(APIView):
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
-class TrainingRunList(generics.ListAPIView):
-    permission_classes = [IsAdminUser]
+class TrainingRunList(StaffView, generics.ListAPIView):
     serializer_class = TrainingRunSerializer
     queryset = TrainingRun.objects.select_related("started_by")
     filterset_fields = ["status", "trigger"]
@@ -49,22 +59,19 @@ class TrainingRunList(generics.ListAPIView):
         return super().list(request, *args, **kwargs)
 
 
-class TrainingRunDetail(generics.RetrieveAPIView):
-    permission_classes = [IsAdminUser]
+class TrainingRunDetail(StaffView, generics.RetrieveAPIView):
     serializer_class = TrainingRunSerializer
     queryset = TrainingRun.objects.select_related("started_by")
 
 
-class ActivateVersionView(APIView):
+class ActivateVersionView(StaffView, APIView):
     """POST: make any stored version the active one (rollback); its file is verified first."""
-
-    permission_classes = [IsAdminUser]
 
     def post(self, request, pk: int):
         version = get_object_or_404(ModelVersion, pk=pk)
         try:
             version = training.activate_for_staff(version)
         except (CorruptModelError, OSError) as exc:
-            return Response({"detail": f"Model v{pk} cannot be activated: {exc}"}, status=status.HTTP_409_CONFLICT)
+            raise VersionUnusable(f"Model v{pk} cannot be activated: {exc}") from exc
         return Response({"id": version.pk, "is_active": version.is_active, "activated_at": version.activated_at,
                          "metrics": version.metrics})
