@@ -56,7 +56,16 @@ def render_canvas(digits, seed: int):
     return out, y, w
 
 
-def latency(estimator, digits, n: int, seed: int) -> tuple[float, float]:
+def latency(estimator, digits, n: int, seed: int, blas_threads: int | None = 1) -> tuple[float, float]:
+    """Median and p99 ms for one 280x280 PNG: decode, preprocess, predict_one.
+
+    BLAS is limited to ``blas_threads`` (as a web worker should run with OPENBLAS_NUM_THREADS=1:
+    on a busy 2-core machine threaded BLAS turned a 1 ms median into 15 ms); 0 = library default."""
+    if blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            return latency(estimator, digits, n, seed, blas_threads=0)
     rng = np.random.default_rng(seed)
     pngs = []
     for i in rng.choice(len(digits), size=min(n, len(digits)), replace=False):
@@ -86,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--canvas-limit", type=int, default=None, help="random subset of N replayed drawings")
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation (default hyperparameters)")
     ap.add_argument("--latency-n", type=int, default=300)
+    ap.add_argument("--latency-blas-threads", type=int, default=1,
+                    help="BLAS threads while timing single predictions (0 = library default)")
     ap.add_argument("--personal-test-fraction", type=float, default=0.3)
     ap.add_argument("--personal-splits", type=int, default=3,
                     help="extra writer splits (seeds seed+1..) averaged in the last rows")
@@ -157,7 +168,7 @@ def main(argv=None) -> int:
             if held is None else held,
         }
         if lat:
-            med, p99 = latency(est, digits, args.latency_n, args.seed)
+            med, p99 = latency(est, digits, args.latency_n, args.seed, args.latency_blas_threads)
             r["latency_med_ms"], r["latency_p99_ms"] = round(med, 3), round(p99, 3)
         else:
             r["latency_med_ms"] = r["latency_p99_ms"] = None
@@ -197,6 +208,9 @@ def main(argv=None) -> int:
     print(f"MNIST train n={len(ytr)}, test n={len(yte)}; canvas n={len(cy)} replayed pendigits drawings "
           f"(280x280 RGBA, seed {args.seed}); held-out writers n={int(te_mask.sum())}")
     print(f"chosen: {result.hyperparameters}")
+    print(f"latency: one 280x280 PNG, decode -> preprocess -> predict_one, in process, "
+          f"BLAS threads={args.latency_blas_threads or 'default'}, n={args.latency_n}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(format_metrics_table(rows))
     return 0
 
