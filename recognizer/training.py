@@ -513,6 +513,10 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
     ModelVersion.objects.filter(pk=outcome.version.pk).update(
         metrics=metrics, metadata={**outcome.version.metadata, "gate": decision})
     status = TrainingRun.Status.NOT_PROMOTED
+    if not TrainingRun.objects.filter(pk=run.pk, holds_lock=True).exists():
+        # Reaped as dead meanwhile (e.g. the database was unreachable for the heartbeat): another run may
+        # hold the lock now, so this one must not touch the active model.
+        raise RuntimeError("This run lost the retrain lock before the gate; the candidate was not activated.")
     if decision["promote"]:
         report("activating", 0.98)
         if promote(outcome.version, active.pk if active else None):

@@ -241,3 +241,17 @@ def test_a_user_cannot_vouch_for_their_own_wrong_labels(tiny_training, active_mo
     training.flag_suspicious_labels(est)
     flagged = set(Drawing.objects.filter(suspicious=True).values_list("id", flat=True))
     assert len(flagged & {d.pk for d in bad}) >= 30
+
+
+def test_a_run_reaped_while_training_does_not_touch_the_active_model(tiny_training, active_model, monkeypatch):
+    real_train = services.train_new_model
+
+    def train_then_get_reaped(**kwargs):
+        outcome = real_train(**kwargs)
+        TrainingRun.objects.update(status="failed", holds_lock=False, error="reaped")
+        return outcome
+
+    monkeypatch.setattr(services, "train_new_model", train_then_get_reaped)
+    run, _ = training.retrain_in_foreground()
+    assert run.status == "failed" and "lost the retrain lock" in run.error
+    assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
