@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from recognizer import services, tasks, training
@@ -169,7 +168,7 @@ def test_a_failing_retrain_is_recorded_and_the_old_model_keeps_serving(tiny_trai
 
 
 def test_an_activation_during_training_stops_the_promotion(tiny_training, active_model, small_training_result,
-                                                          settings):
+                                                          settings, monkeypatch):
     from recognizer.ml import store
 
     data, result = small_training_result
@@ -182,12 +181,8 @@ def test_an_activation_during_training_stops_the_promotion(tiny_training, active
         services.activate_version(other)
         return outcome
 
-    services_train = pytest.MonkeyPatch()
-    services_train.setattr(services, "train_new_model", train_then_someone_activates)
-    try:
-        run, _ = training.retrain_in_foreground()
-    finally:
-        services_train.undo()
+    monkeypatch.setattr(services, "train_new_model", train_then_someone_activates)
+    run, _ = training.retrain_in_foreground()
     assert ModelVersion.objects.get(is_active=True).pk == other.pk
     assert run.status == "not_promoted"
 
