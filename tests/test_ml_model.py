@@ -80,6 +80,15 @@ def test_training_without_cv_still_returns_a_curve_with_the_expected_keys(digits
     assert result.cv_curve["k"] == [] and result.n_train == 200 and result.train_seconds > 0
 
 
+def test_precomputed_extra_features_give_the_same_probabilities(trained, digits):
+    est = trained.estimator
+    x, extras = digits.test_images[:4] / 255.0, digits.test_images[10:30] / 255.0
+    ey = digits.test_labels[10:30]
+    a = est.predict_proba(x, extra_X=extras, extra_y=ey, extra_weight=2.0)
+    b = est.predict_proba(x, extra_features=est.transform(extras), extra_y=ey, extra_weight=2.0)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_sample_weight_is_accepted_by_fit(digits):
     X, y = digits.train_images[:200] / 255.0, digits.train_labels[:200]
     est = model.DigitClassifier(n_components=10, n_neighbors=3).fit(X, y, sample_weight=np.ones(200))
