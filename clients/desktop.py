@@ -27,7 +27,6 @@ import socket
 import sys
 import threading
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable

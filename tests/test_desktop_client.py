@@ -377,7 +377,7 @@ def _free_display() -> int:
 
 
 @pytest.fixture(scope="module")
-def xvfb():
+def xvfb(tmp_path_factory):
     """A private Xvfb display for this module; DISPLAY points at it while the tests run."""
     xvfb_bin = shutil.which("Xvfb")
     if xvfb_bin is None:
@@ -392,13 +392,15 @@ def xvfb():
             pytest.fail(f"tkinter is missing ({exc}): run scripts/install-xvfb")
         pytest.skip(f"tkinter is missing ({exc}): run scripts/install-xvfb")
 
+    log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
     process = number = None
     for _attempt in range(5):  # another process may take the number between the check and the start
         number = _free_display()
-        process = subprocess.Popen(
-            [xvfb_bin, f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        with open(log, "ab") as log_file:
+            process = subprocess.Popen(
+                [xvfb_bin, f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL, stderr=log_file,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and process.poll() is None:
             if Path(f"/tmp/.X11-unix/X{number}").exists():
@@ -411,7 +413,7 @@ def xvfb():
         process.wait()
         process = None
     if process is None:
-        pytest.fail("Xvfb did not start on any free display number")
+        pytest.fail(f"Xvfb did not start on any free display number: {log.read_text(errors='replace')[-2000:]}")
 
     previous = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = f":{number}"
@@ -550,6 +552,7 @@ def test_gui_anonymous_cannot_correct(make_app, live_server, active_model):
 
 
 @pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
 def test_gui_server_down(make_app):
     app = make_app(DigitClient(f"http://127.0.0.1:{free_port()}", "some-token", timeout=5))
     draw_one(app)
@@ -572,6 +575,7 @@ def test_gui_shows_the_servers_error_message(make_app, live_server, active_model
 
 
 @pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
 def test_gui_clear_drops_an_answer_still_on_its_way(make_app, fake_server):
     answer = {"digit": 3, "confidence": 0.5, "probabilities": [0.1] * 10, "model_version": 1,
               "uncertain": True, "drawing": 9}
@@ -589,6 +593,7 @@ def test_gui_clear_drops_an_answer_still_on_its_way(make_app, fake_server):
 
 
 @pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
 def test_gui_real_mouse_draws_on_canvas_and_sketch(make_app, xvfb):
     """The event bindings, driven by a real (virtual) mouse through xdotool."""
     if shutil.which("xdotool") is None:
