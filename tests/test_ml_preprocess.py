@@ -112,6 +112,20 @@ def test_it_rejects_a_nearly_empty_canvas():
         preprocess_drawing(png(img))
 
 
+@pytest.mark.parametrize("diameter", [8, 25, 120])
+def test_it_rejects_a_single_dot_of_any_size(diameter):
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(img).ellipse([60, 60, 60 + diameter, 60 + diameter], fill=(0, 0, 0, 255))
+    with pytest.raises(EmptyDrawing, match="dot"):
+        preprocess_drawing(png(img))
+
+
+def test_it_accepts_a_short_thick_one():
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(img).line([(140, 90), (140, 190)], fill=(0, 0, 0, 255), width=25)
+    assert preprocess_drawing(png(img)).sum() > 10
+
+
 def test_it_rejects_garbage_bytes_as_unreadable():
     with pytest.raises(UnreadableImage, match="could not read"):
         preprocess_drawing(b"this is not an image at all")

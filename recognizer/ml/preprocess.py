@@ -8,6 +8,7 @@ Pipeline (same steps MNIST was built with):
 4. crop to the bounding box of pixels with ink > INK_THRESHOLD;
 5. scale the longer side to 20 px keeping the aspect ratio (box filter = anti-aliased);
 6. paste into 28x28 so that the centre of mass lands at the centre of the frame;
+   a blob shorter than 3 stroke widths (a click, a dot) is refused as EmptyDrawing here;
 7. thickness normalisation: strokes much bolder than MNIST's (width = 2*ink/total variation
    > MAX_STROKE_WIDTH px) are half-eroded once (measured: +0.9 pt on replayed canvas drawings).
 (``deskew`` is applied by the model, not here, so stored images stay MNIST-like.)
@@ -43,6 +44,10 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 INK_THRESHOLD = 0.2  # ink level (0..1) that counts as "drawn" for cropping
 MIN_INK_PIXELS = 3  # fewer drawn pixels than this (after thresholding) = empty canvas
 MIN_INK_FRACTION = 2e-5  # ... or fewer than this fraction of the canvas
+BOX_SIZE = 20  # MNIST scales the longer side of the ink to 20 px
+# A blob whose extent is under 3 stroke widths is a click or a dot, not a digit (a disc scores
+# 2.5; the least elongated MNIST test digit 3.5, replayed pendigits drawings 4.6).
+MIN_EXTENT_TO_WIDTH = 3.0
 MAX_STROKE_WIDTH = 2.1  # px in the 28x28 frame (MNIST median ~1.95); bolder strokes get thinned
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
@@ -216,7 +221,10 @@ def preprocess_drawing(
     elif isinstance(image, Image.Image):
         if image.size[0] * image.size[1] > max_pixels:
             raise ImageTooLarge(f"image has more than {max_pixels} pixels")
-    return normalize_thickness(frame_ink(ink_array(image)), max_stroke_width)
+    framed = frame_ink(ink_array(image))
+    if BOX_SIZE / stroke_width(framed) < MIN_EXTENT_TO_WIDTH:
+        raise EmptyDrawing("that is a dot, not a digit: draw a bigger digit")
+    return normalize_thickness(framed, max_stroke_width)
 
 
 # ---------------------------------------------------------------- deskew
