@@ -421,3 +421,21 @@ def test_the_openapi_schema_documents_the_endpoints(api):
 
 def test_the_browsable_docs_load(api):
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_a_huge_form_body_from_a_session_user_is_a_413_not_a_500(alice, active_model, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    token = client.get("/").cookies["csrftoken"].value
+    # The CSRF check reads request.POST before the view runs: Django raises RequestDataTooBig there.
+    response = client.post(PREDICT, "image=" + "A" * 20_000, content_type="application/x-www-form-urlencoded",
+                           HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"
+
+
+def test_an_unknown_content_type_is_a_415(api, active_model):
+    response = api.post(PREDICT, b"\x89PNG...", content_type="image/png")
+    assert response.status_code == 415
+    assert "Unsupported media type" in response.json()["detail"]

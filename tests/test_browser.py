@@ -182,3 +182,26 @@ def test_a_failed_request_keeps_the_drawing_and_says_so(active_model, server, br
     assert page.evaluate("window.digitsite.strokes.length") == 1
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"))
     assert page.errors == []
+
+
+def test_the_page_fits_a_phone_and_the_canvas_does_not_scroll_the_page(active_model, server, monkeypatch):
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True,
+                                      device_scale_factor=2)
+        page = context.new_page()
+        page.goto(server.url + "/")
+        box = page.locator("#pad").bounding_box()
+        assert 250 <= box["width"] <= 375 and abs(box["width"] - box["height"]) < 1
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 375  # no sideways scrolling
+        assert page.evaluate("getComputedStyle(document.querySelector('#pad')).touchAction") == "none"
+        # The drawing buffer follows the screen's pixel density, so strokes stay sharp.
+        assert page.evaluate("document.querySelector('#pad').width") == round(box["width"] * 2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
+        context.close()
+        browser.close()
