@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import IsAdminUser
@@ -38,9 +39,22 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+ERROR = inline_serializer("TrainingError", {"detail": serializers.CharField(), "code": serializers.CharField()})
+RETRAIN = inline_serializer("RetrainAccepted", {
+    "task_id": serializers.CharField(), "training_run": serializers.IntegerField(),
+    "status": serializers.CharField(), "created": serializers.BooleanField(),
+    "detail": serializers.CharField(required=False),
+})
+ACTIVATED = inline_serializer("ActivatedVersion", {
+    "id": serializers.IntegerField(), "is_active": serializers.BooleanField(),
+    "activated_at": serializers.DateTimeField(), "metrics": serializers.DictField(),
+})
+
+
 class RetrainView(StaffView, APIView):
     """POST: start a retrain (202 with its task id), or get the id of the one already running."""
 
+    @extend_schema(request=None, responses={202: RETRAIN, 401: ERROR, 403: ERROR})
     def post(self, request):
         run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
         body = {"task_id": run.task_id, "training_run": run.pk, "status": run.status, "created": created}
@@ -67,6 +81,7 @@ class TrainingRunDetail(StaffView, generics.RetrieveAPIView):
 class ActivateVersionView(StaffView, APIView):
     """POST: make any stored version the active one (rollback); its file is verified first."""
 
+    @extend_schema(request=None, responses={200: ACTIVATED, 404: ERROR, 409: ERROR})
     def post(self, request, pk: int):
         version = get_object_or_404(ModelVersion, pk=pk)
         try:
