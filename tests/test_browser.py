@@ -83,6 +83,8 @@ def browser_page(monkeypatch):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.errors = errors
+        page.live_bodies = []
+        page.on("request", lambda r: r.url.endswith("/api/v1/predict") and page.live_bodies.append(r.post_data or ""))
         yield page
         context.close()
         browser.close()
@@ -142,6 +144,10 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active
         page.keyboard.press("Escape")  # clear, and try the next writer's digit
         assert page.locator("#answer").is_hidden()
 
+    # Live previews went out while drawing (not stored); only the Predict presses stored drawings.
+    assert any('"store":false' in body for body in page.live_bodies)
+    assert Drawing.objects.filter(user=alice).count() == attempt + 1
+
     page.click(f"#label-buttons button[data-label='{truth}']")
     page.wait_for_function("document.querySelector('#label-status').textContent.startsWith('Saved')")
     status = page.inner_text("#label-status")
@@ -181,6 +187,19 @@ def test_a_failed_request_keeps_the_drawing_and_says_so(active_model, server, br
     assert "not available" in page.inner_text("#status")
     assert page.evaluate("window.digitsite.strokes.length") == 1
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"))
+
+    # Keyboard: U and Ctrl+Z undo the last stroke; an empty pad says so instead of asking the server.
+    page.keyboard.press("Escape")
+    draw(page, BUILT_IN[0][1])
+    assert page.evaluate("window.digitsite.strokes.length") == 2
+    page.keyboard.press("u")
+    assert page.evaluate("window.digitsite.strokes.length") == 1
+    page.keyboard.press("Control+z")
+    assert page.evaluate("window.digitsite.strokes.length") == 0
+    requests_before = len(page.live_bodies)
+    page.keyboard.press("Enter")
+    assert "empty" in page.inner_text("#status")
+    assert len(page.live_bodies) == requests_before
     assert page.errors == []
 
 
