@@ -201,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent client threads (default 2, one per worker: more only queue in the backlog)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--train-limit", type=int, default=0, help="MNIST training images (0 = all)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="OpenBLAS/OpenMP threads per gunicorn worker (default 1: one k-NN query is a "
-                             "matrix-vector product, and 2 workers x 2 threads on 2 cores run 5x slower; 0 = library default)")
+    parser.add_argument("--blas-threads", type=int, default=0,
+                        help="OpenBLAS/OpenMP threads per gunicorn worker (default: left to digitsite/wsgi.py, "
+                             "which sets 1; 2 workers x 2 threads on 2 cores made predictions several times slower)")
     parser.add_argument("--sqlite-journal", choices=["wal", "delete"], default="wal",
                         help="journal mode of the temporary SQLite database (default wal)")
     parser.add_argument("--sqlite-synchronous", choices=["full", "normal"], default="full",
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         png_kb = np.mean([len(p) for p in pngs]) / 1024
         print(f"\ngunicorn {args.workers} sync workers on 127.0.0.1:{port}, {args.threads} client threads, "
               f"{os.cpu_count()} CPUs, 280x280 PNGs ({png_kb:.1f} KB avg, JSON data URLs), "
-              f"SQLite journal {args.sqlite_journal} synchronous {args.sqlite_synchronous}, BLAS threads {args.blas_threads or 'default'}, model on {args.train_limit or 'all'} training images")
+              f"SQLite journal {args.sqlite_journal} synchronous {args.sqlite_synchronous}, BLAS threads {args.blas_threads or 'from wsgi.py'}, model on {args.train_limit or 'all'} training images")
         print(f"{'scenario':<26}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
         for result in results:
             print(result.row())
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'':<26}errors by status: {result.errors}")
         from recognizer.models import Drawing
 
-        print(f"drawings stored: {Drawing.objects.count()}")
+        print(f"drawings stored: {Drawing.objects.count()}; load average {os.getloadavg()[0]:.2f} "
+              "(other work on the machine moves these figures a lot)")
         return 0 if all(not r.errors for r in results) else 1
     finally:
         if proc is not None and proc.poll() is None:
