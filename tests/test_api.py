@@ -252,7 +252,9 @@ def test_the_drawing_list_is_paginated(alice, active_model, digit_png):
     for _ in range(3):
         make_drawing(alice, digit_png, active_model)
     body = client_for(alice).get("/api/v1/drawings?page_size=2&page=1").json()
-    assert body["count"] == 3 and "next" in body and "previous" in body
+    assert body["count"] == 3 and len(body["results"]) == 2 and body["next"] and body["previous"] is None
+    assert len(client_for(alice).get(body["next"]).json()["results"]) == 1
+    assert client_for(alice).get("/api/v1/drawings?page=9").status_code == 404
 
 
 def test_the_drawing_list_filters_by_label_prediction_and_review_state(alice, active_model, digit_png):

@@ -10,6 +10,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -62,10 +63,16 @@ class PredictView(ApiView):
         return Response(PredictionSerializer(result).data)
 
 
+class Pages(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
 class DrawingList(ApiView, generics.ListAPIView):
     """Your drawings, newest first (staff: everyone's)."""
 
     serializer_class = DrawingSerializer
+    pagination_class = Pages
     filterset_class = DrawingFilter
 
     def get_queryset(self):
