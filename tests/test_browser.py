@@ -220,7 +220,12 @@ def test_the_page_fits_a_phone_and_the_canvas_does_not_scroll_the_page(active_mo
         assert page.evaluate("getComputedStyle(document.querySelector('#pad')).touchAction") == "none"
         # The drawing buffer follows the screen's pixel density, so strokes stay sharp.
         assert page.evaluate("document.querySelector('#pad').width") == round(box["width"] * 2)
+        # The answer also shows right under the pad, since the result card is below the fold.
+        draw(page, BUILT_IN[1][1])
+        page.click("#predict")
+        page.wait_for_function("!document.querySelector('#quick-answer').hidden")
+        assert page.locator("#quick-answer").is_visible()
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
         context.close()
         browser.close()

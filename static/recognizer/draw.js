@@ -21,7 +21,7 @@ function init(app) {
   const ui = {
     status: $("status"), answer: $("answer"), digit: $("digit"), verdict: $("verdict"),
     confidence: $("confidence"), bars: [...document.querySelectorAll("#bars li")],
-    labelling: $("labelling"), labelStatus: $("label-status"),
+    labelling: $("labelling"), labelStatus: $("label-status"), quick: $("quick-answer"),
     labelButtons: [...document.querySelectorAll("#label-buttons button")], live: $("live"),
   };
 
@@ -225,6 +225,9 @@ function init(app) {
       setStatus("", "");
     }
     ui.confidence.textContent = `${pct(r.confidence)} confident · model v${r.model_version}`;
+    // On a phone the result card is below the fold: a one-line answer under the pad.
+    ui.quick.textContent = r.uncertain && a && b ? `A ${a.digit} or a ${b.digit}?` : `It's a ${r.digit} (${pct(r.confidence)})`;
+    ui.quick.hidden = false;
     ui.bars.forEach((li, d) => {
       const p = r.probabilities[d] || 0;
       li.querySelector(".fill").style.width = pct(p);
@@ -251,6 +254,7 @@ function init(app) {
     app.classList.remove("busy");
     result = null;
     ui.answer.hidden = true;
+    ui.quick.hidden = true;
     ui.bars.forEach((li) => {
       li.querySelector(".fill").style.width = "0%";
       li.querySelector(".pct").textContent = "–";
