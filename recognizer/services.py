@@ -151,7 +151,7 @@ def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionRe
     from recognizer.training import personal_predict_kwargs  # the feedback loop imports this module
 
     # A logged-in user's own labelled drawings are searched too: a correction counts at once, for them only.
-    prediction = loaded.estimator.predict_one(image28, **personal_predict_kwargs(user))
+    prediction = loaded.estimator.predict_one(image28, **personal_predict_kwargs(user, loaded))
     probabilities = [float(p) for p in prediction.probabilities]
     order = np.argsort(probabilities)[::-1][:2]
     result = PredictionResult(

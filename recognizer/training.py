@@ -181,6 +181,14 @@ def flag_suspicious_labels(estimator=None) -> dict:
 # --- Personalisation -----------------------------------------------------------------------------
 
 
+@dataclass
+class PersonalEntry:
+    stamp: tuple
+    images: np.ndarray
+    labels: np.ndarray
+    features: dict  # model version id -> the images' PCA features under that model
+
+
 class PersonalExamples:
     """A user's own labelled drawings, searched next to the training set when they predict.
 
@@ -190,49 +198,64 @@ class PersonalExamples:
     """
 
     def __init__(self, max_users: int = 256) -> None:
-        self._lock = threading.Lock()
-        self._cache: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
+        self.lock = threading.Lock()
+        self._cache: dict[int, PersonalEntry] = {}
         self._max_users = max_users
 
     def clear(self) -> None:
-        with self._lock:
+        with self.lock:
             self._cache.clear()
 
     @staticmethod
     def _queryset(user_id: int) -> QuerySet:
         return Drawing.objects.filter(user_id=user_id, label__isnull=False).exclude(status=Drawing.Status.REJECTED)
 
-    def get(self, user) -> tuple[np.ndarray, np.ndarray] | None:
+    def entry(self, user) -> PersonalEntry | None:
         if settings.RECOGNIZER_PERSONAL_MAX_DRAWINGS <= 0 or user is None or not user.is_authenticated:
             return None
-        qs = self._queryset(user.pk)
         stamp = tuple(Drawing.objects.filter(user_id=user.pk).aggregate(
-            n=Count("id", filter=Q(label__isnull=False)), l=Max("labelled_at"), r=Max("reviewed_at")).values())
+            n=Count("id", filter=Q(label__isnull=False)), l=Max("labelled_at"), r=Max("reviewed_at"),
+            s=Count("id", filter=Q(status=Drawing.Status.REJECTED))).values())
         if not stamp[0]:
             return None
         cached = self._cache.get(user.pk)
-        if cached is not None and cached[0] == stamp:
-            return cached[1], cached[2]
-        rows = list(qs.order_by("-labelled_at", "-id").values_list("label", "preprocessed")
+        if cached is not None and cached.stamp == stamp:
+            return cached if len(cached.labels) else None
+        rows = list(self._queryset(user.pk).order_by("-labelled_at", "-id").values_list("label", "preprocessed")
                     [: settings.RECOGNIZER_PERSONAL_MAX_DRAWINGS])
         images = np.stack([ml_preprocess.from_uint8(bytes(p)) for _, p in rows]) if rows else np.empty((0, 28, 28))
-        labels = np.array([lab for lab, _ in rows], np.int64)
-        with self._lock:
-            if len(self._cache) >= self._max_users:
+        entry = PersonalEntry(stamp, images, np.array([lab for lab, _ in rows], np.int64), {})
+        with self.lock:
+            if len(self._cache) >= self._max_users and user.pk not in self._cache:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[user.pk] = (stamp, images, labels)
-        return (images, labels) if len(labels) else None
+            self._cache[user.pk] = entry
+        return entry if len(entry.labels) else None
+
+    def get(self, user) -> tuple[np.ndarray, np.ndarray] | None:
+        entry = self.entry(user)
+        return None if entry is None else (entry.images, entry.labels)
 
 
 personal_examples = PersonalExamples()
 
 
-def personal_predict_kwargs(user) -> dict:
-    """Keyword arguments for DigitClassifier.predict_one that add the user's own drawings."""
-    examples = personal_examples.get(user)
-    if examples is None:
+def personal_predict_kwargs(user, loaded=None) -> dict:
+    """Keyword arguments for DigitClassifier.predict_one that add the user's own drawings.
+
+    With `loaded` (services.LoadedModel) their features under that model are cached with them, so a
+    prediction does not deskew and project the user's drawings again.
+    """
+    entry = personal_examples.entry(user)
+    if entry is None:
         return {}
-    return {"extra_X": examples[0], "extra_y": examples[1], "extra_weight": settings.RECOGNIZER_PERSONAL_WEIGHT}
+    kwargs = {"extra_y": entry.labels, "extra_weight": settings.RECOGNIZER_PERSONAL_WEIGHT}
+    if loaded is None or not hasattr(loaded.estimator, "transform"):
+        return {**kwargs, "extra_X": entry.images}
+    features = entry.features.get(loaded.version_id)
+    if features is None:
+        features = loaded.estimator.transform(entry.images)
+        entry.features = {loaded.version_id: features}  # only the serving model's are worth keeping
+    return {**kwargs, "extra_features": features}
 
 
 # --- The retrain lock ------------------------------------------------------------------------------

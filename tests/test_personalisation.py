@@ -28,8 +28,7 @@ def test_a_rejected_drawing_stops_counting(alice, active_model, digit_png):
     assert services.predict_image(png, user=alice).digit == before.digit
 
 
-def test_personal_examples_are_cached_until_the_users_labels_change(alice, active_model, digit_png,
-                                                                   django_assert_max_num_queries):
+def test_personal_examples_are_cached_until_the_users_labels_change(alice, active_model, digit_png):
     training.personal_examples.clear()
     first = services.predict_image(digit_png(1), user=alice)
     services.label_drawing(first.drawing, 1)
@@ -39,3 +38,17 @@ def test_personal_examples_are_cached_until_the_users_labels_change(alice, activ
     second = services.predict_image(digit_png(7), user=alice)
     services.label_drawing(second.drawing, 7)
     assert sorted(training.personal_examples.get(alice)[1].tolist()) == [1, 7]
+
+
+def test_the_users_features_are_computed_once_per_model(alice, active_model, digit_png, monkeypatch):
+    training.personal_examples.clear()
+    first = services.predict_image(digit_png(1), user=alice)
+    services.label_drawing(first.drawing, 1)
+    services.predict_image(digit_png(7), user=alice, store=False)
+    entry = training.personal_examples.entry(alice)
+    assert set(entry.features) == {active_model.pk}
+    calls = []
+    estimator = services.model_cache.get().estimator
+    monkeypatch.setattr(estimator, "transform", lambda X, _real=estimator.transform: calls.append(len(X)) or _real(X))
+    services.predict_image(digit_png(7), user=alice, store=False)
+    assert calls == [1]  # only the query itself; the user's drawing was not projected again
