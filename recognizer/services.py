@@ -128,10 +128,12 @@ def model_path(relative: str) -> Path:
 # --- Predicting and labelling ------------------------------------------------------------------
 
 
-def is_uncertain(probabilities: list[float]) -> bool:
-    """Unsure when the best digit is weak or the runner-up is close behind it."""
+def is_uncertain(probabilities: list[float], unfamiliar: bool = False) -> bool:
+    """Unsure when the best digit is weak, the runner-up is close behind it, or the drawing is far
+    from every digit the model knows (a scribble can still win a confident vote)."""
     best, second = sorted(probabilities, reverse=True)[:2]
-    return best < settings.RECOGNIZER_UNSURE_CONFIDENCE or best - second < settings.RECOGNIZER_UNSURE_MARGIN
+    return (unfamiliar or best < settings.RECOGNIZER_UNSURE_CONFIDENCE
+            or best - second < settings.RECOGNIZER_UNSURE_MARGIN)
 
 
 def preprocess_upload(data: bytes) -> np.ndarray:
@@ -159,7 +161,7 @@ def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionRe
         confidence=float(prediction.confidence),
         probabilities=probabilities,
         model_version=loaded.version_id,
-        uncertain=is_uncertain(probabilities),
+        uncertain=is_uncertain(probabilities, prediction.unfamiliar),
         top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
     )
     if store and user is not None and user.is_authenticated:

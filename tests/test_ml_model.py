@@ -48,6 +48,17 @@ def test_predict_one_returns_digit_confidence_and_probabilities(trained, digits)
     assert pred.confidence == max(pred.probabilities)
 
 
+def test_held_out_digits_are_familiar_and_random_blobs_are_not(trained, digits):
+    est = trained.estimator
+    familiar = [not est.predict_one(img / 255.0).unfamiliar for img in digits.test_images[:200]]
+    assert np.mean(familiar) > 0.85
+    rng = np.random.default_rng(0)
+    blobs = (rng.random((50, 28, 28)) > 0.7).astype(np.float32)
+    assert np.mean([est.predict_one(b).unfamiliar for b in blobs]) > 0.9
+    pred = est.predict_one(blobs[0])
+    assert pred.distance > est.novelty_distance_
+
+
 def test_flat_and_uint8_inputs_are_the_same_frame(trained, digits):
     a = trained.estimator.predict_proba(digits.test_images[:5])
     b = trained.estimator.predict_proba((digits.test_images[:5] / 255.0).reshape(5, 784))

@@ -42,6 +42,10 @@ class Prediction:
     digit: int
     confidence: float
     probabilities: list[float]
+    # Mean distance to the k nearest neighbours, and whether it is beyond what training digits show:
+    # a scribble can win a confident vote, but it is far from every digit the model knows.
+    distance: float | None = None
+    unfamiliar: bool = False
 
 
 def as_images(X) -> np.ndarray:
@@ -192,7 +196,22 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             self.sample_weight_ = sw
         self.classes_ = np.arange(N_CLASSES)
         self.n_features_in_ = 784
+        self.novelty_distance_ = self._typical_distance()
         return self
+
+    def _typical_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
+        """The mean k-NN distance that `quantile`% of training digits stay within, leaving each out.
+
+        Measured on the full model: with this threshold (about 4.0), 74% of random scribbles are
+        flagged instead of 38% by confidence alone, and real canvas digits flagged go from 4.4% to 6%.
+        """
+        k = int(self.n_neighbors)
+        if len(self.train_features_) < k + 2:
+            return None
+        rng = np.random.default_rng(0)
+        sel = rng.choice(len(self.train_features_), size=min(n, len(self.train_features_)), replace=False)
+        _idx, dist = _knn_sorted(self.train_features_[sel], self.train_features_, self.train_sq_, k + 1)
+        return float(np.percentile(dist[:, 1:].mean(axis=1), quantile))  # column 0 is the sample itself
 
     # -- prediction
     def _check(self):
@@ -211,6 +230,11 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         (e.g. a user's own drawings) searched alongside the training set; their votes are
         multiplied by ``extra_weight``.  ``extra_features``: ``self.transform(extra_X)`` computed
         in advance (cache it per user: it saves ~10 us per extra image and query)."""
+        labels, dist, mult = self._neighbours(X, extra_X, extra_y, extra_weight, extra_features)
+        return _vote(labels, dist, mult, self.weights)
+
+    def _neighbours(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0, extra_features=None):
+        """(labels, distances, vote multipliers) of the k nearest, training set and extras merged."""
         if extra_features is not None and extra_X is None:
             extra_X = extra_features
         self._check()
@@ -247,16 +271,20 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             dist = np.take_along_axis(all_d, keep, axis=1)
             labels = np.take_along_axis(all_l, keep, axis=1)
             mult = np.take_along_axis(all_m, keep, axis=1)
-        return _vote(labels, dist, mult, self.weights)
+        return labels, dist, mult
 
     def predict(self, X, **extras):
         return self.predict_proba(X, **extras).argmax(axis=1)
 
     def predict_one(self, img28, **extras) -> Prediction:
         """One preprocessed 28x28 image -> Prediction(digit, confidence, probabilities)."""
-        p = self.predict_proba(as_images(img28)[:1], **extras)[0]
+        labels, dist, mult = self._neighbours(as_images(img28)[:1], **extras)
+        p = _vote(labels, dist, mult, self.weights)[0]
         d = int(p.argmax())
-        return Prediction(digit=d, confidence=float(p[d]), probabilities=[float(v) for v in p])
+        distance = float(dist[0].mean())
+        threshold = getattr(self, "novelty_distance_", None)
+        return Prediction(digit=d, confidence=float(p[d]), probabilities=[float(v) for v in p],
+                          distance=distance, unfamiliar=threshold is not None and distance > threshold)
 
 
 # ---------------------------------------------------------------- augmentation
