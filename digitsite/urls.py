@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from recognizer.health import healthz
+from recognizer.views import ThrottledLoginView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -11,6 +12,8 @@ urlpatterns = [
     path("api/v1/", include("recognizer.api.training_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Ahead of Django's auth URLs, so every login attempt counts against the `login` throttle.
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("recognizer.urls")),
 ]

@@ -39,11 +39,11 @@ def test_sign_up_shows_errors_for_mismatched_passwords(client):
 
 def test_the_login_page_posts_to_the_throttled_login(client):
     html = client.get("/accounts/login/").content.decode()
-    assert 'action="/accounts/sign-in/"' in html
+    assert 'action="/accounts/login/"' in html
 
 
 def test_a_user_logs_in_and_out(client, alice):
-    response = client.post("/accounts/sign-in/", {"username": "alice", "password": "alice-password-1"})
+    response = client.post("/accounts/login/", {"username": "alice", "password": "alice-password-1"})
     assert response.status_code == 302 and response["Location"] == "/"
     assert client.get("/drawings/").status_code == 200
     assert client.post("/accounts/logout/").status_code == 302
@@ -51,14 +51,14 @@ def test_a_user_logs_in_and_out(client, alice):
 
 
 def test_a_wrong_password_shows_the_form_again(client, alice):
-    response = client.post("/accounts/sign-in/", {"username": "alice", "password": "wrong"})
+    response = client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
     assert response.status_code == 200
     assert "correct username and password" in response.content.decode()
 
 
 def test_login_attempts_are_throttled(client, alice, monkeypatch):
     monkeypatch.setattr(throttles.LoginThrottle, "rate", "2/minute", raising=False)
-    codes = [client.post("/accounts/sign-in/", {"username": "alice", "password": "wrong"}).status_code
+    codes = [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code
              for _ in range(3)]
     assert codes == [200, 200, 429]
 
