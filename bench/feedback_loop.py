@@ -8,7 +8,7 @@ accuracy on the other writers (never seen), MNIST test accuracy, held-out users,
 Each weight's candidate is compared with the same MNIST-only model (rolled back between runs).
 
     MNIST_DIR=/work/shared/data/mnist PENDIGITS_DIR=/work/shared/data/pendigits \\
-        .venv/bin/python -m bench.feedback_loop [--quick] [--weights 1,3,10] [--train-limit N]
+        .venv/bin/python -m bench.feedback_loop [--quick] [--weights 1,3,10] [--train-limit N] [--split-seed S]
 
 It runs in a temporary directory with its own SQLite database and media; nothing else is touched.
 """
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="MNIST training digits (0 = all)")
     parser.add_argument("--writers", type=int, default=0, help="use only this many pendigits writers")
     parser.add_argument("--test-fraction", type=float, default=0.3, help="share of writers never replayed")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="which writers are replayed and which unseen (run several: splits differ a lot)")
     parser.add_argument("--timing-drawings", type=int, default=None,
                         help="then time one retrain with this many user drawings (copies of the replayed ones; "
                              "default 10000, 0 = skip)")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if n_writers:
         keep = set(sorted({d.writer for d in digits})[:n_writers])
         digits = [d for d in digits if d.writer in keep]
-    replayed, unseen = split_writers(digits, test_fraction=args.test_fraction, seed=0)
+    replayed, unseen = split_writers(digits, test_fraction=args.test_fraction, seed=args.split_seed)
     X_unseen, y_unseen, _ = render_canvas_images(unseen, seed=1)
     data = services.ml_mnist.load_training_data(services.mnist_directory())
     X_mnist, y_mnist = data.test_images / 255.0, data.test_labels
