@@ -39,19 +39,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-GUNICORN_CONFIG = """
-def post_worker_init(worker):
-    from django.db.backends.signals import connection_created
-
-    def pragma(sender, connection, **kwargs):
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA synchronous={synchronous}")
-
-    connection_created.connect(pragma, weak=False)
-"""
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +67,7 @@ def drawings(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def prepare(workdir: Path, train_limit: int, journal: str = "wal") -> tuple[dict, str]:
+def prepare(workdir: Path, train_limit: int) -> tuple[dict, str]:
     """Environment for the site, a migrated database with an active model, and a user's API token."""
     env = {
         **os.environ,
@@ -104,12 +91,7 @@ def prepare(workdir: Path, train_limit: int, journal: str = "wal") -> tuple[dict
     from recognizer import services
     from recognizer.models import User
 
-    call_command("migrate", verbosity=0)
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        # Stored in the database file, so gunicorn's workers use it too. WAL: one fsync a commit, not three.
-        cursor.execute(f"PRAGMA journal_mode={journal}")
+    call_command("migrate", verbosity=0)  # SQLite runs in WAL mode with synchronous=NORMAL (settings)
     started = time.perf_counter()
     outcome = services.train_new_model(limit=train_limit, activate=True, cv=False)
     counts = outcome.version.metadata.get("counts", {})
@@ -204,11 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blas-threads", type=int, default=0,
                         help="OpenBLAS/OpenMP threads per gunicorn worker (default: left to digitsite/wsgi.py, "
                              "which sets 1; 2 workers x 2 threads on 2 cores made predictions several times slower)")
-    parser.add_argument("--sqlite-journal", choices=["wal", "delete"], default="wal",
-                        help="journal mode of the temporary SQLite database (default wal)")
-    parser.add_argument("--sqlite-synchronous", choices=["full", "normal"], default="full",
-                        help="PRAGMA synchronous of gunicorn's connections (default full, as the app runs; normal "
-                             "shows what the settings' SQLite OPTIONS could gain: no fsync a commit in WAL mode)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
 
@@ -216,16 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="digitsite-http-bench-"))
     proc = None
     try:
-        env, token = prepare(workdir, args.train_limit, args.sqlite_journal)
+        env, token = prepare(workdir, args.train_limit)
         pngs = drawings(64)
         port = free_port()
         if args.blas_threads:
             env = {**env, **{k: str(args.blas_threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-        config = workdir / "gunicorn_bench.py"
-        config.write_text(GUNICORN_CONFIG.format(synchronous=args.sqlite_synchronous.upper()))
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "digitsite.wsgi", "--workers", str(args.workers), "--bind",
-             f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60", "--config", str(config)],
+             f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60"],
             cwd=ROOT, env=env, start_new_session=True,
         )
         wait_until_up(port, proc)
@@ -242,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         png_kb = np.mean([len(p) for p in pngs]) / 1024
         print(f"\ngunicorn {args.workers} sync workers on 127.0.0.1:{port}, {args.threads} client threads, "
               f"{os.cpu_count()} CPUs, 280x280 PNGs ({png_kb:.1f} KB avg, JSON data URLs), "
-              f"SQLite journal {args.sqlite_journal} synchronous {args.sqlite_synchronous}, BLAS threads {args.blas_threads or 'from wsgi.py'}, model on {args.train_limit or 'all'} training images")
+              f"SQLite (WAL), BLAS threads {args.blas_threads or 'from wsgi.py'}, model on {args.train_limit or 'all'} training images")
         print(f"{'scenario':<26}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
         for result in results:
             print(result.row())
