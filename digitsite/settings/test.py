@@ -21,3 +21,5 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon_predict": "1000/minute", "user_predict": "1000/minute", "login": "1000/minute"},
 }
+# whitenoise warns at every request when STATIC_ROOT does not exist (collectstatic is not run in tests).
+STATIC_ROOT = Path(tempfile.mkdtemp(prefix="digitsite-test-static-"))
