@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 INK_THRESHOLD = 0.2  # ink level (0..1) that counts as "drawn" for cropping
 MIN_INK_PIXELS = 3  # fewer drawn pixels than this (after thresholding) = empty canvas
 MIN_INK_FRACTION = 2e-5  # ... or fewer than this fraction of the canvas
@@ -77,7 +78,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(bytes(data)))
+            # Only the formats the site takes: PIL's other decoders (TIFF, EPS, ...) widen the attack surface
+            # and give colour modes the pipeline cannot convert (a LAB TIFF raised a bare ValueError).
+            img = Image.open(io.BytesIO(bytes(data)), formats=ACCEPTED_FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageTooLarge(
@@ -139,7 +142,10 @@ def ink_array(image) -> np.ndarray:
         elif img.mode == "F":
             lum = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
         else:
-            lum = np.asarray(img.convert("L"), dtype=np.float32) * (1 / 255)
+            try:
+                lum = np.asarray(img.convert("L"), dtype=np.float32) * (1 / 255)
+            except ValueError as exc:  # a colour mode PIL cannot turn into grey
+                raise UnreadableImage(f"images in the {img.mode} colour mode are not supported") from exc
         return _polarity(lum)
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
