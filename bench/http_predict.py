@@ -24,9 +24,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,13 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench._server import ROOT, free_port, start_gunicorn, stop_gunicorn, wait_until_up
 
 
 def drawings(n: int, seed: int = 0) -> list[bytes]:
@@ -160,21 +151,6 @@ def run_load(port: int, scenario: str, bodies: list[bytes], headers: dict, reque
     return result
 
 
-def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("gunicorn did not answer in time")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per scenario (default 2000)")
@@ -196,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         env, token = prepare(workdir, args.train_limit)
         pngs = drawings(64)
         port = free_port()
-        if args.blas_threads:
-            env = {**env, **{k: str(args.blas_threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "digitsite.wsgi", "--workers", str(args.workers), "--bind",
-             f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60"],
-            cwd=ROOT, env=env, start_new_session=True,
-        )
+        proc = start_gunicorn(env, port, args.workers, args.blas_threads)
         wait_until_up(port, proc)
         json_headers = {"Content-Type": "application/json"}
         bodies = [json.dumps({"image": "data:image/png;base64," + base64.b64encode(p).decode()}).encode()
@@ -229,12 +199,7 @@ def main(argv: list[str] | None = None) -> int:
               "(other work on the machine moves these figures a lot)")
         return 0 if all(not r.errors for r in results) else 1
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_gunicorn(proc)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
