@@ -24,7 +24,10 @@ __all__ = [
     "augment_images",
     "as_images",
     "DEFAULT_PARAM_GRID",
+    "MODEL_KINDS",
 ]
+
+MODEL_KINDS = ("knn", "svm")  # "svm": recognizer.ml.svm.SvmDigitClassifier
 
 N_CLASSES = 10
 _CHUNK = 256  # query rows per distance block (256 x 60k float32 = 61 MB)
@@ -373,8 +376,13 @@ def train_model(
     deskew: bool = True,
     blur_sigma: float = 0.0,
     defaults: dict | None = None,
+    kind: str = "knn",
+    max_train_samples: int | None = None,
 ) -> TrainingResult:
     """Fit a DigitClassifier, choosing PCA size, k and weighting by cross-validation.
+
+    ``kind="svm"`` trains recognizer.ml.svm.SvmDigitClassifier instead (same features, an RBF SVC;
+    see ``train_svm``, which also takes ``max_train_samples``), with the same arguments otherwise.
 
     CV runs on a random subsample (``cv_samples``) with ``cv_folds`` folds; per fold the PCA is
     fitted once at the largest size and neighbours are computed once up to the largest k, so
@@ -383,6 +391,17 @@ def train_model(
     ``progress(stage, fraction)`` reports stages "features", "cv", "augment", "fit", "done" with
     the overall fraction of the whole training (non-decreasing, 1.0 at "done").
     """
+    if kind == "svm":
+        from .svm import train_svm
+
+        return train_svm(images, labels, progress=progress, cv=cv, param_grid=param_grid, augment=augment,
+                         sample_weight=sample_weight, random_state=random_state, cv_folds=cv_folds,
+                         deskew=deskew, blur_sigma=blur_sigma, defaults=defaults,
+                         max_train_samples=max_train_samples)
+    if kind != "knn":
+        raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(MODEL_KINDS)}")
+    if max_train_samples:
+        raise ValueError("max_train_samples is for kind='svm' (the k-NN trains on every sample)")
     t0 = time.perf_counter()
     spans = {"features": (0.0, 0.15), "cv": (0.15, 0.75), "augment": (0.75, 0.85), "fit": (0.85, 1.0),
              "done": (1.0, 1.0)}
