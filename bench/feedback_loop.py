@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Data of the last retrain: {last_counts.get('mnist_train')} MNIST + {last_counts.get('user_train')} "
           f"user drawings trained on ({last_counts.get('user_train_users')} users), {last_counts.get('holdout')} "
-          f"held out ({last_counts.get('holdout_users')} users), {last_counts.get('suspicious_excluded')} "
-          f"flagged suspicious and left for review.")
+          f"held out ({last_counts.get('holdout_users')} users), {last_counts.get('suspicious_unreviewed')} "
+          f"flagged suspicious and waiting for review.")
     for name, status, fig, holdout, seconds, _counts in rows[1:]:
         print(f"{name}: canvas on unseen writers {(fig['canvas_unseen'] - before['canvas_unseen']) * 100:+.2f} points, "
               f"MNIST test {(fig['mnist_test'] - before['mnist_test']) * 100:+.2f} points")

@@ -41,13 +41,14 @@ def trusted_drawings() -> QuerySet:
     """Drawings whose label may be trained on.
 
     Approved by staff always counts. Without RECOGNIZER_REQUIRE_REVIEW an owner's label also counts
-    unless staff rejected it or the label ranking flagged it as suspicious (then it waits for review).
+    unless staff rejected it. Suspicious labels still count there: the flag puts them first in the
+    review queue. Leaving them out cost the feedback loop most of what it learns, since the labels the
+    model disagrees with are the writer styles it does not know yet (bench/feedback_loop.py).
     """
     labelled = Drawing.objects.filter(label__isnull=False)
-    approved = Q(status=Drawing.Status.APPROVED)
     if settings.RECOGNIZER_REQUIRE_REVIEW:
-        return labelled.filter(approved)
-    return labelled.filter(approved | (Q(status=Drawing.Status.PENDING) & Q(suspicious=False)))
+        return labelled.filter(status=Drawing.Status.APPROVED)
+    return labelled.exclude(status=Drawing.Status.REJECTED)
 
 
 def is_holdout_user(user_id: int) -> bool:
@@ -501,8 +502,8 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
         "user_train_users": int(len(np.unique(train.users))),
         "holdout": len(holdout), "holdout_by_label": holdout.by_label(),
         "holdout_users": int(len(np.unique(holdout.users))),
-        "suspicious_excluded": Drawing.objects.filter(label__isnull=False, suspicious=True)
-        .exclude(status__in=[Drawing.Status.APPROVED, Drawing.Status.REJECTED]).count(),
+        "suspicious_unreviewed": Drawing.objects.filter(label__isnull=False, suspicious=True,
+                                                        status=Drawing.Status.PENDING).count(),
         "user_sample_weight": settings.RECOGNIZER_USER_SAMPLE_WEIGHT, "ranking": suspicious,
     }
     TrainingRun.objects.filter(pk=run.pk).update(data_counts=counts)
