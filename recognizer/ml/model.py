@@ -86,7 +86,12 @@ def _pca(F: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     for s in range(0, len(F), 16384):
         b = F[s : s + 16384].astype(np.float64) - mean
         cov += b.T @ b
-    vals, vecs = np.linalg.eigh(cov)
+    # One BLAS thread: OpenBLAS's threaded eigh of a 784x784 matrix took 1-5 s on a busy 2-core machine
+    # against 0.2 s single-threaded (the covariance matmuls above keep their threads).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(vals)[::-1][:n_components]
     comps = vecs[:, order].T
     # deterministic sign: largest-magnitude loading positive
