@@ -136,12 +136,16 @@ def is_uncertain(probabilities: list[float], unfamiliar: bool = False) -> bool:
             or best - second < settings.RECOGNIZER_UNSURE_MARGIN)
 
 
-def preprocess_upload(data: bytes) -> np.ndarray:
-    """Decode and bring an uploaded drawing into the MNIST frame (raises ml_preprocess.DrawingError)."""
+def check_upload_size(data: bytes) -> None:
     if len(data) > settings.RECOGNIZER_MAX_UPLOAD_BYTES:
         raise ml_preprocess.ImageTooLarge(
             f"The image is {len(data)} bytes; the limit is {settings.RECOGNIZER_MAX_UPLOAD_BYTES} bytes."
         )
+
+
+def preprocess_upload(data: bytes) -> np.ndarray:
+    """Decode and bring an uploaded drawing into the MNIST frame (raises ml_preprocess.DrawingError)."""
+    check_upload_size(data)
     return ml_preprocess.preprocess_drawing(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
 
 
@@ -150,10 +154,22 @@ def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionRe
     (`store=False`: the page's live previews while drawing, answered the same way but not kept)."""
     image28 = preprocess_upload(data)
     loaded = model_cache.get()
+    result = predict_array(image28, loaded, personal_kwargs(user, loaded))
+    if store and user is not None and user.is_authenticated:
+        result.drawing = store_drawing(user, data, image28, result)
+    return result
+
+
+def personal_kwargs(user, loaded: LoadedModel) -> dict:
     from recognizer.training import personal_predict_kwargs  # the feedback loop imports this module
 
     # A logged-in user's own labelled drawings are searched too: a correction counts at once, for them only.
-    prediction = loaded.estimator.predict_one(image28, **personal_predict_kwargs(user, loaded))
+    return personal_predict_kwargs(user, loaded)
+
+
+def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict) -> PredictionResult:
+    """One preprocessed 28x28 digit through the serving model (`predict_kwargs`: personal_kwargs)."""
+    prediction = loaded.estimator.predict_one(image28, **predict_kwargs)
     probabilities = [float(p) for p in prediction.probabilities]
     order = np.argsort(probabilities)[::-1][:2]
     result = PredictionResult(
@@ -164,9 +180,51 @@ def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionRe
         uncertain=is_uncertain(probabilities, prediction.unfamiliar),
         top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
     )
-    if store and user is not None and user.is_authenticated:
-        result.drawing = store_drawing(user, data, image28, result)
     return result
+
+
+@dataclass
+class NumberDigit:
+    result: PredictionResult
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the uploaded image's pixels
+
+
+@dataclass
+class NumberResult:
+    number: str
+    digits: list[NumberDigit]
+    model_version: int
+    uncertain: bool
+
+
+def predict_number(data: bytes, user=None, *, store: bool = True) -> NumberResult:
+    """Split a drawing of a number into digits (recognizer.ml.segment) and predict each one as a single
+    drawn digit; a logged-in user's digits are each stored as their own Drawing (the digit's crop)."""
+    from recognizer.ml import segment as ml_segment
+
+    check_upload_size(data)
+    image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
+    pieces = []
+    for segment in ml_segment.split_number(image):
+        try:
+            pieces.append((segment, ml_segment.segment_image28(segment)))
+        except ml_preprocess.EmptyDrawing:
+            continue  # a dot next to the digits
+    if not pieces:
+        raise ml_preprocess.EmptyDrawing("that is only dots, not a number: draw bigger digits")
+    loaded = model_cache.get()
+    kwargs = personal_kwargs(user, loaded)
+    digits = [NumberDigit(predict_array(image28, loaded, kwargs), segment.box) for segment, image28 in pieces]
+    if store and user is not None and user.is_authenticated:
+        with transaction.atomic():
+            for digit, (segment, image28) in zip(digits, pieces):
+                digit.result.drawing = store_drawing(user, segment.png(), image28, digit.result)
+    return NumberResult(
+        number="".join(str(d.result.digit) for d in digits),
+        digits=digits,
+        model_version=loaded.version_id,
+        uncertain=any(d.result.uncertain for d in digits),
+    )
 
 
 def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult) -> Drawing:
@@ -254,13 +312,16 @@ def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress |
 
 def train_new_model(
     *, limit: int = 0, activate: bool | None = None, cv: bool = True, progress: Progress | None = None,
-    extra: "ExtraTrainingData | None" = None, defaults: dict | None = None,
+    extra: "ExtraTrainingData | None" = None, defaults: dict | None = None, kind: str = "knn",
 ) -> TrainingOutcome:
     """Train on MNIST (or the loud fallback) plus `extra` samples, evaluate, store the file, and
     register the version. The retrain (recognizer.training) passes the trusted user drawings as `extra`.
 
-    `activate=None` activates the new version only when no version is active yet.
+    `activate=None` activates the new version only when no version is active yet. `kind` is one of
+    recognizer.ml.model.MODEL_KINDS ("knn", the one the retrain uses, or "svm").
     """
+    if kind not in ml_model.MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(ml_model.MODEL_KINDS)}")
     data = ml_mnist.load_training_data(mnist_directory())
     warning = getattr(data, "warning", "") or ""
     images, labels = data.train_images, data.train_labels
@@ -276,8 +337,9 @@ def train_new_model(
         weights = np.concatenate([np.ones(n_mnist, np.float32), np.full(len(extra.labels), extra.weight, np.float32)])
         groups = np.concatenate([np.full(n_mnist, -1, np.int64), np.asarray(extra.groups, np.int64)])
         counts["user_train"] = int(len(extra.labels))
-    result = ml_model.train_model(images, labels, progress=progress, cv=cv, sample_weight=weights, defaults=defaults)
-    if groups is not None:
+    result = ml_model.train_model(images, labels, progress=progress, cv=cv, sample_weight=weights, defaults=defaults,
+                                  kind=kind)
+    if groups is not None and kind == "knn":
         # Who drew each training sample (-1 = MNIST): lets label ranking leave a user's own drawings out.
         result.estimator.train_groups_ = groups
     metrics = evaluation_metrics(result.estimator, data, progress)
@@ -294,7 +356,7 @@ def train_new_model(
     if progress:
         progress("saving", 0.98)
     saved = ml_store.save_model(result.estimator, metadata, Path(settings.RECOGNIZER_MODEL_DIR))
-    version = register_model(saved, kind="knn", data_source=data.source, metrics=metrics)
+    version = register_model(saved, kind=kind, data_source=data.source, metrics=metrics)
     if activate is None:
         activate = not ModelVersion.objects.filter(is_active=True).exists()
     if activate:

@@ -73,10 +73,16 @@ class PredictRequestSerializer(serializers.Serializer):
         default=True,
         help_text="Logged-in callers: keep the drawing (default). The page's live previews send false.",
     )
+    mode = serializers.ChoiceField(
+        choices=["digit", "number"], default="digit",
+        help_text="`digit`: the drawing is one digit. `number`: split it into digits, left to right, and read "
+                  "each (each digit is stored as its own drawing).",
+    )
 
-    def create(self, validated_data) -> services.PredictionResult:
+    def create(self, validated_data) -> "services.PredictionResult | services.NumberResult":
         user = validated_data.get("user")
-        return services.predict_image(validated_data["image"], user, store=validated_data["store"])
+        predict = services.predict_number if validated_data["mode"] == "number" else services.predict_image
+        return predict(validated_data["image"], user, store=validated_data["store"])
 
 
 class TopGuessSerializer(serializers.Serializer):
@@ -95,6 +101,29 @@ class PredictionSerializer(serializers.Serializer):
 
     def get_drawing(self, result) -> int | None:
         return result.drawing.pk if result.drawing is not None else None
+
+
+class NumberDigitSerializer(serializers.Serializer):
+    digit = serializers.IntegerField(source="result.digit")
+    confidence = serializers.FloatField(source="result.confidence")
+    probabilities = serializers.ListField(source="result.probabilities", child=serializers.FloatField(),
+                                          min_length=10, max_length=10)
+    uncertain = serializers.BooleanField(source="result.uncertain")
+    top_two = TopGuessSerializer(source="result.top_two", many=True)
+    box = serializers.ListField(child=serializers.IntegerField(), min_length=4, max_length=4,
+                                help_text="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive).")
+    drawing = serializers.SerializerMethodField(help_text="This digit's stored drawing; null for anonymous callers. "
+                                                          "Correct it with /drawings/{id}/label.")
+
+    def get_drawing(self, digit) -> int | None:
+        return digit.result.drawing.pk if digit.result.drawing is not None else None
+
+
+class NumberPredictionSerializer(serializers.Serializer):
+    number = serializers.CharField(help_text="The digits read, left to right.")
+    digits = NumberDigitSerializer(many=True)
+    model_version = serializers.IntegerField()
+    uncertain = serializers.BooleanField(help_text="At least one digit is uncertain.")
 
 
 class DrawingSerializer(serializers.ModelSerializer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -23,6 +23,7 @@ from recognizer.api.serializers import (
     DrawingSerializer,
     LabelSerializer,
     ModelVersionSerializer,
+    NumberPredictionSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
 )
@@ -38,7 +39,8 @@ class ApiView(APIView):
 
 
 class PredictView(ApiView):
-    """Recognise the digit in a drawing. Anyone may call it (throttled); a logged-in caller's drawing is stored."""
+    """Recognise the digit in a drawing, or with `"mode": "number"` the number (digits split left to right,
+    each with its box). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored."""
 
     permission_classes = [AllowAny]
     throttle_classes = [AnonPredictThrottle, UserPredictThrottle]
@@ -54,12 +56,17 @@ class PredictView(ApiView):
 
     @extend_schema(
         request={"application/json": PredictRequestSerializer, "multipart/form-data": PredictRequestSerializer},
-        responses={200: PredictionSerializer, 400: ERROR, 413: ERROR, 422: ERROR, 429: ERROR, 503: ERROR},
+        responses={200: PolymorphicProxySerializer(
+                       component_name="PredictAnswer", resource_type_field_name=None,
+                       serializers=[PredictionSerializer, NumberPredictionSerializer]),
+                   400: ERROR, 413: ERROR, 422: ERROR, 429: ERROR, 503: ERROR},
     )
     def post(self, request):
         serializer = PredictRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = serializer.save(user=request.user)
+        if serializer.validated_data["mode"] == "number":
+            return Response(NumberPredictionSerializer(result).data)
         return Response(PredictionSerializer(result).data)
 
 
