@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                       for i in range(len(pngs)) for a in offline for b in offline if a < b)
         pairs = len(offline) * (len(offline) - 1) // 2
         print(f"versions give different probabilities on {differs} of {len(pngs) * pairs} (image, pair of versions); "
-              f"{matched_another} answers also equal another version's (same neighbours)")
+              f"{len(ok) - matched_another - len(mismatched)} answers equal their own version's only, "
+              f"{matched_another} another's too (same neighbours)")
         print(f"every answer from exactly one version: {'yes' if not mismatched else 'NO'}; "
               f"load average {os.getloadavg()[0]:.2f}")
         return 0 if not errors and not mismatched else 1
