@@ -3,10 +3,11 @@ from django.core.management.base import BaseCommand
 from recognizer import services
 from recognizer.management.progress import progress_bar
 from recognizer.ml.evaluate import format_metrics_table
+from recognizer.ml.model import MODEL_KINDS
 
 
 class Command(BaseCommand):
-    help = "Train a k-NN model on MNIST (or the bundled fallback digits), store it as a new version, show its metrics."
+    help = "Train a model (k-NN by default, --kind svm) on MNIST (or the bundled fallback digits), store it as a new version, show its metrics."
 
     def add_arguments(self, parser):
         parser.add_argument("--limit", type=int, default=None,
@@ -14,6 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--activate", action="store_true",
                             help="Make the new version active (by default only when no version is active).")
         parser.add_argument("--no-cv", action="store_true", help="Skip cross-validation and use default hyperparameters.")
+        parser.add_argument("--kind", choices=MODEL_KINDS, default="knn",
+                            help="Model kind: knn (the default, the one the retrain uses) or svm (RBF SVC on the same features).")
         parser.add_argument("--if-none", action="store_true",
                             help="Do nothing when an active model exists (used by the quickstart).")
 
@@ -26,7 +29,8 @@ class Command(BaseCommand):
         limit = options["limit"] if options["limit"] is not None else settings.RECOGNIZER_TRAIN_LIMIT
         with progress_bar("Training", enabled=options["verbosity"] > 0) as progress:
             outcome = services.train_new_model(
-                limit=limit, activate=True if options["activate"] else None, cv=not options["no_cv"], progress=progress
+                limit=limit, activate=True if options["activate"] else None, cv=not options["no_cv"], progress=progress,
+                kind=options["kind"],
             )
         if outcome.warning:
             self.stderr.write(self.style.WARNING(outcome.warning))
