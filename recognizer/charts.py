@@ -99,7 +99,7 @@ def accuracy_over_time(names: Sequence[str], mnist: Sequence[float | None], hold
         ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
         ax.set_title(title, loc="left", pad=14)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower left", frameon=False)
+            fig.legend(loc="outside lower center", ncols=2, frameon=False)
 
     return _draw(build)
 
@@ -190,7 +190,7 @@ def drawings_per_day(days: Sequence, labelled: Sequence[int], unlabelled: Sequen
         ax.set_ylabel("drawings")
         ax.grid(axis="x", visible=False)
         ax.set_title(title, loc="left")
-        ax.legend(loc="upper left", frameon=False)
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
 
     return _draw(build)
 
@@ -210,7 +210,7 @@ def drawings_per_digit(labelled: Sequence[int], predicted_only: Sequence[int], *
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="x", visible=False)
         ax.set_title(title, loc="left")
-        ax.legend(loc="upper left", frameon=False)
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
 
     return _draw(build)
 
