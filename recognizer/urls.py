@@ -4,11 +4,13 @@ from django.urls import path
 
 from recognizer import views
 from recognizer.api.views import DrawingImage
+from recognizer.dashboard import staff_dashboard
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/signup/", views.signup, name="signup"),
     path("drawings/", views.my_drawings, name="my-drawings"),
+    path("staff/dashboard/", staff_dashboard, name="staff-dashboard"),
     # Drawing images are never under a public /media/ URL: owner or staff only, 404 otherwise.
     path("drawings/<int:pk>/image.png", DrawingImage.as_view(), name="drawing-image"),
 ]
