@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
+from recognizer import insights
 from recognizer.api.throttles import LoginThrottle
 from recognizer.forms import DrawingFilterForm, SignUpForm
 from recognizer.models import Drawing
@@ -58,4 +59,5 @@ def my_drawings(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "recognizer/my_drawings.html",
-                  {"form": form, "page": page, "query": query.urlencode(), "digits": range(10)})
+                  {"form": form, "page": page, "query": query.urlencode(), "digits": range(10),
+                   "accuracy": insights.user_accuracy(request.user)})
