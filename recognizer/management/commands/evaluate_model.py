@@ -13,6 +13,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--model-version", type=int, help="Model version id (default: the active version).")
         parser.add_argument("--save", action="store_true", help="Record the figures on the version.")
+        parser.add_argument("--report", metavar="DIR",
+                            help="Also write the dashboard's charts (SVG) and a metrics table (metrics.md) into DIR.")
 
     def handle(self, *args, **options):
         queryset = ModelVersion.objects.all()
@@ -32,3 +34,9 @@ class Command(BaseCommand):
             version.metrics = metrics
             version.save(update_fields=["metrics"])
             self.stdout.write(self.style.SUCCESS(f"Saved the figures on v{version.pk}."))
+        if options["report"]:
+            from recognizer import insights
+
+            written = insights.write_report(options["report"], version, metrics)
+            self.stdout.write(f"Wrote {len(written)} files to {options['report']}: "
+                              + ", ".join(p.name for p in written))
