@@ -1,10 +1,13 @@
 // The drawing page: a Pointer Events canvas (mouse, pen, touch), live and on-demand predictions
 // through the REST API, and one-click labelling for logged-in users. No build step: an ES module.
+// Number mode: a wider pad; the API splits the drawing into digits, each answered with its box over
+// the pad and its own correction buttons.
 
 const EXPORT_SIZE = 280; // the PNG sent to the API, whatever the canvas's size on screen
 const LINE_WIDTH = 0.065; // of the side: a felt-tip pen, close to MNIST's stroke once scaled to 28x28
 const LIVE_DELAY_MS = 300; // debounce of live predictions after the pen stops moving
 const LIVE_EVERY_MS = 900; // and at most this often while it keeps moving
+const NUMBER_ASPECT = 2; // number mode: the pad is twice as wide as tall
 
 const app = document.getElementById("app");
 if (app) init(app);
@@ -23,7 +26,12 @@ function init(app) {
     confidence: $("confidence"), bars: [...document.querySelectorAll("#bars li")],
     labelling: $("labelling"), labelStatus: $("label-status"), quick: $("quick-answer"),
     labelButtons: [...document.querySelectorAll("#label-buttons button")], live: $("live"),
+    modes: [...document.querySelectorAll("input[name=mode]")], boxes: $("boxes"), title: $("pad-title"),
+    numberAnswer: $("number-answer"), number: $("number"), numberVerdict: $("number-verdict"),
+    numberDigits: $("number-digits"),
   };
+  let mode = "digit"; // or "number"
+  const aspect = () => (mode === "number" ? NUMBER_ASPECT : 1);
 
   const strokes = []; // each stroke: [[x, y], ...] in 0..1 of the side
   let current = null; // the stroke being drawn
@@ -37,14 +45,15 @@ function init(app) {
   let frame = 0;
 
   // --- Drawing -----------------------------------------------------------------------------
-  function paint(c, size, list) {
-    c.clearRect(0, 0, size, size);
+  function paint(c, width, size, list) {
+    // x in 0..1 of the width, y in 0..1 of the height (`size`); the pen scales with the height.
+    c.clearRect(0, 0, width, size);
     c.lineCap = "round";
     c.lineJoin = "round";
     c.strokeStyle = c.fillStyle = "#111";
     c.lineWidth = LINE_WIDTH * size;
     for (const pts of list) {
-      const p = pts.map(([x, y]) => [x * size, y * size]);
+      const p = pts.map(([x, y]) => [x * width, y * size]);
       if (p.length === 1) {
         c.beginPath();
         c.arc(p[0][0], p[0][1], c.lineWidth / 2, 0, Math.PI * 2);
@@ -65,13 +74,16 @@ function init(app) {
 
   function redraw() {
     cancelAnimationFrame(frame);
-    frame = requestAnimationFrame(() => paint(ctx, canvas.width, strokes));
+    frame = requestAnimationFrame(() => paint(ctx, canvas.width, canvas.height, strokes));
   }
 
   function fitToScreen() {
-    const side = Math.round(canvas.getBoundingClientRect().width * (window.devicePixelRatio || 1));
-    if (side > 0 && canvas.width !== side) {
-      canvas.width = canvas.height = side;
+    const rect = canvas.getBoundingClientRect();
+    const width = Math.round(rect.width * (window.devicePixelRatio || 1));
+    const height = Math.round(width / aspect());
+    if (width > 0 && (canvas.width !== width || canvas.height !== height)) {
+      canvas.width = width;
+      canvas.height = height;
     }
     redraw();
   }
@@ -79,8 +91,9 @@ function init(app) {
 
   function exportPng() {
     const off = document.createElement("canvas");
-    off.width = off.height = EXPORT_SIZE;
-    paint(off.getContext("2d"), EXPORT_SIZE, strokes); // black ink on transparent, like the model expects
+    off.width = EXPORT_SIZE * aspect();
+    off.height = EXPORT_SIZE;
+    paint(off.getContext("2d"), off.width, EXPORT_SIZE, strokes); // black ink on transparent, like the model expects
     return off.toDataURL("image/png");
   }
 
@@ -93,7 +106,7 @@ function init(app) {
   function changed() {
     version++;
     if (!strokes.length) {
-      reset("Draw a digit and I will guess it.");
+      reset(mode === "number" ? "Write a number and I will read it." : "Draw a digit and I will guess it.");
     }
   }
 
@@ -184,14 +197,16 @@ function init(app) {
     lastSent = performance.now();
     app.classList.add("busy");
     try {
-      const { res, data } = await post(cfg.predictUrl, { image: exportPng(), store }, controller.signal);
+      const body = mode === "number" ? { image: exportPng(), store, mode } : { image: exportPng(), store };
+      const { res, data } = await post(cfg.predictUrl, body, controller.signal);
       if (mine !== seq) return null;
       if (!res.ok) {
         showError(res.status, data);
         return null;
       }
-      result = { ...data, version: about };
-      show(result);
+      result = { ...data, version: about, mode };
+      if (result.mode === "number") showNumber(result);
+      else show(result);
       return result;
     } catch (err) {
       if (err.name === "AbortError") return null;
@@ -261,7 +276,114 @@ function init(app) {
       li.classList.remove("top", "second");
     });
     if (ui.labelling) ui.labelling.hidden = true;
+    if (ui.numberAnswer) ui.numberAnswer.hidden = true;
+    if (ui.boxes) ui.boxes.replaceChildren();
     setStatus(message, "info");
+  }
+
+  // --- Number mode -------------------------------------------------------------------------
+  function showNumber(r) {
+    ui.answer.hidden = true;
+    ui.numberAnswer.hidden = false;
+    ui.numberAnswer.classList.toggle("unsure", r.uncertain);
+    ui.number.textContent = r.number;
+    ui.numberVerdict.textContent = r.uncertain
+      ? `I read ${r.number}, but I'm not sure of every digit.`
+      : `It's ${r.number}.`;
+    setStatus(r.uncertain ? "Not sure of some digits: the unsure ones are marked." : "", r.uncertain ? "unsure" : "");
+    ui.quick.textContent = `It's ${r.number}`;
+    ui.quick.hidden = false;
+    const exportWidth = EXPORT_SIZE * NUMBER_ASPECT;
+    ui.boxes.replaceChildren(...r.digits.map((d, i) => {
+      const [x0, y0, x1, y1] = d.box;
+      const box = document.createElement("div");
+      box.className = `box${d.uncertain ? " unsure" : ""}`;
+      box.dataset.index = String(i);
+      box.style.left = `${(100 * x0) / exportWidth}%`;
+      box.style.top = `${(100 * y0) / EXPORT_SIZE}%`;
+      box.style.width = `${(100 * (x1 - x0)) / exportWidth}%`;
+      box.style.height = `${(100 * (y1 - y0)) / EXPORT_SIZE}%`;
+      const tag = document.createElement("span");
+      tag.textContent = `${d.digit}${d.uncertain ? "?" : ""}`;
+      box.append(tag);
+      return box;
+    }));
+    ui.numberDigits.replaceChildren(...r.digits.map((d, i) => {
+      const li = document.createElement("li");
+      li.className = d.uncertain ? "unsure" : "";
+      li.dataset.index = String(i);
+      const guess = document.createElement("span");
+      guess.className = "guess";
+      guess.textContent = `${d.digit}${d.uncertain ? "?" : ""}`;
+      const conf = document.createElement("span");
+      conf.className = "muted";
+      const [a, b] = d.top_two || [];
+      conf.textContent = d.uncertain && a && b
+        ? `${pct(d.confidence)} · a ${a.digit} or a ${b.digit}?` : `${pct(d.confidence)} confident`;
+      li.append(guess, conf);
+      if (cfg.authenticated) {
+        const buttons = document.createElement("div");
+        buttons.className = "digits small";
+        for (let n = 0; n <= 9; n++) {
+          const btn = document.createElement("button");
+          btn.type = "button";
+          btn.className = `digit-button${n === d.digit ? " predicted" : ""}`;
+          btn.dataset.label = String(n);
+          btn.title = `Digit ${i + 1} is a ${n}`;
+          btn.textContent = String(n);
+          btn.addEventListener("click", () => labelDigit(i, n));
+          buttons.append(btn);
+        }
+        const saved = document.createElement("span");
+        saved.className = "saved muted";
+        li.append(buttons, saved);
+      }
+      return li;
+    }));
+  }
+
+  async function labelDigit(index, digit) {
+    if (!cfg.authenticated) return;
+    let r = result;
+    if (!r || r.mode !== "number" || r.version !== version || !r.digits[index] || r.digits[index].drawing == null) {
+      r = await predict({ store: true }); // live previews are not kept: store the number's digits first
+      if (!r || !r.digits || !r.digits[index] || r.digits[index].drawing == null) return;
+    }
+    const li = ui.numberDigits.querySelector(`li[data-index="${index}"]`);
+    const saved = li && li.querySelector(".saved");
+    if (saved) saved.textContent = "Saving…";
+    try {
+      const { res, data } = await post(cfg.labelUrl.replace("/0/", `/${r.digits[index].drawing}/`), { label: digit });
+      if (!res.ok) {
+        if (saved) saved.textContent = `Not saved: ${data.detail || `the server answered ${res.status}.`}`;
+        return;
+      }
+      r.digits[index].label = data.label;
+      if (li) li.querySelectorAll("button").forEach((btn) => btn.classList.toggle("chosen", Number(btn.dataset.label) === data.label));
+      if (saved) {
+        saved.textContent = data.label === data.predicted_digit ? "Saved: confirmed." : `Saved: it is a ${data.label}.`;
+        saved.dataset.savedLabel = String(data.label);
+      }
+      // The number as corrected so far.
+      const corrected = r.digits.map((d) => (d.label != null ? d.label : d.digit)).join("");
+      ui.number.textContent = corrected;
+      ui.numberVerdict.textContent = corrected === r.number ? `It's ${corrected}.` : `Corrected: it's ${corrected} (I read ${r.number}).`;
+      ui.quick.textContent = `It's ${corrected}`;
+    } catch (err) {
+      if (saved) saved.textContent = "Could not reach the server: not saved. Try again.";
+    }
+  }
+
+  function setMode(next) {
+    if (next !== "digit" && next !== "number") return;
+    if (next === mode) return;
+    mode = next;
+    app.classList.toggle("number-mode", mode === "number");
+    ui.modes.forEach((input) => { input.checked = input.value === mode; });
+    if (ui.title) ui.title.textContent = mode === "number" ? "Write a number" : "Draw a digit";
+    canvas.setAttribute("aria-label", mode === "number" ? "Drawing area: write a number, digits side by side" : "Drawing area: draw one digit");
+    clear(); // the pad changes shape: a drawing would be stretched
+    fitToScreen();
   }
 
   function setStatus(message, kind) {
@@ -304,6 +426,7 @@ function init(app) {
   $("undo").addEventListener("click", undo);
   $("clear").addEventListener("click", clear);
   ui.labelButtons.forEach((btn) => btn.addEventListener("click", () => label(Number(btn.dataset.label))));
+  ui.modes.forEach((input) => input.addEventListener("change", () => input.checked && setMode(input.value)));
   if (ui.live) ui.live.addEventListener("change", () => ui.live.checked && scheduleLive(0));
 
   document.addEventListener("keydown", (e) => {
@@ -321,11 +444,11 @@ function init(app) {
       undo();
     } else if (key === "escape" || key === "c") {
       clear();
-    } else if (/^[0-9]$/.test(key) && ui.labelling && !ui.labelling.hidden) {
+    } else if (/^[0-9]$/.test(key) && mode === "digit" && ui.labelling && !ui.labelling.hidden) {
       label(Number(key));
     }
   });
 
   // For tests and the curious: the current state of the pad.
-  window.digitsite = { strokes, predict, label, clear, undo, exportPng };
+  window.digitsite = { strokes, predict, label, labelDigit, clear, undo, exportPng, setMode, get mode() { return mode; } };
 }
