@@ -60,7 +60,7 @@ def test_a_user_writes_a_two_digit_number_and_corrects_one_digit(alice, active_m
     assert '"mode":"number"' in answer.value.request.post_data
     body = answer.value.json()
     assert len(body["digits"]) == 2, body["number"]
-    page.wait_for_function("document.querySelector('#number-answer') && !document.querySelector('#number-answer').hidden")
+    page.wait_for_function("!document.querySelector('#number-answer').hidden")
     assert page.inner_text("#number") == body["number"]
     assert page.locator("#number-digits li").count() == 2
     assert page.locator("#answer").is_hidden()

@@ -27,7 +27,8 @@ MAX_DIGITS = 12  # more pieces than this is a scribble or text, not a number
 X_OVERLAP_MERGE = 0.5  # merge two pieces when their x-ranges overlap by this much of the narrower one
 SPECK_INK = 0.06  # a piece with less ink than this fraction of the biggest one ...
 SPECK_HEIGHT = 0.25  # ... and smaller than this fraction of the tallest one, is a speck
-TOUCHING_ASPECT = 1.4  # width / height above which a piece is taken for touching digits (bench/numbers.py: 1.2 cuts single wide digits)
+# Width / height above which a piece is taken for touching digits (bench/numbers.py: 1.2 cuts wide single digits).
+TOUCHING_ASPECT = 1.4
 
 
 class TooManyDigits(DrawingError):
