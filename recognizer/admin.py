@@ -253,7 +253,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def start_retrain_view(self, request):
         if not request.user.is_staff:
             return HttpResponseRedirect(reverse("admin:index"))
-        run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        try:
+            run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        except training.TrainingUnavailable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:recognizer_trainingrun_changelist"))
         if created:
             self.message_user(request, f"Retrain queued: run {run.pk}, task {run.task_id}.")
         else:

@@ -241,11 +241,16 @@ def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResu
     return drawing
 
 
+PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
+
+
 def as_png(data: bytes) -> bytes:
     """Store every drawing as PNG whatever format it came in, so it can be served as one type."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return data
     image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
+    if image.mode not in PNG_MODES:  # e.g. a CMYK JPEG
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -327,10 +327,28 @@ def start_retrain(trigger: str, user=None, *, enqueue: bool = True, task_id: str
             return start_retrain(trigger, user, enqueue=enqueue, task_id=task_id)
         return existing, False
     if enqueue:
-        from recognizer import tasks
-
-        transaction.on_commit(lambda: tasks.retrain.apply_async(kwargs={"run_id": run.pk}, task_id=run.task_id))
+        transaction.on_commit(lambda: _send(run))
     return run, True
+
+
+class TrainingUnavailable(Exception):
+    """The retrain could not be queued (the broker is down); nothing holds the lock."""
+
+
+def _send(run: TrainingRun) -> None:
+    from recognizer import tasks
+
+    try:
+        tasks.retrain.apply_async(kwargs={"run_id": run.pk}, task_id=run.task_id)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for an unreachable broker
+        # Release the lock at once: a run no worker will ever receive must not block the next request.
+        TrainingRun.objects.filter(pk=run.pk, holds_lock=True).update(
+            status=TrainingRun.Status.FAILED, holds_lock=False, finished_at=timezone.now(),
+            error=f"The retrain could not be queued: {exc}")
+        raise TrainingUnavailable(
+            "Training is unavailable right now: the task queue cannot be reached. Predictions and labels "
+            "keep working; ask again once it is back (the nightly and new-drawings retrains also try again)."
+        ) from exc
 
 
 def new_trusted_since_last_run() -> int:

@@ -3,6 +3,8 @@ through the REST API (one path for the page and every other client)."""
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -20,6 +22,29 @@ from recognizer.forms import DrawingFilterForm, SignUpForm
 from recognizer.models import Drawing
 
 DRAWINGS_PER_PAGE = 24
+
+
+def password_attempt_refused(request: HttpRequest) -> int | None:
+    """Counts a password attempt against the `login` throttle; seconds to wait once it is spent."""
+    throttle = LoginThrottle()
+    if throttle.allow_request(request, None):
+        return None
+    return int((throttle.wait() or 60) + 0.999)
+
+
+def throttle_password_posts(view):
+    """POSTs to `view` count against the `login` throttle, per address: the admin login and the
+    password reset form would otherwise be a way around the throttled login (or a mail flood)."""
+
+    @functools.wraps(view)
+    def throttled(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        wait = password_attempt_refused(request) if request.method == "POST" else None
+        if wait is not None:
+            return HttpResponse(f"Too many attempts from your address. Try again in {wait} seconds.",
+                                status=429, content_type="text/plain; charset=utf-8")
+        return view(request, *args, **kwargs)
+
+    return throttled
 
 
 @ensure_csrf_cookie
@@ -42,10 +67,9 @@ class ThrottledLoginView(LoginView):
     """Django's login form, with the `login` throttle scope counting attempts per address."""
 
     def post(self, request, *args, **kwargs):
-        throttle = LoginThrottle()
-        if not throttle.allow_request(request, self):
+        wait = password_attempt_refused(request)
+        if wait is not None:
             form = self.get_form()
-            wait = int((throttle.wait() or 60) + 0.999)
             form.add_error(None, f"Too many login attempts. Try again in {wait} seconds.")
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().post(request, *args, **kwargs)

@@ -93,3 +93,19 @@ def test_a_password_reset_mail_carries_a_link_that_works(client, alice):
 def test_account_pages_render(client, url):
     assert client.get(url).status_code == 200
 
+
+
+def test_the_admin_login_shares_the_login_throttle(client, staff, monkeypatch):
+    monkeypatch.setattr(throttles.LoginThrottle, "rate", "2/minute", raising=False)
+    codes = [client.post("/admin/login/", {"username": "staff", "password": "wrong"}).status_code for _ in range(2)]
+    refused = client.post("/admin/login/", {"username": "staff", "password": "staff-password-1"})
+    assert codes == [200, 200]
+    assert refused.status_code == 429 and "Too many attempts" in refused.content.decode()
+    assert "_auth_user_id" not in client.session  # the right password does not get through once throttled
+
+
+def test_password_reset_requests_are_throttled(client, alice, monkeypatch):
+    monkeypatch.setattr(throttles.LoginThrottle, "rate", "2/minute", raising=False)
+    codes = [client.post("/accounts/password_reset/", {"email": "alice@example.com"}).status_code for _ in range(3)]
+    assert codes == [302, 302, 429]
+    assert len(mail.outbox) == 2

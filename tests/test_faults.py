@@ -135,6 +135,17 @@ def test_with_redis_down_a_staff_retrain_is_a_clear_503_not_a_500(staff, active_
     assert not TrainingRun.objects.filter(holds_lock=True).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_down_the_admin_retrain_button_says_training_is_unavailable(client, admin_user, active_model,
+                                                                                point_celery_at):
+    point_celery_at(dead_broker())
+    client.force_login(admin_user)
+    response = client.post("/admin/recognizer/trainingrun/retrain/", follow=True)
+    assert response.status_code == 200
+    assert "Training is unavailable" in response.content.decode()
+    assert not TrainingRun.objects.filter(holds_lock=True).exists()
+
+
 # --- (b) Redis started later ----------------------------------------------------------------------------
 
 

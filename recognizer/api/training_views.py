@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -51,12 +52,20 @@ ACTIVATED = inline_serializer("ActivatedVersion", {
 })
 
 
+class TrainingQueueDown(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "training_unavailable"
+
+
 class RetrainView(StaffView, APIView):
     """POST: start a retrain (202 with its task id), or get the id of the one already running."""
 
-    @extend_schema(request=None, responses={202: RETRAIN, 401: ERROR, 403: ERROR})
+    @extend_schema(request=None, responses={202: RETRAIN, 401: ERROR, 403: ERROR, 503: ERROR})
     def post(self, request):
-        run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        try:
+            run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        except training.TrainingUnavailable as exc:
+            raise TrainingQueueDown(str(exc)) from exc
         body = {"task_id": run.task_id, "training_run": run.pk, "status": run.status, "created": created}
         if not created:
             body["detail"] = "A retrain is already running; this is its id."

@@ -112,8 +112,13 @@ def save_model(estimator, metadata: dict, directory: str | os.PathLike, compress
             "versions": _versions(),
         }
     )
-    _atomic_write_bytes(Path(str(path) + ".json"), json.dumps(meta, indent=2, sort_keys=True, default=str).encode())
-    _fsync_dir(directory)
+    try:
+        _atomic_write_bytes(Path(str(path) + ".json"), json.dumps(meta, indent=2, sort_keys=True, default=str).encode())
+        _fsync_dir(directory)
+    except BaseException:
+        # A model without its sidecar is half-written: nothing may find it later (e.g. a full disk).
+        path.unlink(missing_ok=True)
+        raise
     return SavedModel(path=path, sha256=sha, metadata=meta)
 
 
