@@ -182,7 +182,8 @@ def main(argv=None) -> int:
             stats = score(estimator, numbers, cut)
             total = {k: sum(s[k] for s in stats.values()) for k in next(iter(stats.values()))}
             for length, s in [*sorted(stats.items()), ("all", total)]:
-                a = alone[length] if length != "all" else float(np.mean(list(alone.values())))
+                # "all": over every digit (a length-n row holds n digits per number)
+                a = alone[length] if length != "all" else sum(n * v for n, v in alone.items()) / sum(alone)
                 rows.append({
                     "gaps": gap_name, "cut_wide": "yes" if cut else "no", "length": length, "numbers": s["numbers"],
                     "segmentation": s["seg_ok"] / s["numbers"], "per_digit": s["digits_ok"] / s["digits"],
