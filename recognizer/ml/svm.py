@@ -5,9 +5,9 @@ Probabilities come from temperature scaling of the SVC's decision values (scikit
 out-of-fold decision values, the served SVC is fitted on all the data). ``SVC(probability=True)``
 is deprecated since scikit-learn 1.9 and its Platt scaling cost five extra fits.
 
-Measured on 2 cores (one BLAS thread): fitting on all 60k MNIST digits with PCA 50, C=10 and
-the default gamma takes about 30 s including the calibration folds (SVC itself ~8 s), scores
-98.9 % on the MNIST test set, and pickles to about 3 MB (about 9k support vectors x 50 floats).
+Measured on 2 busy cores (one BLAS thread): fitting on all 60k MNIST digits with PCA 50 and the
+default C and gamma takes 28-34 s including the calibration folds, scores 98.9 % on the MNIST test
+set, and the file is about 3 MB (about 9.6k support vectors x 50 floats); see bench/models.py.
 So the default trains on every sample; ``max_train_samples`` caps it for bigger (augmented) sets.
 
 The user's own drawings (personalisation) are a k-NN idea: ``predict_one``/``predict_proba``
