@@ -24,7 +24,9 @@ from typing import Callable
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .model import N_CLASSES, Prediction, TrainingResult, _pca, _stratified_subsample, as_images, augment_images, image_features
+from .model import (
+    N_CLASSES, Prediction, TrainingResult, _pca, _stratified_subsample, as_images, augment_images, image_features,
+)
 
 __all__ = ["SvmDigitClassifier", "train_svm", "SVM_PARAM_GRID"]
 

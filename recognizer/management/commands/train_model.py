@@ -7,7 +7,8 @@ from recognizer.ml.model import MODEL_KINDS
 
 
 class Command(BaseCommand):
-    help = "Train a model (k-NN by default, --kind svm) on MNIST (or the bundled fallback digits), store it as a new version, show its metrics."
+    help = ("Train a model (k-NN by default, --kind svm) on MNIST (or the bundled fallback digits), store it as a "
+            "new version, show its metrics.")
 
     def add_arguments(self, parser):
         parser.add_argument("--limit", type=int, default=None,
@@ -16,7 +17,7 @@ class Command(BaseCommand):
                             help="Make the new version active (by default only when no version is active).")
         parser.add_argument("--no-cv", action="store_true", help="Skip cross-validation and use default hyperparameters.")
         parser.add_argument("--kind", choices=MODEL_KINDS, default="knn",
-                            help="Model kind: knn (the default, the one the retrain uses) or svm (RBF SVC on the same features).")
+                            help="knn (the default, the one the retrain uses) or svm (RBF SVC on the same features).")
         parser.add_argument("--if-none", action="store_true",
                             help="Do nothing when an active model exists (used by the quickstart).")
 
