@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
@@ -482,6 +482,15 @@ def promote(version: ModelVersion, expected_active_id: int | None) -> bool:
     return True
 
 
+def _reconnect_if_broken() -> None:
+    """After a failure the connection may be dead (the database restarted): take a fresh one to record it.
+    A working connection is kept: closing it would break a caller's open transaction."""
+    if connection.in_atomic_block or connection.connection is None:
+        return
+    if not connection.is_usable():
+        connection.close()
+
+
 def execute_run(run: TrainingRun, echo: Progress | None = None) -> TrainingRun:
     """Run a queued retrain to its end; the run row records everything, including a failure."""
     now = timezone.now()
@@ -499,7 +508,7 @@ def execute_run(run: TrainingRun, echo: Progress | None = None) -> TrainingRun:
     except BaseException as exc:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         logger.exception("Training run %s failed", run.pk)
-        close_old_connections()
+        _reconnect_if_broken()
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.FAILED, holds_lock=False, finished_at=timezone.now(),
             error=f"{error}\n\n{traceback.format_exc()[-4000:]}")

@@ -137,7 +137,10 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active
     # Draw real trajectories until the model misreads one (so the click is a real correction).
     samples = pen_samples()
     for attempt, (truth, strokes) in enumerate(samples):
-        draw(page, strokes)
+        # A live preview goes out once the pen rests (debounced); Predict would cancel a pending one.
+        with page.expect_request(lambda r: r.url.endswith("/api/v1/predict")
+                                 and '"store":false' in (r.post_data or ""), timeout=10_000):
+            draw(page, strokes)
         predicted = predict(page)
         if predicted != truth or attempt == len(samples) - 1:
             break

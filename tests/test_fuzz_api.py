@@ -31,9 +31,20 @@ SECONDS_PER_CALLER = 25.0
 
 @pytest.fixture
 def schema():
+    from django.core import signals
+    from django.db import close_old_connections
+
     from digitsite.wsgi import application
 
-    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+    # Called straight through WSGI, each request's end would close the test's database connection (and
+    # its transaction) as in production; Django's own test client disconnects these handlers the same way.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        yield schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
