@@ -141,7 +141,34 @@ def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) 
     return votes / total
 
 
-class DigitClassifier(ClassifierMixin, BaseEstimator):
+def check_digit_labels(F: np.ndarray, y) -> np.ndarray:
+    """Labels as int64 digits, one per feature row; a clear error otherwise."""
+    y = np.asarray(y).astype(np.int64).ravel()
+    if len(y) != len(F):
+        raise ValueError(f"{len(F)} images but {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError("cannot fit on an empty training set")
+    if y.min() < 0 or y.max() > 9:
+        raise ValueError("labels must be digits 0-9")
+    return y
+
+
+class DigitFeatures:
+    """The features every model kind reads: deskew -> (blur) -> PCA, fitted as mean_ and components_."""
+
+    def _pre(self, X) -> np.ndarray:
+        return image_features(X, self.deskew, self.blur_sigma)
+
+    def _project(self, F: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((F - self.mean_) @ self.components_.T, dtype=np.float32)
+
+    def transform(self, X) -> np.ndarray:
+        """Images -> PCA feature vectors (float32)."""
+        self._check()
+        return self._project(self._pre(X))
+
+
+class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     """deskew -> blur -> PCA -> brute-force k-NN (float32), classes are always 0..9.
 
     ``fit(X, y, sample_weight)``: X is (n,28,28) or (n,784) in [0,1] (uint8 0..255 accepted);
@@ -162,30 +189,13 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         self.deskew = deskew
         self.blur_sigma = blur_sigma
 
-    # -- features
-    def _pre(self, X) -> np.ndarray:
-        return image_features(X, self.deskew, self.blur_sigma)
-
-    def _project(self, F: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray((F - self.mean_) @ self.components_.T, dtype=np.float32)
-
-    def transform(self, X) -> np.ndarray:
-        """Images -> PCA feature vectors (float32)."""
-        return self._project(self._pre(X))
-
     # -- fitting
     def fit(self, X, y, sample_weight=None):
         F = self._pre(X)
         return self._fit_features(F, y, sample_weight)
 
     def _fit_features(self, F, y, sample_weight=None, pca=None):
-        y = np.asarray(y).astype(np.int64).ravel()
-        if len(y) != len(F):
-            raise ValueError(f"{len(F)} images but {len(y)} labels")
-        if len(y) == 0:
-            raise ValueError("cannot fit on an empty training set")
-        if y.min() < 0 or y.max() > 9:
-            raise ValueError("labels must be digits 0-9")
+        y = check_digit_labels(F, y)
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', not {self.weights!r}")
         p = int(min(self.n_components, F.shape[1], len(F)))

@@ -25,7 +25,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .model import (
-    N_CLASSES, Prediction, TrainingResult, _pca, _stratified_subsample, as_images, augment_images, image_features,
+    N_CLASSES, DigitFeatures, Prediction, TrainingResult, _pca, _stratified_subsample, as_images, augment_images,
+    check_digit_labels, image_features,
 )
 
 __all__ = ["SvmDigitClassifier", "train_svm", "SVM_PARAM_GRID"]
@@ -44,7 +45,7 @@ def _gamma(P: np.ndarray, gamma_scale: float) -> float:
     return float(gamma_scale) / (P.shape[1] * (var if var > 0 else 1.0))
 
 
-class SvmDigitClassifier(ClassifierMixin, BaseEstimator):
+class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     """deskew -> PCA -> RBF SVC with temperature-scaled probabilities; classes are always 0..9.
 
     ``fit(X, y, sample_weight)``: X is (n,28,28) or (n,784) in [0,1] (uint8 0..255 accepted).
@@ -70,18 +71,6 @@ class SvmDigitClassifier(ClassifierMixin, BaseEstimator):
         self.blur_sigma = blur_sigma
         self.calibration_folds = calibration_folds
 
-    # -- features (the same as DigitClassifier's)
-    def _pre(self, X) -> np.ndarray:
-        return image_features(X, self.deskew, self.blur_sigma)
-
-    def _project(self, F: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray((F - self.mean_) @ self.components_.T, dtype=np.float32)
-
-    def transform(self, X) -> np.ndarray:
-        """Images -> PCA feature vectors (float32)."""
-        self._check()
-        return self._project(self._pre(X))
-
     # -- fitting
     def fit(self, X, y, sample_weight=None):
         return self._fit_features(self._pre(X), y, sample_weight)
@@ -90,13 +79,7 @@ class SvmDigitClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import SVC
 
-        y = np.asarray(y).astype(np.int64).ravel()
-        if len(y) != len(F):
-            raise ValueError(f"{len(F)} images but {len(y)} labels")
-        if len(y) == 0:
-            raise ValueError("cannot fit on an empty training set")
-        if y.min() < 0 or y.max() > 9:
-            raise ValueError("labels must be digits 0-9")
+        y = check_digit_labels(F, y)
         present, counts = np.unique(y, return_counts=True)
         if len(present) < 2:
             raise ValueError("an SVM needs training samples of at least two digits")
