@@ -31,3 +31,10 @@ def reap_stale_training_runs() -> list[int]:
 def check_retrain_threshold() -> int | None:
     run = training.maybe_retrain_after_new_labels()
     return run.pk if run else None
+
+
+@shared_task(name="recognizer.tasks.retry_unqueued_retrain")
+def retry_unqueued_retrain() -> int | None:
+    """Periodic: a retrain asked for while the broker was down is sent once it is back."""
+    run = training.retry_unqueued_retrain()
+    return run.pk if run else None

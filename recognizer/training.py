@@ -344,11 +344,31 @@ def _send(run: TrainingRun) -> None:
         # Release the lock at once: a run no worker will ever receive must not block the next request.
         TrainingRun.objects.filter(pk=run.pk, holds_lock=True).update(
             status=TrainingRun.Status.FAILED, holds_lock=False, finished_at=timezone.now(),
-            error=f"The retrain could not be queued: {exc}")
+            error=f"{UNQUEUED}: {exc}")
         raise TrainingUnavailable(
             "Training is unavailable right now: the task queue cannot be reached. Predictions and labels "
-            "keep working; ask again once it is back (the nightly and new-drawings retrains also try again)."
+            "keep working, and the retrain is sent again by itself once the queue is back."
         ) from exc
+
+
+UNQUEUED = "The retrain could not be queued"
+
+
+def retry_unqueued_retrain(max_age: timedelta = timedelta(days=1)) -> TrainingRun | None:
+    """Send again the latest retrain that failed only because the broker was down.
+
+    Beat runs this every minute; its messages reach a worker only once the broker is back, which is
+    exactly when the retrain can be sent. A later run of any kind supersedes the failed one.
+    """
+    latest = TrainingRun.objects.order_by("-id").first()
+    if (latest is None or latest.status != TrainingRun.Status.FAILED or not latest.error.startswith(UNQUEUED)
+            or latest.created_at < timezone.now() - max_age):
+        return None
+    try:
+        run, created = start_retrain(latest.trigger, latest.started_by)
+    except TrainingUnavailable:
+        return None
+    return run if created else None
 
 
 def new_trusted_since_last_run() -> int:

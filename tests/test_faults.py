@@ -162,6 +162,21 @@ def test_once_redis_is_up_the_retrain_request_is_queued(staff, active_model, poi
     assert body["task_id"] in queued_task_ids(redis_url)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_retrain_asked_for_while_redis_was_down_is_sent_once_it_is_back(staff, active_model, point_celery_at,
+                                                                          redis_url):  # noqa: F811
+    point_celery_at(dead_broker())
+    assert token_client(staff).post("/api/v1/models/retrain").status_code == 503
+
+    point_celery_at(redis_url)  # Redis is back: beat's periodic task reaches a worker again
+    from recognizer import tasks
+
+    run_id = tasks.retry_unqueued_retrain.run()
+    run = TrainingRun.objects.get(pk=run_id)
+    assert run.started_by == staff and run.holds_lock
+    assert run.task_id in queued_task_ids(redis_url)
+
+
 # --- (c) A corrupt or missing active model file --------------------------------------------------------
 
 

@@ -96,6 +96,29 @@ def test_a_run_whose_local_worker_process_died_is_failed_at_once():
     assert run.status == "failed" and "died" in run.error
 
 
+def test_a_retrain_that_could_not_be_queued_is_sent_again_once_the_broker_is_back(staff):
+    unsent = TrainingRun.objects.create(trigger="staff", started_by=staff, status="failed",
+                                        error=f"{training.UNQUEUED}: Error 111 connecting to 127.0.0.1:6379.")
+    retried = training.retry_unqueued_retrain()
+    assert retried is not None and retried.pk != unsent.pk
+    assert retried.status == "queued" and retried.holds_lock
+    assert retried.trigger == "staff" and retried.started_by == staff
+    assert training.retry_unqueued_retrain() is None  # the new run supersedes it: sent once, not every minute
+
+
+def test_only_a_recent_unqueued_retrain_is_sent_again(staff):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    TrainingRun.objects.create(trigger="staff", status="failed", error="ValueError: the training data is empty")
+    assert training.retry_unqueued_retrain() is None  # failed for another reason: not retried
+    old = TrainingRun.objects.create(trigger="staff", status="failed", error=f"{training.UNQUEUED}: refused")
+    TrainingRun.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    assert training.retry_unqueued_retrain() is None
+    assert not TrainingRun.objects.filter(holds_lock=True).exists()
+
+
 def test_the_database_allows_only_one_run_to_hold_the_lock():
     from django.db import IntegrityError, transaction
 

@@ -198,6 +198,7 @@ CELERY_BEAT_SCHEDULE = {
     "retrain": {"task": "recognizer.tasks.retrain", "schedule": _crontab("RECOGNIZER_RETRAIN_SCHEDULE", RECOGNIZER_RETRAIN_SCHEDULE),
                 "kwargs": {"trigger": "schedule"}},
     "reap-stale-training-runs": {"task": "recognizer.tasks.reap_stale_training_runs", "schedule": 60.0},
+    "retry-unqueued-retrain": {"task": "recognizer.tasks.retry_unqueued_retrain", "schedule": 60.0},
 }
 
 # Django reads uploads into memory up to this size; larger bodies are refused by the API.
