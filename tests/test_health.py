@@ -51,3 +51,22 @@ def test_a_corrupt_new_version_leaves_the_previous_model_serving(active_model, s
     result = services.predict_image(digit_png(1))
     assert result.model_version == active_model.pk
     assert f"v{broken.pk}" in services.model_cache.last_error
+
+
+@pytest.mark.django_db
+def test_the_admin_says_when_the_last_good_model_is_serving_in_place_of_a_broken_one(admin_client, active_model,
+                                                                                     digit_png):
+    services.predict_image(digit_png(1))
+    assert 'id="model-health"' not in admin_client.get("/admin/").content.decode()
+    broken = services.ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
+    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
+    html = admin_client.get("/admin/").content.decode()
+    assert f"Serving v{active_model.pk}, the last good model." in html
+    assert f"Model v{broken.pk} could not be loaded" in html
+
+
+@pytest.mark.django_db
+def test_the_admin_says_when_no_model_can_serve(admin_client):
+    services.model_cache.clear()
+    assert "No model can serve predictions" in admin_client.get("/admin/").content.decode()
