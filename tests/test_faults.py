@@ -293,3 +293,39 @@ def test_a_full_disk_while_saving_a_model_leaves_no_partial_file_and_the_old_mod
     monkeypatch.undo()
     after = api.post("/api/v1/predict", image_payload(digit_png), format="json").json()
     assert after["model_version"] == active_model.pk and after["probabilities"] == before["probabilities"]
+
+
+# --- (e) The database restarting ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_predictions_go_on_through_a_database_restart_and_healthz_says_so(alice, active_model, digit_png,
+                                                                         fresh_throttles):
+    import shlex
+    import subprocess
+
+    from django.db import close_old_connections
+    from django.test import Client
+
+    stop, start = os.environ.get("DIGITSITE_TEST_PG_STOP"), os.environ.get("DIGITSITE_TEST_PG_START")
+    if not (stop and start):
+        pytest.skip("needs the PostgreSQL of scripts/with-postgres (it restarts the server under the test)")
+    anonymous = Client()
+    assert anonymous.post("/api/v1/predict", image_payload(digit_png), content_type="application/json").json()[
+        "model_version"] == active_model.pk
+
+    subprocess.run(shlex.split(stop), check=True, timeout=60, capture_output=True)
+    try:
+        during = anonymous.post("/api/v1/predict", image_payload(digit_png), content_type="application/json")
+        health = anonymous.get("/healthz")
+    finally:
+        subprocess.run(shlex.split(start), check=True, timeout=60, capture_output=True)
+    assert during.status_code == 200 and during.json()["model_version"] == active_model.pk
+    assert health.status_code == 200
+    assert health.json()["database"]["ok"] is False and health.json()["model"]["ok"] is True
+
+    # At the end of a request Django drops a connection that broke, as it does here after each request.
+    close_old_connections()
+    stored = token_client(alice).post("/api/v1/predict", image_payload(digit_png), format="json")
+    assert stored.status_code == 200 and stored.json()["drawing"] is not None
+    assert anonymous.get("/healthz").json()["database"] == {"ok": True}
