@@ -383,8 +383,8 @@ def register_model(saved: "ml_store.SavedModel", *, kind: str, data_source: str,
 
 
 def activate_version(version: ModelVersion) -> ModelVersion:
-    """Point the site at a version in one transaction; the file is verified first."""
-    ml_store.load_model(model_path(version.file), expected_sha256=version.sha256)
+    """Point the site at a version in one transaction; the file is verified (whole, unchanged) first."""
+    ml_store.verify_model(model_path(version.file), expected_sha256=version.sha256)
     with transaction.atomic():
         ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=timezone.now())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import joblib
 
-__all__ = ["CorruptModelError", "SavedModel", "save_model", "load_model", "read_metadata", "file_sha256"]
+__all__ = ["CorruptModelError", "SavedModel", "save_model", "load_model", "verify_model", "read_metadata", "file_sha256"]
 
 
 class CorruptModelError(Exception):
@@ -135,6 +135,15 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike, expected_sha256: str | None = None):
     """Verify the checksum (argument, else sidecar) and only then unpickle."""
+    path = verify_model(path, expected_sha256)
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptModelError(f"model file {path.name} could not be unpickled ({exc})") from exc
+
+
+def verify_model(path: str | os.PathLike, expected_sha256: str | None = None) -> Path:
+    """The file is there, whole and unchanged: its SHA-256 matches (argument, else sidecar)."""
     path = Path(path)
     if not path.is_file():
         raise CorruptModelError(f"model file missing: {path}")
@@ -151,7 +160,4 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None):
             f"model file {path.name} is corrupt or was modified: sha256 {actual[:16]}... "
             f"does not match the expected {expected_sha256[:16]}..."
         )
-    try:
-        return joblib.load(path)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptModelError(f"model file {path.name} could not be unpickled ({exc})") from exc
+    return path
