@@ -33,7 +33,8 @@ def test_train_model_falls_back_loudly_and_activates_the_first_version(offline):
     assert version.data_source == "sklearn-digits"
     assert "not mnist" in err.lower()
     assert "not mnist" in version.metadata["data_warning"].lower()
-    assert f"v{version.pk}" in out and "mnist_test" in out
+    assert f"Model v{version.pk}" in out and "mnist_test" in out and "Accuracy per digit" in out
+    assert "{'accuracy'" not in out
 
 
 @pytest.mark.django_db
@@ -55,7 +56,9 @@ def test_train_model_if_none_does_nothing_when_a_model_is_active(offline, active
 @pytest.mark.django_db
 def test_evaluate_model_prints_the_active_versions_metrics(offline, active_model):
     out, _ = run("evaluate_model", "--save")
-    assert f"v{active_model.pk}" in out
+    assert f"Model v{active_model.pk}" in out
+    assert "Accuracy per digit" in out and "Confusion matrix, mnist_test" in out
+    assert "{'accuracy'" not in out  # a readable table, not a dict dump
     active_model.refresh_from_db()
     assert 0.5 < active_model.metrics["mnist_test"]["accuracy"] <= 1.0
     assert len(active_model.metrics["mnist_test"]["confusion"]) == 10

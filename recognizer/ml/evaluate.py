@@ -9,7 +9,7 @@ import numpy as np
 from .pendigits import PenDigit, load_pendigits, render_drawing
 from .preprocess import preprocess_drawing
 
-__all__ = ["evaluate", "canvas_dataset", "render_canvas_images", "format_metrics_table"]
+__all__ = ["evaluate", "canvas_dataset", "render_canvas_images", "format_metrics_table", "format_evaluation"]
 
 
 def evaluate(estimator, X, y, **predict_kw) -> dict:
@@ -73,3 +73,20 @@ def format_metrics_table(metrics_by_name: dict) -> str:
     lines = ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_evaluation(metrics_by_set: dict, confusion: bool = True) -> str:
+    """{data set: evaluate() result} -> accuracy per set, per digit, and each set's confusion matrix."""
+    sets = {name: m for name, m in metrics_by_set.items() if isinstance(m, dict) and "per_digit" in m}
+    parts = [
+        format_metrics_table({name: {"accuracy": m["accuracy"], "n": m["n"]} for name, m in sets.items()}),
+        "\nAccuracy per digit\n" + format_metrics_table(
+            {name: {str(d): v for d, v in enumerate(m["per_digit"])} for name, m in sets.items()}),
+    ]
+    if confusion:
+        for name, m in sets.items():
+            rows = [f"{'':>6}" + "".join(f"{d:>6}" for d in range(10))]
+            rows += [f"{t:>6}" + "".join(f"{c:>6}" for c in row) for t, row in enumerate(m["confusion"])]
+            parts.append(f"\nConfusion matrix, {name} (rows: the true digit, columns: the prediction)\n"
+                         + "\n".join(rows))
+    return "\n".join(parts)

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from recognizer import services
 from recognizer.ml import mnist
 from recognizer.ml import store
-from recognizer.ml.evaluate import format_metrics_table
+from recognizer.ml.evaluate import format_evaluation
 from recognizer.models import ModelVersion
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         if getattr(data, "warning", ""):
             self.stderr.write(self.style.WARNING(data.warning))
         metrics = services.evaluation_metrics(estimator, data)
-        self.stdout.write(format_metrics_table({f"v{version.pk}": metrics}))
+        self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(metrics))
         if options["save"]:
             version.metrics = metrics
             version.save(update_fields=["metrics"])

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 
 from recognizer import services
 from recognizer.management.progress import progress_bar
-from recognizer.ml.evaluate import format_metrics_table
+from recognizer.ml.evaluate import format_evaluation
 from recognizer.ml.model import MODEL_KINDS
 
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         if outcome.warning:
             self.stderr.write(self.style.WARNING(outcome.warning))
         version = outcome.version
-        self.stdout.write(format_metrics_table({f"v{version.pk}": outcome.metrics}))
+        self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(outcome.metrics, confusion=False))
         self.stdout.write(f"Hyperparameters: {version.metadata.get('hyperparameters')}")
         state = "active" if outcome.activated else "stored, not active (use --activate)"
         self.stdout.write(self.style.SUCCESS(f"Model v{version.pk} ({version.file}) {state}."))
