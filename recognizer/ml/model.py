@@ -376,6 +376,50 @@ def _stratified_subsample(y, n, rng):
     return np.sort(rng.choice(len(y), size=n, replace=False))
 
 
+def _stage_reporter(progress, spans: dict):
+    """progress(stage, fraction of the stage) -> progress(stage, overall fraction), per the stage spans."""
+
+    def report(stage, frac):
+        if progress is not None:
+            lo, hi = spans[stage]
+            progress(stage, lo + (hi - lo) * float(frac))
+
+    return report
+
+
+def _images_and_labels(images, labels) -> tuple[np.ndarray, np.ndarray]:
+    X = as_images(images)
+    y = np.asarray(labels).astype(np.int64).ravel()
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} images but {len(y)} labels")
+    return X, y
+
+
+def _cv_splits(F: np.ndarray, y: np.ndarray, pca_size: int, cv_samples: int, cv_folds: int, rng):
+    """Per fold of a stratified subsample: (train rows, test rows, their PCA features), the PCA
+    fitted on the fold's training rows only."""
+    sub = _stratified_subsample(y, min(cv_samples, len(y)), rng)
+    folds = np.array_split(rng.permutation(sub), cv_folds)
+    for fi in range(cv_folds):
+        te = folds[fi]
+        tr = np.concatenate([folds[j] for j in range(cv_folds) if j != fi])
+        mean, comps = _pca(F[tr], min(pca_size, F.shape[1], len(tr)))
+        yield tr, te, (F[tr] - mean) @ comps.T, (F[te] - mean) @ comps.T
+
+
+def _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state):
+    """(features, labels, weights): the originals, then augmented copies (weight 1: they come from a
+    random subset that is not mapped back to the originals' weights)."""
+    if not augment:
+        return F, y, sample_weight
+    Xa, ya, flags = augment_images(X, y, random_state=random_state, **augment)
+    Fa = image_features(Xa[flags], deskew, blur_sigma)
+    sw = None
+    if sample_weight is not None:
+        sw = np.concatenate([np.asarray(sample_weight, np.float32), np.ones(len(Fa), np.float32)])
+    return np.concatenate([F, Fa]), ya, sw
+
+
 def train_model(
     images,
     labels,
@@ -418,18 +462,9 @@ def train_model(
     if max_train_samples:
         raise ValueError("max_train_samples is for kind='svm' (the k-NN trains on every sample)")
     t0 = time.perf_counter()
-    spans = {"features": (0.0, 0.15), "cv": (0.15, 0.75), "augment": (0.75, 0.85), "fit": (0.85, 1.0),
-             "done": (1.0, 1.0)}
-
-    def report(stage, frac):
-        if progress is not None:
-            lo, hi = spans[stage]
-            progress(stage, lo + (hi - lo) * float(frac))
-
-    X = as_images(images)
-    y = np.asarray(labels).astype(np.int64).ravel()
-    if len(X) != len(y):
-        raise ValueError(f"{len(X)} images but {len(y)} labels")
+    report = _stage_reporter(progress, {"features": (0.0, 0.15), "cv": (0.15, 0.75), "augment": (0.75, 0.85),
+                                        "fit": (0.85, 1.0), "done": (1.0, 1.0)})
+    X, y = _images_and_labels(images, labels)
     grid = dict(DEFAULT_PARAM_GRID)
     if param_grid:
         grid.update(param_grid)
@@ -449,17 +484,10 @@ def train_model(
         ps = sorted({int(p) for p in grid["pca_components"]})
         ks = sorted({int(k) for k in grid["k"]})
         ws = list(grid["weights"])
-        sub = _stratified_subsample(y, min(cv_samples, len(y)), rng)
-        folds = np.array_split(rng.permutation(sub), cv_folds)
         kmax = max(ks)
         correct = {(p, w, k): 0 for p in ps for w in ws for k in ks}
         total = 0
-        for fi in range(cv_folds):
-            te = folds[fi]
-            tr = np.concatenate([folds[j] for j in range(cv_folds) if j != fi])
-            mean, comps = _pca(F[tr], min(max(ps), F.shape[1], len(tr)))
-            Ptr = (F[tr] - mean) @ comps.T
-            Pte = (F[te] - mean) @ comps.T
+        for fi, (tr, te, Ptr, Pte) in enumerate(_cv_splits(F, y, max(ps), cv_samples, cv_folds, rng)):
             sw = None if sample_weight is None else np.asarray(sample_weight, np.float32)[tr]
             for pi, p in enumerate(ps):
                 A = np.ascontiguousarray(Ptr[:, :p])
@@ -487,16 +515,10 @@ def train_model(
             "n_cv": int(total),
             "folds": cv_folds,
         }
-    Xf, yf, Ff, swf = X, y, F, sample_weight
     if augment:
         report("augment", 0.0)
-        Xa, ya, flags = augment_images(X, y, random_state=random_state, **augment)
-        Fa = image_features(Xa[flags], deskew, blur_sigma)
-        Ff = np.concatenate([F, Fa])
-        yf = ya
-        if sample_weight is not None:
-            # augmented copies come from a subset we cannot map back cheaply: weight 1
-            swf = np.concatenate([np.asarray(sample_weight, np.float32), np.ones(len(Fa), np.float32)])
+    Ff, yf, swf = _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state)
+    if augment:
         report("augment", 1.0)
     report("fit", 0.0)
     est = DigitClassifier(

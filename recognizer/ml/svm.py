@@ -25,8 +25,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .model import (
-    N_CLASSES, DigitFeatures, Prediction, TrainingResult, _pca, _stratified_subsample, as_images, augment_images,
-    check_digit_labels, image_features,
+    N_CLASSES, DigitFeatures, Prediction, TrainingResult, _cv_splits, _final_training_set, _images_and_labels, _pca,
+    _stage_reporter, _stratified_subsample, as_images, check_digit_labels, image_features,
 )
 
 __all__ = ["SvmDigitClassifier", "train_svm", "SVM_PARAM_GRID"]
@@ -176,18 +176,9 @@ def train_svm(
     from sklearn.svm import SVC
 
     t0 = time.perf_counter()
-    spans = {"features": (0.0, 0.15), "cv": (0.15, 0.55), "augment": (0.55, 0.6), "fit": (0.6, 1.0),
-             "done": (1.0, 1.0)}
-
-    def report(stage, frac):
-        if progress is not None:
-            lo, hi = spans[stage]
-            progress(stage, lo + (hi - lo) * float(frac))
-
-    X = as_images(images)
-    y = np.asarray(labels).astype(np.int64).ravel()
-    if len(X) != len(y):
-        raise ValueError(f"{len(X)} images but {len(y)} labels")
+    report = _stage_reporter(progress, {"features": (0.0, 0.15), "cv": (0.15, 0.55), "augment": (0.55, 0.6),
+                                        "fit": (0.6, 1.0), "done": (1.0, 1.0)})
+    X, y = _images_and_labels(images, labels)
     grid = dict(SVM_PARAM_GRID)
     if param_grid:
         unknown = set(param_grid) - set(SVM_PARAM_GRID)
@@ -207,15 +198,9 @@ def train_svm(
         ps = sorted({int(p) for p in grid["pca_components"]})
         Cs = sorted({float(c) for c in grid["C"]})
         gs = sorted({float(g) for g in grid["gamma_scale"]})
-        sub = _stratified_subsample(y, min(cv_samples, len(y)), rng)
-        folds = np.array_split(rng.permutation(sub), cv_folds)
         correct = {(p, c, g): 0 for p in ps for c in Cs for g in gs}
         total, steps, done = 0, cv_folds * len(ps) * len(Cs) * len(gs), 0
-        for fi in range(cv_folds):
-            te = folds[fi]
-            tr = np.concatenate([folds[j] for j in range(cv_folds) if j != fi])
-            mean, comps = _pca(F[tr], min(max(ps), F.shape[1], len(tr)))
-            Ptr, Pte = (F[tr] - mean) @ comps.T, (F[te] - mean) @ comps.T
+        for tr, te, Ptr, Pte in _cv_splits(F, y, max(ps), cv_samples, cv_folds, rng):
             sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)[tr]
             for p in ps:
                 A, B = np.ascontiguousarray(Ptr[:, :p]), np.ascontiguousarray(Pte[:, :p])
@@ -236,14 +221,10 @@ def train_svm(
         best = max(cv_grid, key=lambda r: (round(r["accuracy"], 6), -r["C"], -r["pca_components"]))
         chosen = {k: best[k] for k in ("pca_components", "C", "gamma_scale")}
         cv_curve.update({"n_cv": int(total), "folds": cv_folds, **chosen})
-    Ff, yf, swf = F, y, sample_weight
     if augment:
         report("augment", 0.0)
-        Xa, ya, flags = augment_images(X, y, random_state=random_state, **augment)
-        Ff = np.concatenate([F, image_features(Xa[flags], deskew, blur_sigma)])
-        yf = ya
-        if sample_weight is not None:
-            swf = np.concatenate([np.asarray(sample_weight, np.float32), np.ones(int(flags.sum()), np.float32)])
+    Ff, yf, swf = _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state)
+    if augment:
         report("augment", 1.0)
     if max_train_samples and max_train_samples < len(yf):
         keep = _stratified_subsample(yf, int(max_train_samples), rng)
