@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+from bench._common import data_dirs
+
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
 
@@ -61,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="then time one retrain with this many user drawings (copies of the replayed ones; "
                              "default 10000, 0 = skip)")
     args = parser.parse_args(argv)
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("Set MNIST_DIR and PENDIGITS_DIR.", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
     train_limit = args.train_limit if args.train_limit is not None else (10000 if args.quick else 0)
     weights = [float(w) for w in (args.weights or ("3" if args.quick else "1,3,10")).split(",")]
     n_writers = args.writers or (8 if args.quick else 0)

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-import numpy as np
 from threadpoolctl import threadpool_info
 
+from bench._common import data_dirs, log
 from bench.recognition import latency, model_mb
 from recognizer.ml import MODEL_KINDS, evaluate, format_metrics_table, load_mnist, load_pendigits, train_model
 from recognizer.ml.evaluate import canvas_dataset
@@ -50,13 +49,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(MODEL_KINDS)}")
 
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("set MNIST_DIR and PENDIGITS_DIR", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
 
-    def log(msg):
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     data = load_mnist(mnist_dir)
     Xtr, ytr = data.train_images[: args.train_limit] / 255.0, data.train_labels[: args.train_limit]

@@ -25,6 +25,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from bench._common import data_dirs
 from recognizer.ml import load_mnist, load_pendigits, preprocess_drawing, render_drawing, split_writers, train_model
 from recognizer.ml.preprocess import DrawingError
 from recognizer.ml.segment import segment_image28, split_number
@@ -153,10 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-limit", type=int, default=None, help="first N MNIST training images (default all)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("Set MNIST_DIR and PENDIGITS_DIR.", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
     per_length = args.per_length or (60 if args.quick else 300)
     train_limit = args.train_limit or (10000 if args.quick else None)
 

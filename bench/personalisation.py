@@ -13,12 +13,12 @@ site uses). This is what services.predict_image does for a logged-in user.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
 
+from bench._common import data_dirs
 from recognizer.ml import load_mnist, load_pendigits, train_model
 from recognizer.ml.evaluate import render_canvas_images
 
@@ -30,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="1,3,10", help="extra_weight values to compare")
     parser.add_argument("--writers", type=int, default=0, help="number of writers (0 = all)")
     args = parser.parse_args(argv)
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("Set MNIST_DIR and PENDIGITS_DIR.", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
     weights = [float(w) for w in args.weights.split(",")]
     data = load_mnist(mnist_dir)
     n_train = 10000 if args.quick else len(data.train_labels)

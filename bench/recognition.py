@@ -14,11 +14,11 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench._common import data_dirs, log
 from recognizer.ml import (
     DigitClassifier,
     evaluate,
@@ -105,13 +105,8 @@ def main(argv=None) -> int:
                     help="augment_images kwargs, e.g. 'thickness=1,fraction=0.5' or 'rotations=10:-10'")
     args = ap.parse_args(argv)
 
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("set MNIST_DIR and PENDIGITS_DIR", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
 
-    def log(msg):
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     data = load_mnist(mnist_dir)
     Xtr, ytr = data.train_images[: args.train_limit], data.train_labels[: args.train_limit]

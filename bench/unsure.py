@@ -12,12 +12,12 @@ pen on a 280x280 canvas, passed through the same preprocessing as every drawing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench._common import data_dirs
 from recognizer.ml import EmptyDrawing, canvas_dataset, load_mnist, preprocess_drawing, train_model
 
 CONFIDENCE, MARGIN = 0.6, 0.15  # the settings' defaults (RECOGNIZER_UNSURE_CONFIDENCE / _MARGIN)
@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scribbles", type=int, default=400)
     parser.add_argument("--digits", type=int, default=2000, help="replayed canvas digits and MNIST test digits")
     args = parser.parse_args(argv)
-    mnist_dir, pen_dir = os.environ.get("MNIST_DIR"), os.environ.get("PENDIGITS_DIR")
-    if not mnist_dir or not pen_dir:
-        print("Set MNIST_DIR and PENDIGITS_DIR.", file=sys.stderr)
-        return 2
+    mnist_dir, pen_dir = data_dirs()
     mnist = load_mnist(mnist_dir)
     limit = args.train_limit or len(mnist.train_labels)
     estimator = train_model(mnist.train_images[:limit] / 255.0, mnist.train_labels[:limit], cv=False).estimator
