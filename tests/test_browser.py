@@ -97,6 +97,11 @@ def draw(page, strokes: list[np.ndarray]) -> None:
     lo, hi = points.min(axis=0), points.max(axis=0)
     scale = 0.6 * box["width"] / max(hi - lo)
     offset = np.array([box["x"], box["y"]]) + (np.array([box["width"], box["height"]]) - (hi - lo) * scale) / 2
+    trace(page, strokes, lo, scale, offset)
+
+
+def trace(page, strokes: list[np.ndarray], lo: np.ndarray, scale: float, offset: np.ndarray) -> None:
+    """Press, move and release the mouse along each stroke, mapped to page pixels (p - lo) * scale + offset."""
     for stroke in strokes:
         xy = (stroke - lo) * scale + offset
         page.mouse.move(*xy[0])

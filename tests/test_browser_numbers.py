@@ -28,13 +28,7 @@ def draw_number(page, samples: list[tuple[int, list[np.ndarray]]]) -> None:
         scale = min(0.6 * box["height"] / ext[1], 0.7 * slot / ext[0])
         size = ext * scale
         offset = np.array([box["x"] + i * slot + (slot - size[0]) / 2, box["y"] + (box["height"] - size[1]) / 2])
-        for stroke in strokes:
-            xy = (stroke - lo) * scale + offset
-            page.mouse.move(*xy[0])
-            page.mouse.down()
-            for x, y in xy[1:]:
-                page.mouse.move(x, y, steps=2)
-            page.mouse.up()
+        tb.trace(page, strokes, lo, scale, offset)
 
 
 def test_a_user_writes_a_two_digit_number_and_corrects_one_digit(alice, active_model, server, browser_page):
