@@ -471,10 +471,13 @@ def gate(candidate: dict, active: dict | None) -> dict:
     return {"promote": promote, "reasons": reasons}
 
 
-def _figures(estimator, data, holdout: DrawingSet) -> dict:
+def _figures(estimator, data, holdout: DrawingSet, mnist_test: float | None = None) -> dict:
+    """The gate's two figures; `mnist_test` when training already measured it."""
     from recognizer.ml.evaluate import evaluate
 
-    out = {"mnist_test": evaluate(estimator, data.test_images / 255.0, data.test_labels)["accuracy"], "holdout": None}
+    if mnist_test is None:
+        mnist_test = evaluate(estimator, data.test_images / 255.0, data.test_labels)["accuracy"]
+    out = {"mnist_test": mnist_test, "holdout": None}
     if len(holdout):
         out["holdout"] = evaluate(estimator, holdout.images, holdout.labels)["accuracy"]
     return out
@@ -570,7 +573,8 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
     data = outcome.extra["data"]
     counts.update(outcome.version.metadata.get("counts", {}))
     report("evaluating the candidate", 0.85)
-    candidate_figures = _figures(outcome.extra["estimator"], data, holdout)
+    candidate_figures = _figures(outcome.extra["estimator"], data, holdout,
+                                 mnist_test=outcome.metrics["mnist_test"]["accuracy"])
     report("evaluating the active model", 0.92)
     active_figures = _figures(active_estimator, data, holdout) if active_estimator is not None else None
     decision = gate(candidate_figures, active_figures)
