@@ -280,7 +280,13 @@ def mnist_directory() -> Path:
 
 
 def pendigits_path() -> Path | None:
-    return Path(settings.PENDIGITS_DIR) if settings.PENDIGITS_DIR else None
+    """PENDIGITS_DIR when set, otherwise where fetch_pendigits downloads to if the file is there."""
+    from recognizer.ml.pendigits import PENDIGITS_FILE
+
+    if settings.PENDIGITS_DIR:
+        return Path(settings.PENDIGITS_DIR)
+    fetched = Path(settings.RECOGNIZER_DATA_DIR) / "pendigits"
+    return fetched if (fetched / PENDIGITS_FILE).is_file() else None
 
 
 @dataclass

@@ -28,6 +28,7 @@ __all__ = [
     "load_idx",
     "load_mnist",
     "fetch_mnist",
+    "download_to",
     "verify_mnist",
     "load_fallback_digits",
     "load_training_data",
@@ -188,6 +189,51 @@ def verify_mnist(directory: str | os.PathLike) -> dict[str, bool]:
     return result
 
 
+def download_to(
+    url: str,
+    out,
+    *,
+    opener: Callable = urllib.request.urlopen,
+    timeout: float = 60.0,
+    progress: Callable[[float], None] | None = None,
+) -> int:
+    """Stream ``url`` into the open binary file ``out``, fsync it, and return the byte count.
+
+    ``progress(fraction)`` follows the bytes received when the server sends a Content-Length.
+    A body shorter than its Content-Length (a connection closed early) raises ``FetchError``.
+    ``opener(url)`` must return a file-like response; ``timeout`` is passed only to the default
+    ``urllib.request.urlopen``.
+    """
+    if opener is urllib.request.urlopen:
+        resp = opener(url, timeout=timeout)
+    else:
+        resp = opener(url)
+    try:
+        total = None
+        try:
+            total = int(resp.headers.get("Content-Length"))  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            total = None
+        done = 0
+        while True:
+            chunk = resp.read(1 << 16)
+            if not chunk:
+                break
+            out.write(chunk)
+            done += len(chunk)
+            if progress and total:
+                progress(min(done / total, 1.0))
+    finally:
+        close = getattr(resp, "close", None)
+        if close:
+            close()
+    if total is not None and done < total:
+        raise FetchError(f"truncated download: received {done} of {total} bytes")
+    out.flush()
+    os.fsync(out.fileno())
+    return done
+
+
 def fetch_mnist(
     dest_dir: str | os.PathLike,
     mirrors: Iterable[str] = MNIST_MIRRORS,
@@ -227,31 +273,10 @@ def fetch_mnist(
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    if opener is urllib.request.urlopen:
-                        resp = opener(url, timeout=timeout)
-                    else:
-                        resp = opener(url)
-                    try:
-                        total = None
-                        try:
-                            total = int(resp.headers.get("Content-Length"))  # type: ignore[union-attr]
-                        except (AttributeError, TypeError, ValueError):
-                            total = None
-                        done = 0
-                        while True:
-                            chunk = resp.read(1 << 16)
-                            if not chunk:
-                                break
-                            out.write(chunk)
-                            done += len(chunk)
-                            if progress and total:
-                                progress(stage, overall(min(done / total, 1.0)))
-                    finally:
-                        close = getattr(resp, "close", None)
-                        if close:
-                            close()
-                    out.flush()
-                    os.fsync(out.fileno())
+                    download_to(
+                        url, out, opener=opener, timeout=timeout,
+                        progress=(lambda frac: progress(stage, overall(frac))) if progress else None,
+                    )
                 got = _content_sha256(tmp)
                 if got != sha:
                     raise FetchError(f"checksum mismatch (got {got[:12]}..., expected {sha[:12]}...)")

@@ -1,18 +1,63 @@
-"""UCI pendigits (UNIPEN trajectories) parsing and browser-canvas-like replay rendering."""
+"""UCI pendigits (UNIPEN trajectories): verified download, parsing and browser-canvas-like replay.
+
+Plain Python (no Django).  Paths always come from arguments.
+"""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import os
+import tempfile
+import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["PenDigit", "load_pendigits", "parse_unipen", "render_drawing", "render_png", "split_writers"]
+from .mnist import FetchError, download_to
 
+__all__ = [
+    "PenDigit",
+    "PENDIGITS_FILE",
+    "PENDIGITS_SHA256",
+    "PENDIGITS_MIRRORS",
+    "FetchError",
+    "fetch_pendigits",
+    "load_pendigits",
+    "parse_unipen",
+    "render_drawing",
+    "render_png",
+    "split_writers",
+]
+
+# Only the UCI *training* file (30 writers) is ever downloaded or read.  The UCI test file
+# (pendigits-orig.tes, the 14 other writers) is never fetched: the project never trains on the UCI
+# test writers, so they stay unseen by every model it makes.
 PENDIGITS_FILE = "pendigits-orig.tra"
+
+# SHA-256 of the uncompressed pendigits-orig.tra (3,641,673 bytes), whatever wrapper a mirror uses.
+PENDIGITS_SHA256 = "a66225d68d7d68591e62944df1ad33b3f5aa608e2df2505844b41f5568a80da4"
+
+# A mirror is a URL serving the file itself, gzip-compressed, or in a zip archive holding it.
+# UCI's zip holds the original files only as Unix-compress (LZW, ``.Z``) members, which
+# fetch_pendigits does not decompress: from it the fetch fails with a message saying how to unpack
+# the file by hand; give a URL of a plain, .gz or .zip copy instead (``fetch_pendigits --url``).
+PENDIGITS_MIRRORS: list[str] = [
+    "https://archive.ics.uci.edu/static/public/81/pen+based+recognition+of+handwritten+digits.zip",
+]
+
+_MAX_BYTES = 64 << 20  # the file is 3.6 MB; a mirror unpacking to more than this is not serving it
+_LZW_HELP = (
+    f"the mirror has {PENDIGITS_FILE} only in Unix-compress (.Z, LZW) form, which fetch_pendigits does "
+    f"not decompress: unpack it yourself (`unzip` the archive, then `gzip -dk {PENDIGITS_FILE}.Z`) and set "
+    "PENDIGITS_DIR to its folder, or pass --url with a plain, .gz or .zip copy of the file"
+)
 
 
 @dataclass
@@ -72,6 +117,119 @@ def parse_unipen(text: str) -> list[PenDigit]:
     if cur is not None:
         digits.append(cur)
     return [d for d in digits if d.strokes]
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _copy_capped(src, out) -> None:
+    copied = 0
+    for chunk in iter(lambda: src.read(1 << 16), b""):
+        copied += len(chunk)
+        if copied > _MAX_BYTES:
+            raise FetchError(f"unpacks to more than {_MAX_BYTES >> 20} MB: not {PENDIGITS_FILE}")
+        out.write(chunk)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _unpack(download: Path, out) -> bool:
+    """Write the pendigits text held in ``download`` (zip, gzip or the file itself) into ``out``.
+
+    Returns False when ``download`` is already the plain file (nothing written)."""
+    with open(download, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(download) as archive:
+                names = archive.namelist()
+                members = [n for n in names if n == PENDIGITS_FILE or n.endswith("/" + PENDIGITS_FILE)]
+                if not members:
+                    if any(n.endswith(PENDIGITS_FILE + ".Z") for n in names):
+                        raise FetchError(_LZW_HELP)
+                    raise FetchError(f"the zip archive holds no {PENDIGITS_FILE} (members: {', '.join(names[:10])})")
+                with archive.open(members[0]) as src:
+                    _copy_capped(src, out)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise FetchError(f"corrupt zip archive ({exc})") from exc
+        return True
+    if magic[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(download, "rb") as src:
+                _copy_capped(src, out)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise FetchError(f"corrupt or truncated gzip data ({exc})") from exc
+        return True
+    if magic[:2] == b"\x1f\x9d":
+        raise FetchError(_LZW_HELP)
+    return False
+
+
+def fetch_pendigits(
+    dest: str | os.PathLike,
+    mirrors: Iterable[str] = PENDIGITS_MIRRORS,
+    timeout: float = 60.0,
+    progress: Callable[[str, float], None] | None = None,
+    opener: Callable = urllib.request.urlopen,
+) -> Path:
+    """Download ``pendigits-orig.tra`` into the directory ``dest``, verified, and return its path.
+
+    Each mirror is tried in turn until one gives the file with the expected SHA-256
+    (``PENDIGITS_SHA256``); a mirror may serve it plain, gzip-compressed or inside a zip archive.
+    The file is written through a temporary file in ``dest`` and an atomic rename, so ``dest`` never
+    holds a partial or unverified file.  A verified file already there is not downloaded again.
+    ``progress(stage, fraction)`` is called as in ``fetch_mnist`` (1.0 at the end); ``opener`` and
+    ``timeout`` too.  Raises ``FetchError`` naming every mirror tried and why each failed.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / PENDIGITS_FILE
+    stage = f"download {PENDIGITS_FILE}"
+    if final.is_file():
+        try:
+            if _file_sha256(final) == PENDIGITS_SHA256:
+                if progress:
+                    progress(stage, 1.0)
+                return final
+        except OSError:
+            pass
+    mirrors = list(mirrors)
+    errors = []
+    for url in mirrors:
+        temps = []
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{PENDIGITS_FILE}.", suffix=".download", dir=dest)
+            temps.append(Path(name))
+            with os.fdopen(fd, "wb") as out:
+                download_to(url, out, opener=opener, timeout=timeout,
+                            progress=(lambda frac: progress(stage, frac)) if progress else None)
+            fd, name = tempfile.mkstemp(prefix=f".{PENDIGITS_FILE}.", suffix=".part", dir=dest)
+            temps.append(Path(name))
+            with os.fdopen(fd, "wb") as out:
+                unpacked = _unpack(temps[0], out)
+            candidate = temps[1] if unpacked else temps[0]
+            got = _file_sha256(candidate)
+            if got != PENDIGITS_SHA256:
+                raise FetchError(f"checksum mismatch (got {got[:12]}..., expected {PENDIGITS_SHA256[:12]}...)")
+            os.replace(candidate, final)
+            if progress:
+                progress(stage, 1.0)
+            return final
+        except Exception as exc:  # noqa: BLE001 - any failure: try the next mirror
+            errors.append(f"{url}: {exc}")
+        finally:
+            for tmp in temps:
+                if tmp.exists():
+                    tmp.unlink()
+    stale = f" ({final} is there but fails the checksum)" if final.is_file() else ""
+    if not errors:
+        raise FetchError(f"could not download {PENDIGITS_FILE}: no mirror given{stale}")
+    raise FetchError(
+        f"could not download {PENDIGITS_FILE} from any of the {len(errors)} mirror(s) tried{stale}:\n  "
+        + "\n  ".join(errors)
+    )
 
 
 def load_pendigits(path: str | os.PathLike) -> list[PenDigit]:
