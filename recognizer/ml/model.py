@@ -14,7 +14,10 @@ import numpy as np
 from scipy import ndimage
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from .features import GRADIENT_CELLS, GRADIENT_DIRECTIONS, gradient_features
+from .knn import N_CLASSES, _knn_sorted, _vote
 from .preprocess import deskew_batch
+from .strokes import StrokeClassifier
 
 __all__ = [
     "DigitClassifier",
@@ -28,13 +31,12 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("knn", "svm")  # "svm": recognizer.ml.svm.SvmDigitClassifier
+FEATURE_SETS = ("pixels", "gradients")
 
-N_CLASSES = 10
-_CHUNK = 256  # query rows per distance block (256 x 60k float32 = 61 MB)
 _FEATURE_CHUNK = 4096
 
 DEFAULT_PARAM_GRID = {
-    "pca_components": [30, 40, 50, 60],
+    "pca_components": [40, 50, 60, 80],
     "weights": ["uniform", "distance"],
     "k": list(range(1, 11)),
 }
@@ -49,6 +51,7 @@ class Prediction:
     # a scribble can win a confident vote, but it is far from every digit the model knows.
     distance: float | None = None
     unfamiliar: bool = False
+    used_strokes: bool = False  # the pen trajectory was read too, not only the image
 
 
 def as_images(X) -> np.ndarray:
@@ -65,17 +68,21 @@ def as_images(X) -> np.ndarray:
     return a.reshape(-1, 28, 28)
 
 
-def image_features(X, deskew: bool = True, blur_sigma: float = 0.0) -> np.ndarray:
-    """Images -> (n, 784) float32 features before PCA (deskew, then blur)."""
+def image_features(X, deskew: bool = True, blur_sigma: float = 0.0, features: str = "pixels") -> np.ndarray:
+    """Images -> float32 features before PCA: deskew, then blur, then the deskewed pixels (784) or
+    their gradient-direction maps (``features="gradients"``, recognizer.ml.features)."""
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_SETS)}, not {features!r}")
     imgs = as_images(X)
-    out = np.empty((len(imgs), 784), dtype=np.float32)
+    width = 784 if features == "pixels" else GRADIENT_DIRECTIONS * GRADIENT_CELLS**2
+    out = np.empty((len(imgs), width), dtype=np.float32)
     for s in range(0, len(imgs), _FEATURE_CHUNK):
         block = imgs[s : s + _FEATURE_CHUNK]
         if deskew:
             block = deskew_batch(block)
         if blur_sigma and blur_sigma > 0:
             block = ndimage.gaussian_filter(block, sigma=(0, blur_sigma, blur_sigma), mode="constant")
-        out[s : s + len(block)] = block.reshape(len(block), 784)
+        out[s : s + len(block)] = block.reshape(len(block), 784) if features == "pixels" else gradient_features(block)
     return out
 
 
@@ -100,47 +107,6 @@ def _pca(F: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), comps.astype(np.float32)
 
 
-def _knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int):
-    """For each row of Q, the k nearest rows of R: (indices, distances), nearest first."""
-    k = min(k, len(R))
-    n = len(Q)
-    idx_out = np.empty((n, k), dtype=np.int64)
-    dist_out = np.empty((n, k), dtype=np.float32)
-    q_sq = np.einsum("ij,ij->i", Q, Q)
-    for s in range(0, n, _CHUNK):
-        q = Q[s : s + _CHUNK]
-        D = q @ R.T
-        D *= -2.0
-        D += r_sq[None, :]
-        if k < len(R):
-            part = np.argpartition(D, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(len(R)), (len(q), len(R))).copy()
-        d = np.take_along_axis(D, part, axis=1)
-        o = np.argsort(d, axis=1)
-        idx_out[s : s + len(q)] = np.take_along_axis(part, o, axis=1)
-        d = np.take_along_axis(d, o, axis=1) + q_sq[s : s + len(q), None]
-        dist_out[s : s + len(q)] = np.sqrt(np.maximum(d, 0.0))
-    return idx_out, dist_out
-
-
-def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -> np.ndarray:
-    """Class probabilities from neighbour labels (n,k), distances and per-neighbour multipliers."""
-    n, k = labels.shape
-    if weights == "distance":
-        w = 1.0 / np.maximum(dist, 1e-6)
-    else:
-        w = np.ones_like(dist)
-    w = w * mult
-    flat = (np.arange(n)[:, None] * N_CLASSES + labels).ravel()
-    votes = np.bincount(flat, weights=w.ravel(), minlength=n * N_CLASSES).reshape(n, N_CLASSES)
-    total = votes.sum(axis=1, keepdims=True)
-    empty = total[:, 0] <= 0
-    votes[empty] = 1.0
-    total[empty] = N_CLASSES
-    return votes / total
-
-
 def check_digit_labels(F: np.ndarray, y) -> np.ndarray:
     """Labels as int64 digits, one per feature row; a clear error otherwise."""
     y = np.asarray(y).astype(np.int64).ravel()
@@ -157,7 +123,8 @@ class DigitFeatures:
     """The features every model kind reads: deskew -> (blur) -> PCA, fitted as mean_ and components_."""
 
     def _pre(self, X) -> np.ndarray:
-        return image_features(X, self.deskew, self.blur_sigma)
+        # models saved before gradient features existed read pixels
+        return image_features(X, self.deskew, self.blur_sigma, getattr(self, "features", "pixels"))
 
     def _project(self, F: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((F - self.mean_) @ self.components_.T, dtype=np.float32)
@@ -182,12 +149,14 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         weights: str = "distance",
         deskew: bool = True,
         blur_sigma: float = 0.0,
+        features: str = "gradients",
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.deskew = deskew
         self.blur_sigma = blur_sigma
+        self.features = features
 
     # -- fitting
     def fit(self, X, y, sample_weight=None):
@@ -215,7 +184,35 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(N_CLASSES)
         self.n_features_in_ = 784
         self.novelty_distance_ = self._typical_distance()
+        self.stroke_model_ = None
         return self
+
+    # -- the pen trajectory, when the drawing came with one
+    def attach_stroke_model(self, stroke_model: StrokeClassifier | None, stroke_weight: float) -> None:
+        """Fuse a stroke k-NN's probabilities with the image's: p = (1 - w) p_image + w p_strokes."""
+        if not 0.0 <= float(stroke_weight) <= 1.0:
+            raise ValueError("stroke_weight must be between 0 and 1")
+        self.stroke_model_ = stroke_model
+        self.stroke_weight_ = float(stroke_weight)
+
+    @property
+    def reads_strokes(self) -> bool:
+        return getattr(self, "stroke_model_", None) is not None
+
+    def _fuse(self, p_image: np.ndarray, strokes, stroke_extras: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, used) for each row: rows whose ``strokes`` entry is None keep the image's."""
+        used = np.zeros(len(p_image), dtype=bool)
+        if strokes is None or not self.reads_strokes:
+            return p_image, used
+        rows = [i for i, s in enumerate(strokes) if s is not None and len(s)]
+        if not rows:
+            return p_image, used
+        p_strokes = self.stroke_model_.predict_proba([strokes[i] for i in rows], **stroke_extras)
+        w = self.stroke_weight_
+        out = p_image.copy()
+        out[rows] = (1.0 - w) * p_image[rows] + w * p_strokes
+        used[rows] = True
+        return out, used
 
     def _typical_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
         """The mean k-NN distance that `quantile`% of training digits stay within, leaving each out.
@@ -243,13 +240,17 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self._check()
         return _knn_sorted(Q, self.train_features_, self.train_sq_, k)
 
-    def predict_proba(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0, extra_features=None):
+    def predict_proba(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0, extra_features=None,
+                      strokes=None, extra_stroke_features=None, extra_stroke_y=None):
         """(n, 10) probabilities.  ``extra_X``/``extra_y``: extra preprocessed 28x28 samples
         (e.g. a user's own drawings) searched alongside the training set; their votes are
         multiplied by ``extra_weight``.  ``extra_features``: ``self.transform(extra_X)`` computed
-        in advance (cache it per user: it saves ~10 us per extra image and query)."""
+        in advance (cache it per user: it saves ~10 us per extra image and query).
+        ``strokes``: one stroke list (or None) per image, read by the stroke model when there is one;
+        ``extra_stroke_features``/``extra_stroke_y``: the user's own drawings that have strokes."""
         labels, dist, mult = self._neighbours(X, extra_X, extra_y, extra_weight, extra_features)
-        return _vote(labels, dist, mult, self.weights)
+        p = _vote(labels, dist, mult, self.weights)
+        return self._fuse(p, strokes, _stroke_extras(extra_stroke_features, extra_stroke_y, extra_weight))[0]
 
     def _neighbours(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0, extra_features=None):
         """(labels, distances, vote multipliers) of the k nearest, training set and extras merged."""
@@ -294,15 +295,26 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     def predict(self, X, **extras):
         return self.predict_proba(X, **extras).argmax(axis=1)
 
-    def predict_one(self, img28, **extras) -> Prediction:
-        """One preprocessed 28x28 image -> Prediction(digit, confidence, probabilities)."""
+    def predict_one(self, img28, strokes=None, extra_stroke_features=None, extra_stroke_y=None,
+                    **extras) -> Prediction:
+        """One preprocessed 28x28 image (and its pen strokes, if any) -> Prediction."""
         labels, dist, mult = self._neighbours(as_images(img28)[:1], **extras)
-        p = _vote(labels, dist, mult, self.weights)[0]
+        p_image = _vote(labels, dist, mult, self.weights)
+        stroke_extras = _stroke_extras(extra_stroke_features, extra_stroke_y, extras.get("extra_weight", 1.0))
+        p, used = self._fuse(p_image, None if strokes is None else [strokes], stroke_extras)
+        p = p[0]
         d = int(p.argmax())
         distance = float(dist[0].mean())
         threshold = getattr(self, "novelty_distance_", None)
         return Prediction(digit=d, confidence=float(p[d]), probabilities=[float(v) for v in p],
-                          distance=distance, unfamiliar=threshold is not None and distance > threshold)
+                          distance=distance, unfamiliar=threshold is not None and distance > threshold,
+                          used_strokes=bool(used[0]))
+
+
+def _stroke_extras(features, y, weight) -> dict:
+    if features is None or len(features) == 0:
+        return {}
+    return {"extra_features": features, "extra_y": y, "extra_weight": weight}
 
 
 # ---------------------------------------------------------------- augmentation
@@ -360,6 +372,27 @@ def augment_images(
 # ---------------------------------------------------------------- training
 
 
+# The share of the stroke k-NN in the fused probabilities, and its k: chosen by leave-writers-out
+# cross-validation over the 30 pendigits writers (bench/unseen_writers.py --tune).
+STROKE_FUSION_WEIGHT = 0.5
+STROKE_NEIGHBORS = 3
+
+
+def _fit_stroke_model(est: DigitClassifier, strokes, y, sample_weight, stroke_weight: float) -> int:
+    """Train the stroke k-NN on the samples that have strokes and attach it; returns how many."""
+    if strokes is None:
+        return 0
+    if len(strokes) != len(y):
+        raise ValueError(f"{len(y)} images but {len(strokes)} stroke entries (use None for none)")
+    rows = [i for i, s in enumerate(strokes) if s is not None and len(s)]
+    if not rows:
+        return 0
+    sw = None if sample_weight is None else np.asarray(sample_weight, np.float32)[rows]
+    model = StrokeClassifier(n_neighbors=STROKE_NEIGHBORS).fit([strokes[i] for i in rows], y[rows], sw)
+    est.attach_stroke_model(model, stroke_weight)
+    return len(rows)
+
+
 @dataclass
 class TrainingResult:
     estimator: DigitClassifier
@@ -407,13 +440,13 @@ def _cv_splits(F: np.ndarray, y: np.ndarray, pca_size: int, cv_samples: int, cv_
         yield tr, te, (F[tr] - mean) @ comps.T, (F[te] - mean) @ comps.T
 
 
-def _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state):
+def _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state, features="pixels"):
     """(features, labels, weights): the originals, then augmented copies (weight 1: they come from a
     random subset that is not mapped back to the originals' weights)."""
     if not augment:
         return F, y, sample_weight
     Xa, ya, flags = augment_images(X, y, random_state=random_state, **augment)
-    Fa = image_features(Xa[flags], deskew, blur_sigma)
+    Fa = image_features(Xa[flags], deskew, blur_sigma, features)
     sw = None
     if sample_weight is not None:
         sw = np.concatenate([np.asarray(sample_weight, np.float32), np.ones(len(Fa), np.float32)])
@@ -437,6 +470,9 @@ def train_model(
     defaults: dict | None = None,
     kind: str = "knn",
     max_train_samples: int | None = None,
+    features: str = "gradients",
+    strokes: list | None = None,
+    stroke_weight: float = STROKE_FUSION_WEIGHT,
 ) -> TrainingResult:
     """Fit a DigitClassifier, choosing PCA size, k and weighting by cross-validation.
 
@@ -449,6 +485,10 @@ def train_model(
     ``augment_images``) enlarges only the final training set.
     ``progress(stage, fraction)`` reports stages "features", "cv", "augment", "fit", "done" with
     the overall fraction of the whole training (non-decreasing, 1.0 at "done").
+    ``features``: "gradients" (gradient-direction maps, the default) or "pixels" (deskewed pixels).
+    ``strokes``: one stroke list (or None) per image; the samples that have one also train a stroke
+    k-NN whose probabilities are fused with the image model's (``stroke_weight``), see
+    ``DigitClassifier.attach_stroke_model``.
     """
     if kind == "svm":
         from .svm import train_svm
@@ -472,7 +512,7 @@ def train_model(
     if defaults:
         chosen.update(defaults)
     report("features", 0.0)
-    F = image_features(X, deskew, blur_sigma)
+    F = image_features(X, deskew, blur_sigma, features)
     report("features", 1.0)
     cv_grid: list = []
     cv_curve: dict = {  # filled in below when cross-validation runs
@@ -517,7 +557,7 @@ def train_model(
         }
     if augment:
         report("augment", 0.0)
-    Ff, yf, swf = _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state)
+    Ff, yf, swf = _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state, features)
     if augment:
         report("augment", 1.0)
     report("fit", 0.0)
@@ -527,8 +567,10 @@ def train_model(
         weights=chosen["weights"],
         deskew=deskew,
         blur_sigma=blur_sigma,
+        features=features,
     )
     est._fit_features(Ff, yf, swf)
+    n_strokes = _fit_stroke_model(est, strokes, y, sample_weight, stroke_weight)
     report("fit", 1.0)
     hyper = {
         "n_components": est.n_components,
@@ -536,8 +578,13 @@ def train_model(
         "weights": est.weights,
         "deskew": deskew,
         "blur_sigma": blur_sigma,
+        "features": features,
         "augment": augment or None,
         "cv_accuracy": max((r["accuracy"] for r in cv_grid), default=None),
+        "stroke_model": None if not n_strokes else {
+            "n_train": n_strokes, "n_neighbors": est.stroke_model_.n_neighbors,
+            "stroke_weight": est.stroke_weight_, **est.stroke_model_.feature_params,
+        },
     }
     secs = time.perf_counter() - t0
     report("done", 1.0)
