@@ -1,0 +1,216 @@
+"""Pen trajectories: validation of what a client sends, and the features a stroke k-NN reads.
+
+A drawing's strokes are ``[[[x, y, t], ...], ...]``: one list of points per pen-down, in canvas
+coordinates (y down), ``t`` in milliseconds (optional: ``[x, y]`` points are accepted). The features
+follow how the UCI pen-based digits were made (Alimoglu & Alpaydin): the whole trajectory, pen-ups
+included, is resampled at equal arc length and normalised to its box, so neither speed, position nor
+size matters; the direction of the pen and where it was lifted are added because they separate
+digits that look alike as images (a 9 with a hooked tail and a 3 are drawn in opposite directions).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .preprocess import DrawingError
+
+__all__ = [
+    "InvalidStrokes",
+    "MAX_STROKES",
+    "MAX_POINTS",
+    "MAX_COORDINATE",
+    "parse_strokes",
+    "strokes_to_json",
+    "resample",
+    "stroke_features",
+    "stroke_features_batch",
+    "STROKE_FEATURE_PARAMS",
+]
+
+MAX_STROKES = 64  # a digit takes 1-4 strokes; a number split into digits still far fewer than this
+MAX_POINTS = 5000  # over all strokes: a slow 10 s drawing at 120 events/s is about 1,200
+MAX_COORDINATE = 1e6  # canvas pixels; t is bounded by the same magnitude in ms (about 16 minutes)
+
+
+class InvalidStrokes(DrawingError):
+    """The strokes sent with a drawing are not a list of pen trajectories we can read."""
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidStrokes(f"{where} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidStrokes(f"{where} must be a finite number")
+    if abs(v) > MAX_COORDINATE:
+        raise InvalidStrokes(f"{where} is out of range (|value| <= {MAX_COORDINATE:g})")
+    return v
+
+
+def parse_strokes(raw: Any, *, max_strokes: int = MAX_STROKES, max_points: int = MAX_POINTS) -> list[np.ndarray]:
+    """Validate client strokes -> list of (m, 3) float64 arrays (x, y, t); raises InvalidStrokes.
+
+    Each point is ``[x, y]`` or ``[x, y, t]``; a missing ``t`` is the point's index (the order is
+    all the features use). Empty strokes are dropped; no point at all is an error.
+    """
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidStrokes("strokes must be a list of strokes, each a list of [x, y, t] points")
+    if len(raw) > max_strokes:
+        raise InvalidStrokes(f"too many strokes: {len(raw)} (at most {max_strokes})")
+    out: list[np.ndarray] = []
+    total = 0
+    for si, stroke in enumerate(raw):
+        if not isinstance(stroke, (list, tuple)):
+            raise InvalidStrokes(f"stroke {si} must be a list of [x, y, t] points")
+        total += len(stroke)
+        if total > max_points:
+            raise InvalidStrokes(f"too many points: more than {max_points} over all strokes")
+        if not stroke:
+            continue
+        pts = np.empty((len(stroke), 3), dtype=np.float64)
+        for pi, point in enumerate(stroke):
+            if not isinstance(point, (list, tuple)) or len(point) not in (2, 3):
+                raise InvalidStrokes(f"stroke {si}, point {pi} must be [x, y] or [x, y, t]")
+            where = f"stroke {si}, point {pi}"
+            pts[pi, 0] = _number(point[0], f"{where}: x")
+            pts[pi, 1] = _number(point[1], f"{where}: y")
+            pts[pi, 2] = _number(point[2], f"{where}: t") if len(point) == 3 else float(pi)
+        out.append(pts)
+    if not out:
+        raise InvalidStrokes("strokes has no points")
+    return out
+
+
+def strokes_to_json(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
+    """Arrays back to the JSON shape the API takes (what a Drawing stores)."""
+    return [[[float(v) for v in p] for p in np.asarray(s, dtype=np.float64).tolist()] for s in strokes]
+
+
+# ---------------------------------------------------------------- features
+
+# Chosen by leave-writers-out cross-validation over the 30 pendigits writers (bench/unseen_writers.py).
+STROKE_FEATURE_PARAMS = {"n_points": 32, "direction_weight": 0.2, "penup_weight": 0.5}
+
+
+def resample(strokes: Sequence[np.ndarray], n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The trajectory resampled at ``n_points`` equally spaced arc lengths, pen-ups bridged, and the
+    pen state there: (points (n, 2), pen_up (n,) 1.0 where the point lies on an invisible jump).
+
+    The travel between strokes counts as path (as the UCI set was made), flagged as pen-up.
+    """
+    segs = [np.asarray(s, dtype=np.float64)[:, :2] for s in strokes if len(s)]
+    if not segs:
+        raise InvalidStrokes("strokes has no points")
+    pts = [segs[0]]
+    up = [np.zeros(len(segs[0]))]
+    for s in segs[1:]:
+        pts.append(s)
+        u = np.zeros(len(s))
+        u[0] = 1.0  # the segment arriving at a stroke's first point was drawn with the pen up
+        up.append(u)
+    P = np.concatenate(pts)
+    U = np.concatenate(up)
+    step = np.sqrt((np.diff(P, axis=0) ** 2).sum(axis=1))
+    cum = np.concatenate([[0.0], np.cumsum(step)])
+    length = cum[-1]
+    if length <= 1e-9:
+        return np.repeat(P[:1], n_points, axis=0), np.zeros(n_points)
+    targets = np.linspace(0.0, length, n_points)
+    x = np.interp(targets, cum, P[:, 0])
+    y = np.interp(targets, cum, P[:, 1])
+    # a target inside segment j (between point j and j+1) is pen-up when point j+1 starts a stroke
+    seg = np.clip(np.searchsorted(cum, targets, side="right") - 1, 0, len(P) - 2)
+    pen_up = U[seg + 1]
+    return np.stack([x, y], axis=1), pen_up
+
+
+def stroke_features(
+    strokes: Sequence[np.ndarray],
+    n_points: int = STROKE_FEATURE_PARAMS["n_points"],
+    direction_weight: float = STROKE_FEATURE_PARAMS["direction_weight"],
+    penup_weight: float = STROKE_FEATURE_PARAMS["penup_weight"],
+) -> np.ndarray:
+    """One drawing's strokes -> float32 feature vector: resampled points in their box (the longer
+    side spans 0..1, aspect kept, centred), the unit direction of travel at each point, pen-up flags."""
+    P, pen_up = resample(strokes, n_points)
+    lo, hi = P.min(axis=0), P.max(axis=0)
+    ext = hi - lo
+    scale = max(float(ext.max()), 1e-9)
+    Q = (P - (lo + hi) / 2) / scale + 0.5
+    d = np.diff(P, axis=0, append=P[-1:] + (P[-1:] - P[-2:-1] if len(P) > 1 else 0))
+    norm = np.sqrt((d**2).sum(axis=1, keepdims=True))
+    d = np.where(norm > 1e-12, d / np.maximum(norm, 1e-12), 0.0)
+    return np.concatenate([Q.ravel(), direction_weight * d.ravel(), penup_weight * pen_up]).astype(np.float32)
+
+
+def stroke_features_batch(drawings: Sequence[Sequence[np.ndarray]], **params) -> np.ndarray:
+    if not drawings:
+        n = int(params.get("n_points", STROKE_FEATURE_PARAMS["n_points"]))
+        return np.empty((0, 5 * n), dtype=np.float32)
+    return np.stack([stroke_features(s, **params) for s in drawings])
+
+
+# ---------------------------------------------------------------- the stroke k-NN
+
+
+class StrokeClassifier:
+    """Distance-weighted k-NN over ``stroke_features``; classes are always 0..9.
+
+    ``fit(drawings, y, sample_weight)``: ``drawings`` is a list of stroke lists (each stroke an
+    (m, 2+) array); ``sample_weight`` multiplies a training drawing's neighbour vote.
+    """
+
+    def __init__(self, n_neighbors: int = 3, weights: str = "distance", **feature_params):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.feature_params = {**STROKE_FEATURE_PARAMS, **feature_params}
+
+    def features(self, drawings: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        return stroke_features_batch(drawings, **self.feature_params)
+
+    def fit(self, drawings, y, sample_weight=None) -> "StrokeClassifier":
+        return self.fit_features(self.features(drawings), y, sample_weight)
+
+    def fit_features(self, F: np.ndarray, y, sample_weight=None) -> "StrokeClassifier":
+        y = np.asarray(y).astype(np.int64).ravel()
+        if len(F) != len(y) or len(y) == 0:
+            raise ValueError(f"{len(F)} stroke drawings but {len(y)} labels (need at least one)")
+        if y.min() < 0 or y.max() > 9:
+            raise ValueError("labels must be digits 0-9")
+        self.train_features_ = np.ascontiguousarray(F, dtype=np.float32)
+        self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
+        self.train_labels_ = y.astype(np.uint8)
+        self.sample_weight_ = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
+        return self
+
+    def predict_proba_features(self, Q: np.ndarray, extra_features=None, extra_y=None,
+                               extra_weight: float = 1.0) -> np.ndarray:
+        """(n, 10) probabilities for stroke features Q; ``extra_*``: a user's own drawings with strokes,
+        searched alongside the training set (their votes multiplied by ``extra_weight``)."""
+        from .knn import _knn_sorted, _vote
+
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
+        k = int(self.n_neighbors)
+        idx, dist = _knn_sorted(Q, self.train_features_, self.train_sq_, k)
+        labels = self.train_labels_[idx].astype(np.int64)
+        mult = self.sample_weight_[idx] if self.sample_weight_ is not None else np.ones(idx.shape, np.float32)
+        if extra_features is not None and len(extra_features):
+            E = np.ascontiguousarray(extra_features, dtype=np.float32)
+            ey = np.asarray(extra_y).astype(np.int64).ravel()
+            eidx, edist = _knn_sorted(Q, E, np.einsum("ij,ij->i", E, E), k)
+            all_d = np.concatenate([dist, edist], axis=1)
+            keep = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+            dist = np.take_along_axis(all_d, keep, axis=1)
+            labels = np.take_along_axis(np.concatenate([labels, ey[eidx]], axis=1), keep, axis=1)
+            mult = np.take_along_axis(
+                np.concatenate([mult, np.full(eidx.shape, float(extra_weight), np.float32)], axis=1), keep, axis=1)
+        return _vote(labels, dist, mult, self.weights)
+
+    def predict_proba(self, drawings, **extras) -> np.ndarray:
+        return self.predict_proba_features(self.features(drawings), **extras)
+
+    def predict(self, drawings, **extras) -> np.ndarray:
+        return self.predict_proba(drawings, **extras).argmax(axis=1)
