@@ -28,6 +28,7 @@ __all__ = [
     "PENDIGITS_SHA256",
     "PENDIGITS_MIRRORS",
     "FetchError",
+    "decompress_z",
     "fetch_pendigits",
     "load_pendigits",
     "parse_unipen",
@@ -44,20 +45,16 @@ PENDIGITS_FILE = "pendigits-orig.tra"
 # SHA-256 of the uncompressed pendigits-orig.tra (3,641,673 bytes), whatever wrapper a mirror uses.
 PENDIGITS_SHA256 = "a66225d68d7d68591e62944df1ad33b3f5aa608e2df2505844b41f5568a80da4"
 
-# A mirror is a URL serving the file itself, gzip-compressed, or in a zip archive holding it.
-# UCI's zip holds the original files only as Unix-compress (LZW, ``.Z``) members, which
-# fetch_pendigits does not decompress: from it the fetch fails with a message saying how to unpack
-# the file by hand; give a URL of a plain, .gz or .zip copy instead (``fetch_pendigits --url``).
+# A mirror is a URL serving the file itself, gzip- or Unix-compress-compressed (``.Z``), or in a zip
+# archive holding it plain or as ``pendigits-orig.tra.Z``.  UCI's zip holds the original files only
+# as Unix-compress (LZW) members: fetch_pendigits extracts and decodes the training member
+# (``decompress_z``) and never touches ``pendigits-orig.tes.Z`` beside it.
 PENDIGITS_MIRRORS: list[str] = [
     "https://archive.ics.uci.edu/static/public/81/pen+based+recognition+of+handwritten+digits.zip",
 ]
 
 _MAX_BYTES = 64 << 20  # the file is 3.6 MB; a mirror unpacking to more than this is not serving it
-_LZW_HELP = (
-    f"the mirror has {PENDIGITS_FILE} only in Unix-compress (.Z, LZW) form, which fetch_pendigits does "
-    f"not decompress: unpack it yourself (`unzip` the archive, then `gzip -dk {PENDIGITS_FILE}.Z`) and set "
-    "PENDIGITS_DIR to its folder, or pass --url with a plain, .gz or .zip copy of the file"
-)
+_LZW_MAGIC = b"\x1f\x9d"
 
 
 @dataclass
@@ -124,6 +121,93 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def decompress_z(data: bytes, limit: int | None = None) -> bytes:
+    """Decode Unix ``compress`` (``.Z``, LZW) data, as ``gzip -d`` and ncompress's ``uncompress`` do.
+
+    Header ``1f 9d`` then a flags byte (low 5 bits: the largest code width, 9-16; 0x80: block mode,
+    where code 256 (CLEAR) empties the table).  Codes are packed low bit first and grow from 9 bits
+    as the table fills.  The format's quirk: codes go in groups of ``nbits`` bytes (8 codes), and
+    after a width change or a CLEAR the rest of the current group is padding and is skipped.
+    Raises ``FetchError`` on a corrupt stream or when the output would exceed ``limit`` bytes
+    (default: the module's 64 MB cap).  A truncated stream decodes to a shorter text: the caller's
+    checksum catches it.
+    """
+    limit = _MAX_BYTES if limit is None else limit
+    data = bytes(data)
+    if len(data) < 3 or data[:2] != _LZW_MAGIC:
+        raise FetchError("corrupt .Z data: no Unix-compress header")
+    flags = data[2]
+    maxbits = flags & 0x1F
+    block_mode = bool(flags & 0x80)
+    if flags & 0x60 or not 9 <= maxbits <= 16:
+        raise FetchError(f"corrupt .Z data: unsupported header flags 0x{flags:02x}")
+    maxmax = 1 << maxbits
+    table = [bytes((i,)) for i in range(256)]  # code -> string; len(table) is the next free code
+    if block_mode:
+        table.append(b"")  # code 256 is CLEAR, never a string
+    append = table.append
+    out = bytearray()
+    prev = b""
+    first = True
+    nbits = 9
+    maxcode = mask = (1 << nbits) - 1  # as gzip and ncompress do, even when maxbits is 9
+    pos, end = 3, len(data)
+    while pos < end:
+        group = data[pos:pos + nbits]
+        pos += nbits
+        bits = int.from_bytes(group, "little")
+        for _ in range((len(group) << 3) // nbits):  # 8 codes, fewer in a short last group
+            code = bits & mask
+            bits >>= nbits
+            if first:
+                if code >= 256:
+                    raise FetchError(f"corrupt .Z data: first code {code} is not a byte")
+                first = False
+                prev = table[code]
+                out += prev
+                continue
+            if code == 256 and block_mode:
+                # CLEAR: empty the table.  Like gzip, the next code still adds an entry (at 256,
+                # never used) from the string before the CLEAR.
+                del table[256:]
+                nbits = 9
+                maxcode = mask = (1 << nbits) - 1
+                break  # the rest of the group is padding
+            free = len(table)
+            if code < free:
+                entry = table[code]
+                if free < maxmax:
+                    append(prev + entry[:1])
+            elif code == free and free < maxmax:  # the string being defined (cScSc)
+                entry = prev + prev[:1]
+                append(entry)
+            else:
+                raise FetchError(f"corrupt .Z data: code {code} used before it is defined")
+            out += entry
+            prev = entry
+            if len(table) > maxcode:  # one bit wider from the next code on
+                nbits += 1
+                maxcode = maxmax if nbits == maxbits else (1 << nbits) - 1
+                mask = (1 << nbits) - 1
+                break  # the rest of the group is padding
+        if len(out) > limit:
+            raise FetchError(f"unpacks to more than {limit:,} bytes: not {PENDIGITS_FILE}")
+    return bytes(out)
+
+
+def _read_capped(src) -> bytes:
+    data = src.read(_MAX_BYTES + 1)
+    if len(data) > _MAX_BYTES:
+        raise FetchError(f"more than {_MAX_BYTES:,} bytes of compressed data: not {PENDIGITS_FILE}")
+    return data
+
+
+def _write_synced(out, data: bytes) -> None:
+    out.write(data)
+    out.flush()
+    os.fsync(out.fileno())
+
+
 def _copy_capped(src, out) -> None:
     copied = 0
     for chunk in iter(lambda: src.read(1 << 16), b""):
@@ -136,22 +220,32 @@ def _copy_capped(src, out) -> None:
 
 
 def _unpack(download: Path, out) -> bool:
-    """Write the pendigits text held in ``download`` (zip, gzip or the file itself) into ``out``.
+    """Write the pendigits text held in ``download`` (zip, gzip, .Z or the file itself) into ``out``.
 
-    Returns False when ``download`` is already the plain file (nothing written)."""
+    From a zip, the member ``pendigits-orig.tra`` is used, else ``pendigits-orig.tra.Z`` (decoded);
+    no other member is ever read.  Returns False when ``download`` is already the plain file
+    (nothing written)."""
     with open(download, "rb") as f:
         magic = f.read(4)
     if magic == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(download) as archive:
                 names = archive.namelist()
-                members = [n for n in names if n == PENDIGITS_FILE or n.endswith("/" + PENDIGITS_FILE)]
-                if not members:
-                    if any(n.endswith(PENDIGITS_FILE + ".Z") for n in names):
-                        raise FetchError(_LZW_HELP)
+                plain, lzw = (
+                    [n for n in names if n == wanted or n.endswith("/" + wanted)]
+                    for wanted in (PENDIGITS_FILE, PENDIGITS_FILE + ".Z")
+                )
+                if plain:
+                    with archive.open(plain[0]) as src:
+                        _copy_capped(src, out)
+                elif lzw:
+                    with archive.open(lzw[0]) as src:
+                        packed = _read_capped(src)
+                    if packed[:2] != _LZW_MAGIC:
+                        raise FetchError(f"{lzw[0]} in the zip archive is not Unix-compress (.Z) data")
+                    _write_synced(out, decompress_z(packed))
+                else:
                     raise FetchError(f"the zip archive holds no {PENDIGITS_FILE} (members: {', '.join(names[:10])})")
-                with archive.open(members[0]) as src:
-                    _copy_capped(src, out)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise FetchError(f"corrupt zip archive ({exc})") from exc
         return True
@@ -162,8 +256,11 @@ def _unpack(download: Path, out) -> bool:
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise FetchError(f"corrupt or truncated gzip data ({exc})") from exc
         return True
-    if magic[:2] == b"\x1f\x9d":
-        raise FetchError(_LZW_HELP)
+    if magic[:2] == _LZW_MAGIC:
+        with open(download, "rb") as src:
+            packed = _read_capped(src)
+        _write_synced(out, decompress_z(packed))
+        return True
     return False
 
 
@@ -177,7 +274,8 @@ def fetch_pendigits(
     """Download ``pendigits-orig.tra`` into the directory ``dest``, verified, and return its path.
 
     Each mirror is tried in turn until one gives the file with the expected SHA-256
-    (``PENDIGITS_SHA256``); a mirror may serve it plain, gzip-compressed or inside a zip archive.
+    (``PENDIGITS_SHA256``); a mirror may serve it plain, gzip- or Unix-compress-compressed (.Z), or
+    inside a zip archive, plain or as ``pendigits-orig.tra.Z`` (as UCI's own archive does).
     The file is written through a temporary file in ``dest`` and an atomic rename, so ``dest`` never
     holds a partial or unverified file.  A verified file already there is not downloaded again.
     ``progress(stage, fraction)`` is called as in ``fetch_mnist`` (1.0 at the end); ``opener`` and
