@@ -121,9 +121,10 @@ def resample(strokes: Sequence[np.ndarray], n_points: int) -> tuple[np.ndarray, 
     targets = np.linspace(0.0, length, n_points)
     x = np.interp(targets, cum, P[:, 0])
     y = np.interp(targets, cum, P[:, 1])
-    # a target inside segment j (between point j and j+1) is pen-up when point j+1 starts a stroke
+    # a target strictly inside segment j (between point j and j+1) is pen-up when point j+1 starts a
+    # stroke; a target on a point itself is ink
     seg = np.clip(np.searchsorted(cum, targets, side="right") - 1, 0, len(P) - 2)
-    pen_up = U[seg + 1]
+    pen_up = np.where(np.isclose(targets, cum[seg]) | np.isclose(targets, cum[seg + 1]), 0.0, U[seg + 1])
     return np.stack([x, y], axis=1), pen_up
 
 
