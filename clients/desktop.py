@@ -12,6 +12,8 @@ Keys: Enter predicts, Escape clears, 0-9 correct the answer.
 
 Standard library plus Pillow only. The strokes are drawn twice, on the Tk canvas for the eye
 and into a Pillow image that is what gets sent, so no Ghostscript/postscript export is needed.
+The pen strokes themselves ([x, y, t] points, t in ms since the drawing began) go with the image,
+for a server model that reads them.
 The HTTP calls run on a worker thread; the Tk thread picks their results up from a queue.
 """
 
@@ -26,6 +28,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,6 +40,9 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 CANVAS_SIZE = 280
 PEN_WIDTH = 18  # on a 280 px canvas: a stroke like a thick felt pen, as the web page draws
 USER_AGENT = "digitsite-desktop/1.0"
+MAX_STROKES = 64  # what the API accepts with an image (recognizer.ml.strokes); beyond it the image goes alone
+MAX_POINTS = 5000
+MAX_T = 1e6  # ms: a drawing finished more than about 16 minutes after it began goes as an image alone
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -174,10 +180,16 @@ class DigitClient:
 
     # The calls -------------------------------------------------------------------------------
 
-    def predict(self, png_bytes: bytes) -> dict:
-        """Ask which digit the PNG shows; with a token the server stores it and returns its id."""
+    def predict(self, png_bytes: bytes, strokes: list | None = None) -> dict:
+        """Ask which digit the PNG shows; with a token the server stores it and returns its id.
+
+        `strokes`: the pen strokes drawn, [[[x, y, t], ...], ...] in the PNG's pixels (Sketch.stroke_data()).
+        """
         image = "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
-        answer = self.request("POST", "predict", {"image": image})
+        payload: dict[str, Any] = {"image": image}
+        if strokes:
+            payload["strokes"] = strokes
+        answer = self.request("POST", "predict", payload)
         if not isinstance(answer, dict) or "digit" not in answer:
             raise ClientError("The server's answer has no digit in it.")
         return answer
@@ -206,15 +218,20 @@ class DigitClient:
 class Sketch:
     """The drawing as a Pillow image: white background, black round-capped strokes.
 
-    It follows the same points as the Tk canvas, so what is sent is what is seen.
+    It follows the same points as the Tk canvas, so what is sent is what is seen. Each point's time
+    (ms since the drawing's first point) is kept next to it in `times`, for stroke_data().
     """
 
-    def __init__(self, size: int = CANVAS_SIZE, pen_width: int = PEN_WIDTH) -> None:
+    def __init__(self, size: int = CANVAS_SIZE, pen_width: int = PEN_WIDTH,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
         self.pen_width = pen_width
         self.strokes: list[list[tuple[float, float]]] = []
+        self.times: list[list[float]] = []
         self.image = Image.new("L", (size, size), 255)
         self._draw = ImageDraw.Draw(self.image)
+        self._clock = clock
+        self._started = 0.0
 
     @property
     def is_empty(self) -> bool:
@@ -222,14 +239,24 @@ class Sketch:
 
     def clear(self) -> None:
         self.strokes = []
+        self.times = []
         self.image.paste(255, (0, 0, self.size, self.size))
+
+    def _now(self) -> float:
+        """Milliseconds since the drawing's first point (which starts the clock)."""
+        now = self._clock()
+        if not self.strokes:
+            self._started = now
+        return round((now - self._started) * 1000.0, 1)
 
     def _dot(self, x: float, y: float) -> None:
         r = self.pen_width / 2
         self._draw.ellipse([x - r, y - r, x + r, y + r], fill=0)
 
     def start(self, x: float, y: float) -> None:
+        t = self._now()
         self.strokes.append([(x, y)])
+        self.times.append([t])
         self._dot(x, y)
 
     def extend(self, x: float, y: float) -> bool:
@@ -242,6 +269,7 @@ class Sketch:
         if (x - lx) ** 2 + (y - ly) ** 2 < 1.0:
             return False
         stroke.append((x, y))
+        self.times[-1].append(self._now())
         self._draw.line([(lx, ly), (x, y)], fill=0, width=self.pen_width)
         self._dot(x, y)  # round joints and caps
         return True
@@ -250,6 +278,16 @@ class Sketch:
         buffer = io.BytesIO()
         self.image.save(buffer, format="PNG", optimize=True)
         return buffer.getvalue()
+
+    def stroke_data(self) -> list[list[list[float]]] | None:
+        """The strokes as the API takes them: [[[x, y, t], ...], ...] in the image's pixels, t in ms since
+        the first point; None when there are none or more than the API accepts (the image then goes alone)."""
+        if not self.strokes or len(self.strokes) > MAX_STROKES or sum(map(len, self.strokes)) > MAX_POINTS:
+            return None
+        if any(t > MAX_T for times in self.times for t in times):
+            return None
+        return [[[float(x), float(y), float(t)] for (x, y), t in zip(stroke, times)]
+                for stroke, times in zip(self.strokes, self.times)]
 
 
 # --- The window --------------------------------------------------------------------------------
@@ -401,6 +439,7 @@ class App:
             self.show_error("Draw a digit first.")
             return
         png = self.sketch.png_bytes()
+        strokes = self.sketch.stroke_data()
         self.busy = True
         self.drawing_id = None
         self.last_prediction = None
@@ -409,7 +448,7 @@ class App:
         self.digit_var.set("…")
         self.status_var.set("")
         self.confidence_var.set("Asking the server…")
-        self._run(lambda: self.client.predict(png), self._show_prediction)
+        self._run(lambda: self.client.predict(png, strokes), self._show_prediction)
 
     def correct(self, digit: int) -> None:
         if not self.client.signed_in:

@@ -94,7 +94,7 @@ def _relabel_action(digit: int):
 @admin.register(Drawing)
 class DrawingAdmin(admin.ModelAdmin):
     list_display = ["thumbnail", "id", "user", "predicted_digit", "confidence_percent", "label", "wrong", "status",
-                    "suspicious", "suspicion", "reviewer", "created_at"]
+                    "suspicious", "suspicion", "strokes_summary", "reviewer", "created_at"]
     list_display_links = ["thumbnail", "id"]
     list_filter = ["status", "suspicious", WrongPredictionFilter, "label", "predicted_digit",
                    ("user", admin.RelatedOnlyFieldListFilter), "created_at"]
@@ -107,10 +107,10 @@ class DrawingAdmin(admin.ModelAdmin):
     actions = ["approve", "reject", "rank_suspicious"] + [_relabel_action(d) for d in range(10)]
     fields = ["drawing_large", "preprocessed_image", "user", "created_at", "model_version", "predicted_digit",
               "confidence_percent", "probabilities_table", "label", "labelled_at", "status", "reviewer", "reviewed_at",
-              "suspicious", "suspicion_score"]
+              "suspicious", "suspicion_score", "strokes_summary"]
     readonly_fields = ["drawing_large", "preprocessed_image", "user", "created_at", "model_version", "predicted_digit",
                        "confidence_percent", "probabilities_table", "labelled_at", "reviewer", "reviewed_at",
-                       "suspicious", "suspicion_score"]
+                       "suspicious", "suspicion_score", "strokes_summary"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -138,6 +138,14 @@ class DrawingAdmin(admin.ModelAdmin):
     @admin.display(description="suspicion", ordering="suspicion_score")
     def suspicion(self, obj: Drawing) -> str:
         return "-" if obj.suspicion_score is None else f"{obj.suspicion_score:.2f}"
+
+    @admin.display(description="strokes")
+    def strokes_summary(self, obj: Drawing) -> str:
+        # The pen strokes sent with the image (the page and the desktop client send them); "-" when only the image came.
+        if not obj.strokes:
+            return "-"
+        points = sum(len(stroke) for stroke in obj.strokes if isinstance(stroke, list))
+        return f"{obj.stroke_count} ({points} points)"
 
     @admin.display(description="probabilities")
     def probabilities_table(self, obj: Drawing) -> str:

@@ -7,6 +7,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -59,7 +60,10 @@ class Drawing(models.Model):
     confidence = models.FloatField()
     probabilities = models.JSONField(default=list)
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
-    label = models.PositiveSmallIntegerField(null=True, blank=True)
+    # 0-9 only: checked by the field (forms, the admin) and by the database (bulk updates, raw SQL),
+    # since a label out of that range would break every retrain.
+    label = models.PositiveSmallIntegerField(null=True, blank=True,
+                                             validators=[MinValueValidator(0), MaxValueValidator(9)])
     labelled_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     reviewer = models.ForeignKey(
@@ -68,11 +72,20 @@ class Drawing(models.Model):
     reviewed_at = models.DateTimeField(null=True, blank=True)
     suspicious = models.BooleanField(default=False, db_index=True)
     suspicion_score = models.FloatField(null=True, blank=True)
+    strokes = models.JSONField(
+        null=True, blank=True,
+        help_text="The pen strokes sent with the image, as validated: [[[x, y, t], ...], ...], in the image's pixels "
+                  "(y down), t in ms since the drawing started; null when the client sent only the image.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(label__isnull=True) | Q(label__gte=0, label__lte=9),
+                                   name="drawing_label_is_a_digit"),
+        ]
 
     def __str__(self) -> str:
         return f"Drawing {self.pk} by {self.user_id}: predicted {self.predicted_digit}, label {self.label}"
@@ -80,6 +93,10 @@ class Drawing(models.Model):
     @property
     def is_wrong(self) -> bool | None:
         return None if self.label is None else self.label != self.predicted_digit
+
+    @property
+    def stroke_count(self) -> int:
+        return len(self.strokes) if isinstance(self.strokes, list) else 0
 
 
 class TrainingRun(models.Model):

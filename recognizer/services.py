@@ -19,8 +19,10 @@ from django.utils import timezone
 
 from recognizer.ml import mnist as ml_mnist
 from recognizer.ml import model as ml_model
+from recognizer.ml import pendigits as ml_pendigits
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml import store as ml_store
+from recognizer.ml import strokes as ml_strokes
 from recognizer.ml.evaluate import canvas_dataset, evaluate
 from recognizer.models import Drawing, ModelVersion
 
@@ -42,6 +44,7 @@ class PredictionResult:
     uncertain: bool
     top_two: list[dict]
     drawing: Drawing | None = None
+    strokes_used: bool = False  # the serving model read the pen strokes too, not only the image
 
 
 # --- Serving the active model ------------------------------------------------------------------
@@ -149,14 +152,18 @@ def preprocess_upload(data: bytes) -> np.ndarray:
     return ml_preprocess.preprocess_drawing(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
 
 
-def predict_image(data: bytes, user=None, *, store: bool = True) -> PredictionResult:
+def predict_image(data: bytes, user=None, *, store: bool = True, strokes: list[np.ndarray] | None = None
+                  ) -> PredictionResult:
     """Predict the digit in an uploaded drawing; a logged-in user's drawing is stored with the answer
-    (`store=False`: the page's live previews while drawing, answered the same way but not kept)."""
+    (`store=False`: the page's live previews while drawing, answered the same way but not kept).
+
+    `strokes`: the pen trajectories drawn with it, already validated by recognizer.ml.strokes.parse_strokes
+    (None: the image alone). A serving model that reads strokes uses them; they are stored either way."""
     image28 = preprocess_upload(data)
     loaded = model_cache.get()
-    result = predict_array(image28, loaded, personal_kwargs(user, loaded))
+    result = predict_array(image28, loaded, personal_kwargs(user, loaded), strokes=strokes)
     if store and user is not None and user.is_authenticated:
-        result.drawing = store_drawing(user, data, image28, result)
+        result.drawing = store_drawing(user, data, image28, result, strokes=strokes)
     return result
 
 
@@ -167,9 +174,20 @@ def personal_kwargs(user, loaded: LoadedModel) -> dict:
     return personal_predict_kwargs(user, loaded)
 
 
-def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict) -> PredictionResult:
-    """One preprocessed 28x28 digit through the serving model (`predict_kwargs`: personal_kwargs)."""
-    prediction = loaded.estimator.predict_one(image28, **predict_kwargs)
+def reads_strokes(estimator) -> bool:
+    """Whether a serving model takes the pen strokes (`predict_one(image28, strokes=...)`)."""
+    return bool(getattr(estimator, "reads_strokes", False))
+
+
+def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict,
+                  strokes: list[np.ndarray] | None = None) -> PredictionResult:
+    """One preprocessed 28x28 digit through the serving model (`predict_kwargs`: personal_kwargs).
+
+    `strokes` go to the model only when it reads them; any other model is called with the image alone."""
+    if strokes and reads_strokes(loaded.estimator):
+        prediction = loaded.estimator.predict_one(image28, strokes=strokes, **predict_kwargs)
+    else:
+        prediction = loaded.estimator.predict_one(image28, **predict_kwargs)
     probabilities = [float(p) for p in prediction.probabilities]
     order = np.argsort(probabilities)[::-1][:2]
     result = PredictionResult(
@@ -179,6 +197,7 @@ def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict
         model_version=loaded.version_id,
         uncertain=is_uncertain(probabilities, prediction.unfamiliar),
         top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
+        strokes_used=bool(getattr(prediction, "used_strokes", False)),
     )
     return result
 
@@ -227,7 +246,8 @@ def predict_number(data: bytes, user=None, *, store: bool = True) -> NumberResul
     )
 
 
-def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult) -> Drawing:
+def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult,
+                  strokes: list[np.ndarray] | None = None) -> Drawing:
     drawing = Drawing(
         user=user,
         preprocessed=ml_preprocess.to_uint8(image28),
@@ -235,6 +255,7 @@ def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResu
         confidence=result.confidence,
         probabilities=result.probabilities,
         model_version_id=result.model_version,
+        strokes=ml_strokes.strokes_to_json(strokes) if strokes else None,
     )
     drawing.image.save("drawing.png", ContentFile(as_png(data)), save=False)
     drawing.save()
@@ -300,24 +321,55 @@ class TrainingOutcome:
 
 @dataclass
 class ExtraTrainingData:
-    """Samples trained on next to MNIST: float images in [0, 1], labels, who drew them, their vote weight."""
+    """Samples trained on next to MNIST: float images in [0, 1], labels, who drew them, their vote weight,
+    and their pen strokes (one stroke list or None per sample) for the stroke model."""
 
     images: np.ndarray
     labels: np.ndarray
     groups: np.ndarray
     weight: float = 1.0
     metadata: dict = field(default_factory=dict)
+    strokes: list | None = None
 
 
-def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress | None = None) -> dict:
-    """The figures recorded with every model: MNIST test, and canvas drawings when pendigits is there."""
+def pen_warm_start(progress: Progress | None = None) -> tuple["ExtraTrainingData | None", str]:
+    """(the pendigits training writers replayed as canvas drawings, or None; why not, when None)."""
+    if not settings.RECOGNIZER_PEN_WARM_START:
+        return None, "the pen-data warm start is off (RECOGNIZER_PEN_WARM_START)"
+    path = pendigits_path()
+    if path is None or not (path if path.is_file() else path / "pendigits-orig.tra").is_file():
+        return None, ("no pen data: this model trained on MNIST alone and will read canvas drawings less well "
+                      "(run `manage.py fetch_pendigits` or set PENDIGITS_DIR)")
+    from recognizer.ml import warmstart as ml_warmstart
+
+    pen = ml_warmstart.pen_training_set(
+        path, cache_dir=Path(settings.RECOGNIZER_DATA_DIR) / "cache",
+        progress=(lambda f: progress("rendering the pen data", 0.05 * f)) if progress else None)
+    groups = np.array([ml_warmstart.writer_group(w) for w in pen.writers], np.int64)
+    return ExtraTrainingData(images=pen.images, labels=pen.labels, groups=groups, strokes=pen.strokes,
+                             metadata=pen.metadata), ""
+
+
+def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress | None = None,
+                       seen_writers=()) -> dict:
+    """The figures recorded with every model: MNIST test, and canvas drawings when pendigits is there
+    (the writers the model did not train on; when it saw them all, marked so: not an unseen-writer figure)."""
     metrics = {"mnist_test": evaluate(estimator, data.test_images / 255.0, data.test_labels)}
     pendigits = pendigits_path()
     if pendigits is not None and pendigits.exists():
         if progress:
             progress("evaluating on canvas drawings", 0.95)
-        X, y, _writers = canvas_dataset(pendigits, seed=0, limit=2000)
-        metrics["canvas"] = evaluate(estimator, X, y)
+        digits = ml_pendigits.load_pendigits(pendigits)
+        unseen = [d for d in digits if d.writer not in set(seen_writers)]
+        X, y, _writers = canvas_dataset(unseen or digits, seed=0, limit=2000)
+        strokes = None
+        if getattr(estimator, "reads_strokes", False):
+            pool = unseen or digits
+            pick = np.sort(np.random.default_rng(0).choice(len(pool), size=len(y), replace=False)) \
+                if len(y) < len(pool) else np.arange(len(pool))
+            strokes = [pool[i].strokes for i in pick]
+        metrics["canvas"] = evaluate(estimator, X, y, **({"strokes": strokes} if strokes else {}))
+        metrics["canvas"]["writers_seen_in_training"] = not unseen
     return metrics
 
 
@@ -340,23 +392,40 @@ def train_new_model(
         images, labels = images[:limit], labels[:limit]
     images = images / 255.0
     counts = {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))}
-    weights = groups = None
+    pen, pen_warning = pen_warm_start(progress)
+    if pen_warning:
+        warning = f"{warning}\n{pen_warning}".strip()
+    if pen is not None:
+        counts["pen_train"] = int(len(pen.labels))
+    parts = [p for p in (pen, extra) if p is not None and len(p.labels)]
+    n_mnist = len(labels)
+    weights = groups = strokes = None
+    if parts:
+        images = np.concatenate([images] + [p.images for p in parts])
+        labels = np.concatenate([labels] + [p.labels for p in parts]).astype(np.int64)
+        weights = np.concatenate([np.ones(n_mnist, np.float32)]
+                                 + [np.full(len(p.labels), p.weight, np.float32) for p in parts])
+        groups = np.concatenate([np.full(n_mnist, -1, np.int64)] + [np.asarray(p.groups, np.int64) for p in parts])
+        strokes = [None] * n_mnist
+        for p in parts:
+            strokes += list(p.strokes) if p.strokes is not None else [None] * len(p.labels)
     if extra is not None and len(extra.labels):
-        n_mnist = len(labels)
-        images = np.concatenate([images, extra.images])
-        labels = np.concatenate([labels, extra.labels]).astype(np.int64)
-        weights = np.concatenate([np.ones(n_mnist, np.float32), np.full(len(extra.labels), extra.weight, np.float32)])
-        groups = np.concatenate([np.full(n_mnist, -1, np.int64), np.asarray(extra.groups, np.int64)])
         counts["user_train"] = int(len(extra.labels))
     result = ml_model.train_model(images, labels, progress=progress, cv=cv, sample_weight=weights, defaults=defaults,
-                                  kind=kind)
+                                  kind=kind, strokes=strokes if kind == "knn" else None)
     if groups is not None and kind == "knn":
         # Who drew each training sample (-1 = MNIST): lets label ranking leave a user's own drawings out.
         result.estimator.train_groups_ = groups
-    metrics = evaluation_metrics(result.estimator, data, progress)
+        if result.estimator.reads_strokes:
+            with_strokes = [i for i, s in enumerate(strokes) if s is not None and len(s)]
+            result.estimator.stroke_model_.train_groups_ = groups[with_strokes]
+    metrics = evaluation_metrics(result.estimator, data, progress,
+                                 seen_writers=pen.metadata["pendigits_writers"] if pen is not None else ())
     metadata = {
         "data_source": data.source,
         "data_warning": warning,
+        # Exactly which pendigits writers the model saw (none: trained without pen data).
+        "pen_data": pen.metadata if pen is not None else None,
         "counts": counts,
         "hyperparameters": result.hyperparameters,
         "cv_curve": result.cv_curve,

@@ -47,6 +47,37 @@ def test_the_detail_page_shows_the_drawing_and_what_the_model_saw(admin_client_l
     assert "what the model saw (28x28)" in html.lower() and html.count("data:image/png;base64,") == 2
 
 
+def change_form_data(drawing: Drawing, **changes) -> dict:
+    data = {"label": "" if drawing.label is None else drawing.label, "status": drawing.status}
+    return {**data, **changes}
+
+
+def test_the_change_form_refuses_a_label_that_is_not_a_digit(admin_client_logged_in, alice, fallback_data):
+    drawing = make_drawing(alice, fallback_data.test_images[0], 3)
+    url = reverse("admin:recognizer_drawing_change", args=[drawing.pk])
+    response = admin_client_logged_in.post(url, change_form_data(drawing, label=42))
+    assert response.status_code == 200  # the form again, not a redirect
+    assert response.context["adminform"].form.errors["label"] == ["Ensure this value is less than or equal to 9."]
+    assert "Ensure this value is less than or equal to 9." in response.content.decode()
+    drawing.refresh_from_db()
+    assert drawing.label == 3 and drawing.reviewer is None
+
+    response = admin_client_logged_in.post(url, change_form_data(drawing, label=8))
+    assert response.status_code == 302
+    drawing.refresh_from_db()
+    assert drawing.label == 8 and drawing.reviewer is not None
+
+
+def test_the_change_form_and_list_show_the_stroke_count(admin_client_logged_in, alice, fallback_data):
+    drawing = make_drawing(alice, fallback_data.test_images[0], 3)
+    Drawing.objects.filter(pk=drawing.pk).update(strokes=[[[1.0, 2.0, 0.0], [3.0, 4.0, 9.0]], [[5.0, 6.0, 20.0]]])
+    html = admin_client_logged_in.get(reverse("admin:recognizer_drawing_change", args=[drawing.pk])).content.decode()
+    assert "2 (3 points)" in html
+    assert 'name="strokes"' not in html  # shown, never edited
+    listing = admin_client_logged_in.get(reverse("admin:recognizer_drawing_changelist")).content.decode()
+    assert "2 (3 points)" in listing
+
+
 def test_bulk_approve_reject_and_relabel(admin_client_logged_in, admin_user, alice, fallback_data):
     a, b, c = (make_drawing(alice, fallback_data.test_images[i], 3) for i in range(3))
     url = reverse("admin:recognizer_drawing_changelist")

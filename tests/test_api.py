@@ -354,7 +354,8 @@ def test_staff_can_label_anyones_drawing(alice, staff, active_model, digit_png):
     assert drawing.label == 4
 
 
-@pytest.mark.parametrize("payload", [{}, {"label": 10}, {"label": -1}, {"label": "seven"}, {"label": None}])
+@pytest.mark.parametrize("payload", [{}, {"label": 10}, {"label": 42}, {"label": -1}, {"label": "seven"},
+                                     {"label": None}])
 def test_a_label_must_be_a_digit(alice, active_model, digit_png, payload):
     drawing = make_drawing(alice, digit_png, active_model)
     response = client_for(alice).post(f"/api/v1/drawings/{drawing.pk}/label", payload, format="json")

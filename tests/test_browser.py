@@ -2,11 +2,13 @@
 
 Logs in through the form, draws a digit by moving the pointer along a real pen trajectory
 (pendigits, or a built-in stroke list when PENDIGITS_DIR is absent), reads the prediction, corrects
-it with one click, and checks that the correction is stored. Screenshots go to artifacts/.
+it with one click, and checks that the correction is stored. The page sends the pen strokes with the
+image, and they are stored with the drawing. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -70,6 +72,17 @@ def server(transactional_db):
 
 
 @pytest.fixture
+def served_estimator(active_model):
+    """The estimator the live server answers with (the server thread shares this process's model cache).
+
+    FUSED: once conftest's `active_model` serves the image+strokes model, this is it, its `reads_strokes`
+    is True, and the page's answers must say `strokes_used: true`; with the image-only k-NN, false."""
+    from recognizer import services
+
+    return services.model_cache.get().estimator
+
+
+@pytest.fixture
 def browser_page(monkeypatch):
     need_browser()
     from playwright.sync_api import sync_playwright
@@ -111,20 +124,39 @@ def trace(page, strokes: list[np.ndarray], lo: np.ndarray, scale: float, offset:
         page.mouse.up()
 
 
-def predict(page) -> int:
+def assert_sends_strokes(post_data: str, drawn: list[np.ndarray]) -> list:
+    """The predict request carries the pen strokes: one per stroke drawn, [x, y, t] points in the pixels of
+    the 280x280 image sent, t in ms since the drawing began (0 at its first point, never going back)."""
+    sent = json.loads(post_data)["strokes"]
+    assert len(sent) == len(drawn)
+    assert all(len(stroke) >= 2 for stroke in sent)  # the mouse moved along every stroke
+    points = [point for stroke in sent for point in stroke]
+    assert all(len(point) == 3 for point in points)
+    assert all(0 <= x <= 280 and 0 <= y <= 280 for x, y, _ in points)
+    times = [t for _, _, t in points]
+    assert times[0] == 0 and times == sorted(times)
+    return sent
+
+
+def predict(page, drawn: list[np.ndarray], served_estimator) -> int:
     with page.expect_response(lambda r: r.url.endswith("/api/v1/predict") and r.request.method == "POST"
                               and '"store":true' in (r.request.post_data or "")) as answer:
         page.click("#predict")
     assert answer.value.status == 200, answer.value.text()
+    sent = assert_sends_strokes(answer.value.request.post_data, drawn)
     body = answer.value.json()
     assert body["drawing"] is not None
+    # FUSED: true once the served model reads strokes (see served_estimator); false for the image-only k-NN.
+    assert body["strokes_used"] is getattr(served_estimator, "reads_strokes", False)
+    assert Drawing.objects.get(pk=body["drawing"]).strokes == sent  # stored as sent
     page.wait_for_function("document.querySelector('#answer') && !document.querySelector('#answer').hidden")
     shown = page.inner_text("#digit").rstrip("?")
     assert int(shown) == (body["top_two"][0]["digit"] if body["uncertain"] else body["digit"])
     return body["digit"]
 
 
-def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active_model, server, browser_page):
+def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active_model, served_estimator, server,
+                                                                   browser_page):
     page = browser_page
     ARTIFACTS.mkdir(exist_ok=True)
 
@@ -146,14 +178,16 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active
         with page.expect_request(lambda r: r.url.endswith("/api/v1/predict")
                                  and '"store":false' in (r.post_data or ""), timeout=10_000):
             draw(page, strokes)
-        predicted = predict(page)
+        predicted = predict(page, strokes, served_estimator)
         if predicted != truth or attempt == len(samples) - 1:
             break
         page.keyboard.press("Escape")  # clear, and try the next writer's digit
         assert page.locator("#answer").is_hidden()
 
-    # Live previews went out while drawing (not stored); only the Predict presses stored drawings.
-    assert any('"store":false' in body for body in page.live_bodies)
+    # Live previews went out while drawing (not stored), with the strokes so far; only the Predict presses
+    # stored drawings.
+    previews = [json.loads(body) for body in page.live_bodies if '"store":false' in body]
+    assert previews and all(preview["strokes"] and preview["strokes"][0] for preview in previews)
     assert Drawing.objects.filter(user=alice).count() == attempt + 1
 
     page.click(f"#label-buttons button[data-label='{truth}']")
@@ -237,3 +271,35 @@ def test_the_page_fits_a_phone_and_the_canvas_does_not_scroll_the_page(active_mo
         page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
         context.close()
         browser.close()
+
+
+def test_strokes_beyond_what_the_api_takes_are_thinned_or_left_out(active_model, server, browser_page):
+    from recognizer.ml.strokes import MAX_COORDINATE, MAX_POINTS, MAX_STROKES, parse_strokes
+
+    assert MAX_COORDINATE == 1e6  # the page's MAX_T
+
+    page = browser_page
+    page.goto(server.url + "/")
+    exported = page.evaluate("""() => {
+        const strokes = window.digitsite.strokes;  // the page's own list: 3 long, slow strokes
+        for (let i = 0; i < 3; i++) {
+          const stroke = [];
+          for (let j = 0; j < 4000; j++) stroke.push([j / 3999, (i + 1) / 4, i * 4000 + j]);
+          strokes.push(stroke);
+        }
+        const thinned = window.digitsite.exportStrokes();
+        while (strokes.length <= %d) strokes.push([[0.5, 0.5, 20000]]);
+        const tooMany = window.digitsite.exportStrokes();
+        strokes.length = 0;
+        strokes.push([[0.5, 0.5, 0], [0.6, 0.6, 2e6]]);  // finished 33 minutes after it began
+        const tooLate = window.digitsite.exportStrokes();
+        strokes.length = 0;
+        return { thinned, tooMany, tooLate };
+    }""" % MAX_STROKES)
+    thinned = exported["thinned"]
+    assert len(thinned) == 3 and sum(map(len, thinned)) <= MAX_POINTS
+    assert all(stroke[0][0] == 0 and stroke[-1][0] == 280 for stroke in thinned)  # both ends of every stroke
+    assert thinned[1][0] == [0, 140, 4000]
+    parse_strokes(thinned)  # what the API accepts
+    assert exported["tooMany"] is None and exported["tooLate"] is None  # the image goes alone
+    assert page.errors == []

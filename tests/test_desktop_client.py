@@ -112,7 +112,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 outer.requests.append((self.path, dict(self.headers)))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -124,6 +124,7 @@ class FakeServer:
                 pass
 
         self.requests: list = []
+        self.bodies: list[bytes] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -202,6 +203,36 @@ def test_sketch_ignores_jitter_below_a_pixel():
     assert sketch.strokes == [[(10, 10), (20, 10)]]
 
 
+def test_sketch_records_the_strokes_with_their_times_for_the_api():
+    ticks = iter([100.0, 100.02, 100.5, 100.6, 101.0, 101.0 + 17 * 60])  # seconds, as time.monotonic gives them
+    sketch = Sketch(clock=lambda: next(ticks))
+    assert sketch.stroke_data() is None
+    sketch.start(80, 60)
+    sketch.extend(120, 60)
+    sketch.extend(120.3, 60.2)  # jitter: not recorded
+    sketch.start(100, 100)
+    sketch.extend(100, 200)
+    assert sketch.stroke_data() == [[[80.0, 60.0, 0.0], [120.0, 60.0, 20.0]],
+                                    [[100.0, 100.0, 500.0], [100.0, 200.0, 600.0]]]
+    sketch.clear()
+    assert sketch.stroke_data() is None
+    sketch.start(5, 5)  # a new drawing starts the clock again
+    assert sketch.stroke_data() == [[[5.0, 5.0, 0.0]]]
+    sketch.start(9, 9)  # 17 minutes later: beyond the times the API takes
+    assert sketch.stroke_data() is None
+
+
+def test_more_strokes_than_the_api_takes_are_not_sent():
+    from clients.desktop import MAX_STROKES
+    from recognizer.ml.strokes import MAX_STROKES as API_MAX_STROKES
+
+    assert MAX_STROKES == API_MAX_STROKES
+    sketch = Sketch()
+    for i in range(MAX_STROKES + 1):
+        sketch.start(10 + i, 10)
+    assert sketch.stroke_data() is None and not sketch.is_empty
+
+
 def test_server_and_token_come_from_arguments_then_environment_then_default():
     parser = build_parser()
     env = {"DIGITSITE_URL": "http://env:9000", "DIGITSITE_TOKEN": "envtoken"}
@@ -273,6 +304,19 @@ def test_request_is_json_with_a_data_url_and_the_token_header(fake_server):
     assert path == "/api/v1/predict"
     assert headers["Authorization"] == "Token k3y"
     assert headers["Content-Type"] == "application/json"
+    assert set(json.loads(server.bodies[0])) == {"image"}  # no strokes given: none sent
+
+
+def test_the_predict_request_carries_the_strokes(fake_server):
+    server = fake_server(200, json.dumps({"digit": 7, "drawing": None}).encode())
+    sketch = Sketch()
+    draw_seven(sketch)
+    DigitClient(server.url).predict(sketch.png_bytes(), sketch.stroke_data())
+    body = json.loads(server.bodies[0])
+    assert body["image"].startswith("data:image/png;base64,")
+    assert body["strokes"] == sketch.stroke_data()
+    [stroke] = body["strokes"]
+    assert [tuple(point[:2]) for point in stroke] == sketch.strokes[0]
 
 
 def test_a_200_that_is_not_json_is_an_error(fake_server):
@@ -303,11 +347,17 @@ def test_prediction_with_a_token_is_stored_and_can_be_labelled(live_server, acti
     from recognizer.models import Drawing
 
     client = DigitClient(live_server.url, alice_token)
-    answer = client.predict(sketch_png(draw_seven))
+    sketch = Sketch()
+    draw_seven(sketch)
+    answer = client.predict(sketch.png_bytes(), sketch.stroke_data())
     drawing = Drawing.objects.get(pk=answer["drawing"])
     assert drawing.user == alice
     assert drawing.predicted_digit == answer["digit"]
     assert drawing.label is None
+    assert drawing.strokes == sketch.stroke_data()
+    from recognizer import services
+
+    assert answer["strokes_used"] is getattr(services.model_cache.get().estimator, "reads_strokes", False)
 
     client.label(answer["drawing"], 4)
     drawing.refresh_from_db()
@@ -513,9 +563,13 @@ def test_gui_predict_and_correct(make_app, xvfb, live_server, active_model, alic
     assert app.confidence_var.get().startswith("Confidence: ")
     assert app.confidence_var.get().endswith("— unsure") == bool(app.last_prediction["uncertain"])
     assert app.correction_enabled
-    # What was sent is what the canvas shows: the stored PNG is the sketch.
+    # What was sent is what the canvas shows: the stored PNG is the sketch, the stored strokes its strokes.
     with drawing.image.open("rb") as f:
         assert Image.open(f).convert("L").tobytes() == app.sketch.image.tobytes()
+    assert len(drawing.strokes) == 1
+    assert [tuple(point[:2]) for point in drawing.strokes[0]] == app.sketch.strokes[0]
+    times = [point[2] for point in drawing.strokes[0]]
+    assert times[0] == 0 and times == sorted(times)
 
     app.correct(7)
     pump(app, lambda: app.status_var.get().startswith("Thanks"))

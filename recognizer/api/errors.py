@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from recognizer.ml.preprocess import DrawingError, EmptyDrawing, ImageTooLarge, UnreadableImage
+from recognizer.ml.strokes import InvalidStrokes
 from recognizer.services import NoActiveModel
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def as_api_exception(exc: Exception) -> Exception:
         return UnprocessableDrawing(_sentence(str(exc)))
     if isinstance(exc, ImageTooLarge):
         return PayloadTooLarge(_sentence(f"The image is too large: {exc}"), code="image_too_large")
+    if isinstance(exc, InvalidStrokes):
+        return exceptions.ParseError(_sentence(f"The strokes cannot be read: {exc}"), code="invalid_strokes")
     if isinstance(exc, UnreadableImage):
         return exceptions.ParseError(_sentence(f"The image cannot be read: {exc}"), code="unreadable_image")
     if isinstance(exc, DrawingError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recognizer import services
+from recognizer.ml import strokes as ml_strokes
 from recognizer.ml.preprocess import ImageTooLarge
 from recognizer.models import Drawing, ModelVersion
 
@@ -67,6 +69,55 @@ class ImageDataField(serializers.Field):
         return None
 
 
+STROKES_SCHEMA = {
+    "type": "array",
+    "nullable": True,
+    "minItems": 1,
+    "maxItems": ml_strokes.MAX_STROKES,
+    "items": {
+        "type": "array",
+        "description": "One stroke (pen down to pen up): its points in order.",
+        "items": {
+            "type": "array", "minItems": 2, "maxItems": 3,
+            "description": "[x, y, t]: the image's pixels (y down) and ms since the drawing started; t is optional.",
+            "items": {"type": "number"},
+        },
+    },
+}
+
+
+@extend_schema_field(STROKES_SCHEMA)
+class StrokesField(serializers.Field):
+    """The pen strokes drawn with the image, `[[[x, y, t], ...], ...]`: a JSON array in a JSON body, or the
+    same array as a JSON string in a form field (multipart). Validated by recognizer.ml.strokes.parse_strokes,
+    whose InvalidStrokes the API answers as 400 `invalid_strokes`; becomes a list of (n, 3) arrays."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("allow_null", True)
+        if not kwargs.get("read_only"):
+            kwargs.setdefault("required", False)
+            kwargs.setdefault("default", None)
+        super().__init__(**kwargs)
+
+    def validate_empty_values(self, data):
+        if isinstance(data, str) and not data.strip():
+            data = None  # an empty form field: no strokes
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data) -> list:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)  # NaN and Infinity parse, and parse_strokes refuses them by name
+            except (ValueError, RecursionError):
+                raise ml_strokes.InvalidStrokes("strokes is not valid JSON: send [[[x, y, t], ...], ...]") from None
+        return ml_strokes.parse_strokes(data)
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        return [[[float(v) for v in point] for point in stroke] for stroke in value]  # arrays or stored JSON
+
+
 class PredictRequestSerializer(serializers.Serializer):
     image = ImageDataField(help_text="PNG/JPEG/WebP: a data URL, a bare base64 string, or a multipart file.")
     store = serializers.BooleanField(
@@ -78,11 +129,22 @@ class PredictRequestSerializer(serializers.Serializer):
         help_text="`digit`: the drawing is one digit. `number`: split it into digits, left to right, and read "
                   "each (each digit is stored as its own drawing).",
     )
+    strokes = StrokesField(
+        help_text="Optional: the pen strokes of the drawing, `[[[x, y, t], ...], ...]`, one list of points per "
+                  "stroke, x and y in the image's pixels (y down), t in milliseconds since the drawing started. "
+                  "Validated (at most 64 strokes and 5,000 points, finite numbers; 400 `invalid_strokes` "
+                  "otherwise) and stored with the drawing; a model that reads strokes uses them (see "
+                  "`strokes_used` in the answer). In a multipart form, send the same array as a JSON string. "
+                  "`number` mode reads the image only and ignores them.",
+    )
 
     def create(self, validated_data) -> "services.PredictionResult | services.NumberResult":
         user = validated_data.get("user")
-        predict = services.predict_number if validated_data["mode"] == "number" else services.predict_image
-        return predict(validated_data["image"], user, store=validated_data["store"])
+        if validated_data["mode"] == "number":
+            # Numbers are split from the image alone: strokes are validated but neither used nor stored.
+            return services.predict_number(validated_data["image"], user, store=validated_data["store"])
+        return services.predict_image(validated_data["image"], user, store=validated_data["store"],
+                                      strokes=validated_data.get("strokes"))
 
 
 class TopGuessSerializer(serializers.Serializer):
@@ -98,6 +160,9 @@ class PredictionSerializer(serializers.Serializer):
     uncertain = serializers.BooleanField(help_text="Weak confidence, or the two best digits close together.")
     top_two = TopGuessSerializer(many=True)
     drawing = serializers.SerializerMethodField(help_text="The stored drawing's id; null for anonymous callers.")
+    strokes_used = serializers.BooleanField(
+        help_text="The serving model read the strokes sent with the image, not only the image. False without "
+                  "strokes, and always false for a model that reads images only.")
 
     def get_drawing(self, result) -> int | None:
         return result.drawing.pk if result.drawing is not None else None
@@ -130,17 +195,23 @@ class DrawingSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
     image_url = serializers.SerializerMethodField(help_text="Fetchable only by the owner and staff.")
     is_wrong = serializers.BooleanField(read_only=True, allow_null=True)
+    strokes = StrokesField(read_only=True, help_text="The pen strokes sent with the drawing, as validated "
+                                                     "(`[[[x, y, t], ...], ...]`); null when only the image came.")
+    has_strokes = serializers.SerializerMethodField()
 
     class Meta:
         model = Drawing
         fields = ["id", "user", "image_url", "predicted_digit", "confidence", "probabilities", "model_version",
-                  "label", "labelled_at", "is_wrong", "status", "created_at"]
+                  "label", "labelled_at", "is_wrong", "status", "created_at", "strokes", "has_strokes"]
         read_only_fields = fields
 
     def get_image_url(self, drawing: Drawing) -> str:
         url = reverse("drawing-image", args=[drawing.pk])
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request else url
+
+    def get_has_strokes(self, drawing: Drawing) -> bool:
+        return bool(drawing.strokes)
 
 
 class LabelSerializer(serializers.Serializer):

@@ -40,7 +40,9 @@ class ApiView(APIView):
 
 class PredictView(ApiView):
     """Recognise the digit in a drawing, or with `"mode": "number"` the number (digits split left to right,
-    each with its box). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored."""
+    each with its box). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored.
+    Optional `strokes` (the pen trajectories) are validated, stored with a digit's drawing, and read by a
+    serving model that reads strokes (`strokes_used` in the answer); number mode reads the image only."""
 
     permission_classes = [AllowAny]
     throttle_classes = [AnonPredictThrottle, UserPredictThrottle]

@@ -8,6 +8,9 @@ const LINE_WIDTH = 0.065; // of the side: a felt-tip pen, close to MNIST's strok
 const LIVE_DELAY_MS = 300; // debounce of live predictions after the pen stops moving
 const LIVE_EVERY_MS = 900; // and at most this often while it keeps moving
 const NUMBER_ASPECT = 2; // number mode: the pad is twice as wide as tall
+const MAX_STROKES = 64; // what the API accepts (recognizer.ml.strokes): beyond it the image goes alone
+const MAX_POINTS = 5000; // over all strokes: beyond it each stroke is thinned before sending
+const MAX_T = 1e6; // ms (about 16 minutes): a drawing left that long and finished later goes as an image alone
 
 const app = document.getElementById("app");
 if (app) init(app);
@@ -33,8 +36,9 @@ function init(app) {
   let mode = "digit"; // or "number"
   const aspect = () => (mode === "number" ? NUMBER_ASPECT : 1);
 
-  const strokes = []; // each stroke: [[x, y], ...] in 0..1 of the side
+  const strokes = []; // each stroke: [[x, y, t], ...], x and y in 0..1 of the side, t in ms since the drawing began
   let current = null; // the stroke being drawn
+  let startedAt = 0; // event time of the drawing's first point
   let pointerId = null;
   let version = 0; // bumps on every change, so an answer is matched to the drawing it was about
   let result = null; // last answer, with .version
@@ -100,7 +104,23 @@ function init(app) {
   function point(e) {
     const r = canvas.getBoundingClientRect();
     const clamp = (v) => Math.min(1, Math.max(0, v));
-    return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height)];
+    const t = Math.max(0, Math.round(e.timeStamp - startedAt));
+    return [clamp((e.clientX - r.left) / r.width), clamp((e.clientY - r.top) / r.height), t];
+  }
+
+  // The pen strokes as the API takes them: [[[x, y, t], ...], ...] in the pixels of the exported image (the
+  // PNG sent with them), t in ms since the drawing began. Null when they exceed what the API accepts.
+  function exportStrokes() {
+    if (!strokes.length || strokes.length > MAX_STROKES) return null;
+    if (strokes.some((s) => s.some((p) => p[2] > MAX_T))) return null;
+    const total = strokes.reduce((n, s) => n + s.length, 0);
+    // Over the limit (a long, slow drawing): every n-th point, and each stroke's last one.
+    const every = total > MAX_POINTS ? Math.ceil(total / (MAX_POINTS - 2 * strokes.length)) : 1;
+    const width = EXPORT_SIZE * aspect();
+    const round = (v) => Math.round(v * 10) / 10;
+    return strokes.map((s) => s
+      .filter((_, i) => every === 1 || i % every === 0 || i === s.length - 1)
+      .map(([x, y, t]) => [round(x * width), round(y * EXPORT_SIZE), t]));
   }
 
   function changed() {
@@ -115,6 +135,7 @@ function init(app) {
     e.preventDefault();
     pointerId = e.pointerId;
     canvas.setPointerCapture(e.pointerId);
+    if (!strokes.length) startedAt = e.timeStamp;
     current = [point(e)];
     strokes.push(current);
     changed();
@@ -197,7 +218,10 @@ function init(app) {
     lastSent = performance.now();
     app.classList.add("busy");
     try {
+      // Number mode reads the image only (the API splits it into digits): the strokes go with single digits.
       const body = mode === "number" ? { image: exportPng(), store, mode } : { image: exportPng(), store };
+      const drawn = mode === "number" ? null : exportStrokes();
+      if (drawn) body.strokes = drawn;
       const { res, data } = await post(cfg.predictUrl, body, controller.signal);
       if (mine !== seq) return null;
       if (!res.ok) {
@@ -450,5 +474,7 @@ function init(app) {
   });
 
   // For tests and the curious: the current state of the pad.
-  window.digitsite = { strokes, predict, label, labelDigit, clear, undo, exportPng, setMode, get mode() { return mode; } };
+  window.digitsite = {
+    strokes, predict, label, labelDigit, clear, undo, exportPng, exportStrokes, setMode, get mode() { return mode; },
+  };
 }
