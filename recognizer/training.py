@@ -27,6 +27,7 @@ from django.utils import timezone
 from recognizer import services
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml import store as ml_store
+from recognizer.ml import strokes as ml_strokes
 from recognizer.models import Drawing, ModelVersion, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class DrawingSet:
     labels: np.ndarray
     users: np.ndarray
     ids: np.ndarray
+    strokes: list | None = None  # per drawing: its pen strokes (list of arrays) or None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,9 +74,20 @@ class DrawingSet:
         return {str(int(v)): int(c) for v, c in zip(values, counts)}
 
 
+def _stored_strokes(raw) -> list | None:
+    """A Drawing's stored strokes as arrays (None when it has none or they no longer parse)."""
+    if not raw:
+        return None
+    try:
+        return ml_strokes.parse_strokes(raw)
+    except ml_strokes.InvalidStrokes:
+        return None
+
+
 def drawing_set(drawings) -> DrawingSet:
-    rows = list(drawings.values_list("id", "user_id", "label", "preprocessed")) if isinstance(drawings, QuerySet) \
-        else [(d.id, d.user_id, d.label, d.preprocessed) for d in drawings]
+    fields = ("id", "user_id", "label", "preprocessed", "strokes")
+    rows = list(drawings.values_list(*fields)) if isinstance(drawings, QuerySet) \
+        else [tuple(getattr(d, f) for f in fields) for d in drawings]
     images = np.empty((len(rows), 28, 28), np.float32)
     for i, row in enumerate(rows):
         images[i] = ml_preprocess.from_uint8(bytes(row[3]))
@@ -83,6 +96,7 @@ def drawing_set(drawings) -> DrawingSet:
         labels=np.array([r[2] for r in rows], np.int64),
         users=np.array([r[1] for r in rows], np.int64),
         ids=np.array([r[0] for r in rows], np.int64),
+        strokes=[_stored_strokes(r[4]) for r in rows],
     )
 
 
@@ -92,7 +106,8 @@ def split_trusted() -> tuple[DrawingSet, DrawingSet]:
     held = np.array([is_holdout_user(int(u)) for u in trusted.users], bool)
 
     def pick(mask):
-        return DrawingSet(trusted.images[mask], trusted.labels[mask], trusted.users[mask], trusted.ids[mask])
+        return DrawingSet(trusted.images[mask], trusted.labels[mask], trusted.users[mask], trusted.ids[mask],
+                          [s for s, m in zip(trusted.strokes, mask) if m])
 
     return pick(~held), pick(held)
 
@@ -188,6 +203,8 @@ class PersonalEntry:
     images: np.ndarray
     labels: np.ndarray
     features: dict  # model version id -> the images' PCA features under that model
+    strokes: list | None = None  # per drawing: its strokes or None
+    stroke_features: dict | None = None  # model version id -> (stroke features, their labels)
 
 
 class PersonalExamples:
@@ -222,10 +239,12 @@ class PersonalExamples:
         cached = self._cache.get(user.pk)
         if cached is not None and cached.stamp == stamp:
             return cached if len(cached.labels) else None
-        rows = list(self._queryset(user.pk).order_by("-labelled_at", "-id").values_list("label", "preprocessed")
-                    [: settings.RECOGNIZER_PERSONAL_MAX_DRAWINGS])
-        images = np.stack([ml_preprocess.from_uint8(bytes(p)) for _, p in rows]) if rows else np.empty((0, 28, 28))
-        entry = PersonalEntry(stamp, images, np.array([lab for lab, _ in rows], np.int64), {})
+        rows = list(self._queryset(user.pk).order_by("-labelled_at", "-id")
+                    .values_list("label", "preprocessed", "strokes")[: settings.RECOGNIZER_PERSONAL_MAX_DRAWINGS])
+        images = np.stack([ml_preprocess.from_uint8(bytes(p)) for _, p, _s in rows]) if rows \
+            else np.empty((0, 28, 28))
+        entry = PersonalEntry(stamp, images, np.array([lab for lab, _p, _s in rows], np.int64), {},
+                              strokes=[_stored_strokes(s) for _lab, _p, s in rows], stroke_features={})
         with self.lock:
             if len(self._cache) >= self._max_users and user.pk not in self._cache:
                 self._cache.pop(next(iter(self._cache)))
@@ -256,7 +275,15 @@ def personal_predict_kwargs(user, loaded=None) -> dict:
     if features is None:
         features = loaded.estimator.transform(entry.images)
         entry.features = {loaded.version_id: features}  # only the serving model's are worth keeping
-    return {**kwargs, "extra_features": features}
+    kwargs["extra_features"] = features
+    if getattr(loaded.estimator, "reads_strokes", False) and entry.strokes and any(s for s in entry.strokes):
+        cached = (entry.stroke_features or {}).get(loaded.version_id)
+        if cached is None:
+            rows = [i for i, s in enumerate(entry.strokes) if s]
+            cached = (loaded.estimator.stroke_model_.features([entry.strokes[i] for i in rows]), entry.labels[rows])
+            entry.stroke_features = {loaded.version_id: cached}
+        kwargs["extra_stroke_features"], kwargs["extra_stroke_y"] = cached
+    return kwargs
 
 
 # --- The retrain lock ------------------------------------------------------------------------------
@@ -479,7 +506,9 @@ def _figures(estimator, data, holdout: DrawingSet, mnist_test: float | None = No
         mnist_test = evaluate(estimator, data.test_images / 255.0, data.test_labels)["accuracy"]
     out = {"mnist_test": mnist_test, "holdout": None}
     if len(holdout):
-        out["holdout"] = evaluate(estimator, holdout.images, holdout.labels)["accuracy"]
+        # a model that reads strokes is judged on what it serves: the held-out drawings' strokes too
+        kw = {"strokes": holdout.strokes} if getattr(estimator, "reads_strokes", False) and holdout.strokes else {}
+        out["holdout"] = evaluate(estimator, holdout.images, holdout.labels, **kw)["accuracy"]
     return out
 
 
@@ -564,7 +593,7 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
                                               ("weights", "weights")) if src in hp}
     extra = services.ExtraTrainingData(
         images=train.images, labels=train.labels, groups=train.users, weight=settings.RECOGNIZER_USER_SAMPLE_WEIGHT,
-        metadata={"training_run": run.pk, "user_drawings": {"train": len(train), "holdout": len(holdout),
+        strokes=train.strokes, metadata={"training_run": run.pk, "user_drawings": {"train": len(train), "holdout": len(holdout),
                                                             "weight": settings.RECOGNIZER_USER_SAMPLE_WEIGHT}},
     )
     outcome = services.train_new_model(limit=settings.RECOGNIZER_TRAIN_LIMIT, activate=False,

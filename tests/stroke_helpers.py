@@ -55,3 +55,22 @@ def stroke_dataset(per_digit: int, seed: int = 0):
             drawings.append(jittered(d, rng))
             labels.append(d)
     return drawings, np.array(labels)
+
+
+def unipen_text(per_digit: int, writers=(1, 2, 3), seed: int = 0) -> str:
+    """A tiny pendigits-orig.tra: ``per_digit`` jittered drawings of each digit for each writer."""
+    rng = np.random.default_rng(seed)
+    lines = [".INCLUDE dene.doc", '.LEXICON "0" "1" "2" "3" "4" "5" "6" "7" "8" "9"', ".HIERARCHY DIGIT", ""]
+    n = 0
+    for w in writers:
+        for d in range(10):
+            for _ in range(per_digit):
+                lines += [f'.SEGMENT DIGIT {n} ? "{d}"', f".COMMENT {d} {w} {n}"]
+                for s in jittered(d, rng):
+                    lines.append(".PEN_DOWN")
+                    # UNIPEN's y points up: flip, as the real file is
+                    lines += [f" {int(round(x))} {int(round(500 - y))}" for x, y, _t in s]
+                    lines.append(".PEN_UP")
+                lines.append("")
+                n += 1
+    return "\n".join(lines) + "\n"

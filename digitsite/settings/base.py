@@ -146,6 +146,10 @@ RECOGNIZER_DATA_DIR = Path(env_str("RECOGNIZER_DATA_DIR", str(BASE_DIR / "data")
 MNIST_DIR = env_str("MNIST_DIR", "")
 PENDIGITS_DIR = env_str("PENDIGITS_DIR", "")
 RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
+# Train on the pendigits training writers' trajectories replayed as canvas drawings next to MNIST
+# (the canvas-domain warm start) when the file is there; their renderings are cached under
+# RECOGNIZER_DATA_DIR/cache.
+RECOGNIZER_PEN_WARM_START = env_bool("RECOGNIZER_PEN_WARM_START", True)
 # Below this confidence, or with the two best digits this close, the answer is "unsure".
 RECOGNIZER_UNSURE_CONFIDENCE = env_float("RECOGNIZER_UNSURE_CONFIDENCE", 0.6)
 RECOGNIZER_UNSURE_MARGIN = env_float("RECOGNIZER_UNSURE_MARGIN", 0.15)

@@ -23,3 +23,7 @@ REST_FRAMEWORK = {
 }
 # whitenoise warns at every request when STATIC_ROOT does not exist (collectstatic is not run in tests).
 STATIC_ROOT = Path(tempfile.mkdtemp(prefix="digitsite-test-static-"))
+# Downloads and caches go to a throwaway directory, never the project's data/; the pen warm start
+# (15,000 renderings) is off unless a test turns it on with a few writers.
+RECOGNIZER_DATA_DIR = Path(tempfile.mkdtemp(prefix="digitsite-test-data-"))
+RECOGNIZER_PEN_WARM_START = False

@@ -28,7 +28,8 @@ class Command(BaseCommand):
         data = mnist.load_training_data(services.mnist_directory())
         if getattr(data, "warning", ""):
             self.stderr.write(self.style.WARNING(data.warning))
-        metrics = services.evaluation_metrics(estimator, data)
+        seen = (version.metadata.get("pen_data") or {}).get("pendigits_writers", ())
+        metrics = services.evaluation_metrics(estimator, data, seen_writers=seen)
         self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(metrics))
         if options["save"]:
             version.metrics = metrics
