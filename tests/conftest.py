@@ -37,18 +37,50 @@ def small_training_result():
     return data, model.train_model(data.train_images / 255.0, data.train_labels, cv=False)
 
 
-@pytest.fixture
-def active_model(db, settings, small_training_result):
-    """A stored, registered and active model version, as the site would have after train_model."""
+@pytest.fixture(scope="session")
+def fused_training_result(small_training_result):
+    """conftest's image k-NN with a stroke k-NN attached (trained on hand-made trajectories of the ten
+    digits), fused the way the default model is: the real model kind that reads strokes, in seconds."""
+    import copy
+
+    from recognizer.ml.strokes import StrokeClassifier
+    from tests.stroke_helpers import stroke_dataset
+
+    data, result = small_training_result
+    estimator = copy.deepcopy(result.estimator)
+    drawings, labels = stroke_dataset(per_digit=12)
+    estimator.attach_stroke_model(StrokeClassifier().fit(drawings, labels), stroke_weight=0.6)
+    return data, estimator
+
+
+def _activate(settings, data, estimator):
     from recognizer import services
     from recognizer.ml import store
 
-    data, result = small_training_result
-    saved = store.save_model(result.estimator, {"data_source": data.source}, settings.RECOGNIZER_MODEL_DIR)
+    saved = store.save_model(estimator, {"data_source": data.source}, settings.RECOGNIZER_MODEL_DIR)
     version = services.register_model(saved, kind="knn", data_source=data.source, metrics={})
     services.activate_version(version)
     services.model_cache.clear()
-    yield version
+    return version
+
+
+@pytest.fixture
+def active_model(db, settings, small_training_result):
+    """A stored, registered and active model version, as the site would have after train_model
+    (an image-only k-NN: it does not read strokes)."""
+    from recognizer import services
+
+    data, result = small_training_result
+    yield _activate(settings, data, result.estimator)
+    services.model_cache.clear()
+
+
+@pytest.fixture
+def fused_active_model(db, settings, fused_training_result):
+    """Like active_model, but the model reads pen strokes too (image and stroke k-NN fused)."""
+    from recognizer import services
+
+    yield _activate(settings, *fused_training_result)
     services.model_cache.clear()
 
 

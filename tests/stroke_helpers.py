@@ -13,9 +13,9 @@ def _arc(cx, cy, rx, ry, a0, a1, n=12):
 
 def digit_template(digit: int) -> list[np.ndarray]:
     """Strokes of one digit, as a person draws it (angles in degrees, clockwise as y points down)."""
-    line = lambda *pts: np.array(pts, dtype=float)  # noqa: E731
+    line = lambda *pts: np.array(pts, dtype=float)
     templates = {
-        0: [_arc(0.5, 0.5, 0.3, 0.45, -90, 270, 24)],
+        0: [_arc(0.5, 0.5, 0.3, 0.45, 270, -90, 24)],  # from the top, leftwards, as most people do
         1: [line((0.4, 0.15), (0.5, 0.05), (0.5, 0.95))],
         2: [np.concatenate([_arc(0.5, 0.3, 0.3, 0.25, 200, 370), line((0.78, 0.4), (0.2, 0.95), (0.85, 0.95))])],
         3: [np.concatenate([_arc(0.5, 0.28, 0.3, 0.23, 210, 450), _arc(0.5, 0.72, 0.32, 0.23, -90, 150)])],
@@ -69,7 +69,7 @@ def unipen_text(per_digit: int, writers=(1, 2, 3), seed: int = 0) -> str:
                 for s in jittered(d, rng):
                     lines.append(".PEN_DOWN")
                     # UNIPEN's y points up: flip, as the real file is
-                    lines += [f" {int(round(x))} {int(round(500 - y))}" for x, y, _t in s]
+                    lines += [f" {round(x)} {round(500 - y)}" for x, y, _t in s]
                     lines.append(".PEN_UP")
                 lines.append("")
                 n += 1

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from recognizer import services
-from recognizer.ml import store
-from recognizer.ml.strokes import MAX_POINTS, MAX_STROKES, parse_strokes, stroke_features, strokes_to_json
+from recognizer.ml.strokes import MAX_POINTS, MAX_STROKES, parse_strokes, strokes_to_json
 from recognizer.models import Drawing
 from tests.test_api import client_for, data_url
 
@@ -223,48 +220,11 @@ def test_a_caller_sending_only_the_image_gets_the_same_answer_as_before(api, ima
 # --- A model that reads strokes ------------------------------------------------------------------------
 
 
-@dataclass
-class StrokePrediction:
-    digit: int
-    confidence: float
-    probabilities: list = field(default_factory=list)
-    unfamiliar: bool = False
-    used_strokes: bool = False
-
-
-class NearestTrajectory:
-    """A serving model that reads strokes (the contract: `reads_strokes = True`, `predict_one(image28,
-    strokes=...)`, `used_strokes` on its answer): the nearest of three written digits by the trajectory
-    features of recognizer.ml.strokes when strokes come, the real k-NN on the image otherwise."""
-
-    reads_strokes = True
-
-    def __init__(self, image_model) -> None:
-        self.image_model = image_model
-        self.templates = {digit: stroke_features(parse_strokes(s)) for digit, s in ((0, ZERO), (1, ONE), (7, SEVEN))}
-
-    def predict_one(self, image28, strokes=None, **personal):
-        if strokes is None:
-            return self.image_model.predict_one(image28, **personal)
-        assert all(isinstance(s, np.ndarray) and s.shape[1] == 3 for s in strokes)  # parsed, not raw JSON
-        features = stroke_features(strokes)
-        digit = min(self.templates, key=lambda d: float(np.linalg.norm(self.templates[d] - features)))
-        probabilities = [0.0] * 10
-        probabilities[digit] = 1.0
-        return StrokePrediction(digit=digit, confidence=1.0, probabilities=probabilities, used_strokes=True)
-
-
 @pytest.fixture
-def stroke_model(db, settings, small_training_result):
-    """NearestTrajectory stored, registered and activated like any trained model, and served from the cache."""
-    data, result = small_training_result
-    saved = store.save_model(NearestTrajectory(result.estimator), {"data_source": data.source},
-                             settings.RECOGNIZER_MODEL_DIR)
-    version = services.register_model(saved, kind="strokes-test", data_source=data.source, metrics={})
-    services.activate_version(version)
-    services.model_cache.clear()
-    yield version
-    services.model_cache.clear()
+def stroke_model(fused_active_model):
+    """The real model kind that reads strokes (conftest: image k-NN + stroke k-NN, fused), active and served."""
+    assert services.model_cache.get().estimator.reads_strokes
+    return fused_active_model
 
 
 def test_a_model_that_reads_strokes_gets_them_and_the_answer_says_so(api, stroke_model, digit_png):

@@ -72,11 +72,9 @@ def server(transactional_db):
 
 
 @pytest.fixture
-def served_estimator(active_model):
-    """The estimator the live server answers with (the server thread shares this process's model cache).
-
-    FUSED: once conftest's `active_model` serves the image+strokes model, this is it, its `reads_strokes`
-    is True, and the page's answers must say `strokes_used: true`; with the image-only k-NN, false."""
+def served_estimator(fused_active_model):
+    """The estimator the live server answers with (the server thread shares this process's model cache):
+    the fused image + stroke k-NN, so the page's answers must say `strokes_used: true`."""
     from recognizer import services
 
     return services.model_cache.get().estimator
@@ -146,8 +144,7 @@ def predict(page, drawn: list[np.ndarray], served_estimator) -> int:
     sent = assert_sends_strokes(answer.value.request.post_data, drawn)
     body = answer.value.json()
     assert body["drawing"] is not None
-    # FUSED: true once the served model reads strokes (see served_estimator); false for the image-only k-NN.
-    assert body["strokes_used"] is getattr(served_estimator, "reads_strokes", False)
+    assert served_estimator.reads_strokes and body["strokes_used"] is True  # a fused answer
     assert Drawing.objects.get(pk=body["drawing"]).strokes == sent  # stored as sent
     page.wait_for_function("document.querySelector('#answer') && !document.querySelector('#answer').hidden")
     shown = page.inner_text("#digit").rstrip("?")
@@ -155,7 +152,7 @@ def predict(page, drawn: list[np.ndarray], served_estimator) -> int:
     return body["digit"]
 
 
-def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active_model, served_estimator, server,
+def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, fused_active_model, served_estimator, server,
                                                                    browser_page):
     page = browser_page
     ARTIFACTS.mkdir(exist_ok=True)
@@ -199,7 +196,7 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, active
     drawing = Drawing.objects.filter(user=alice).order_by("-id").first()
     assert drawing is not None
     assert drawing.label == truth and drawing.predicted_digit == predicted
-    assert drawing.model_version_id == active_model.pk
+    assert drawing.model_version_id == fused_active_model.pk
     page.wait_for_timeout(400)  # let the bars' width transition finish before the picture
     page.screenshot(path=str(ARTIFACTS / "browser-drawing-page.png"), full_page=True)
 

@@ -12,7 +12,6 @@ from recognizer.ml import strokes as st
 from recognizer.ml.model import train_model
 from tests.stroke_helpers import digit_template, jittered, stroke_dataset
 
-
 # --- validation
 
 
