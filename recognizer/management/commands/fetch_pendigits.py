@@ -18,7 +18,7 @@ class Command(BaseCommand):
                             help="Directory to download into (default: RECOGNIZER_DATA_DIR/pendigits).")
         parser.add_argument("--url", action="append", metavar="URL",
                             help="Download from this URL instead of the built-in mirrors: the file itself, "
-                                 "gzip-compressed, or a zip archive holding it. May be repeated.")
+                                 "gzip- or compress-ed (.gz, .Z), or a zip archive holding it. May be repeated.")
 
     def handle(self, *args, **options):
         configured = settings.PENDIGITS_DIR
