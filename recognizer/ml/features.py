@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gradient_features", "GRADIENT_DIRECTIONS", "GRADIENT_CELLS", "GRADIENT_SIGMA"]
+__all__ = ["GRADIENT_CELLS", "GRADIENT_DIRECTIONS", "GRADIENT_SIGMA", "gradient_features"]
 
 GRADIENT_DIRECTIONS = 8
 GRADIENT_CELLS = 14  # pooled grid per direction: 8 x 14 x 14 = 1,568 values before PCA

@@ -50,3 +50,43 @@ def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) 
     votes[empty] = 1.0
     total[empty] = N_CLASSES
     return votes / total
+
+
+# A query's distance over the first principal components alone is a lower bound of its full distance:
+# searching those first and the full vectors of only the best candidates reads a third of the memory a
+# full search does (what a single query's time is: 75k x 60 float32 is 18 MB per query), and the bound
+# proves the answer exact or the full search runs (measured: the bound holds for 98.6% of MNIST test
+# digits with 24 of 60 components and 256 candidates; bench/unseen_writers.py has the latency).
+PRUNE_DIMS = 24
+PRUNE_CANDIDATES = 256
+
+
+def prune_index(R: np.ndarray, dims: int = PRUNE_DIMS) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the first ``dims`` columns of R, contiguous; their squared norms), or None when not worth it."""
+    if R.shape[1] <= dims or len(R) <= 8 * PRUNE_CANDIDATES:
+        return None
+    head = np.ascontiguousarray(R[:, :dims])
+    return head, np.einsum("ij,ij->i", head, head)
+
+
+def knn_sorted_pruned(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int, index, candidates: int = PRUNE_CANDIDATES):
+    """The same (indices, distances) as ``_knn_sorted``, exact, for a few queries, through ``index``."""
+    if index is None or k >= candidates:
+        return _knn_sorted(Q, R, r_sq, k)
+    head, head_sq = index
+    m = head.shape[1]
+    idx_out = np.empty((len(Q), k), dtype=np.int64)
+    dist_out = np.empty((len(Q), k), dtype=np.float32)
+    for i, q in enumerate(np.asarray(Q, dtype=np.float32)):
+        lower = head_sq - 2.0 * (head @ q[:m])
+        part = np.argpartition(lower, candidates)
+        cand = part[:candidates]
+        full = r_sq[cand] - 2.0 * (R[cand] @ q)
+        order = np.argsort(full, kind="stable")[:k]
+        # proven when every point left out is at least as far, by its lower bound, as the k-th found
+        if lower[part[candidates]] + float(q[:m] @ q[:m]) >= full[order[-1]] + float(q @ q):
+            idx_out[i] = cand[order]
+            dist_out[i] = np.sqrt(np.maximum(full[order] + float(q @ q), 0.0))
+        else:
+            idx_out[i : i + 1], dist_out[i : i + 1] = _knn_sorted(q[None], R, r_sq, k)
+    return idx_out, dist_out

@@ -15,7 +15,7 @@ from scipy import ndimage
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .features import GRADIENT_CELLS, GRADIENT_DIRECTIONS, gradient_features
-from .knn import N_CLASSES, _knn_sorted, _vote
+from .knn import N_CLASSES, _knn_sorted, _vote, knn_sorted_pruned, prune_index
 from .preprocess import deskew_batch
 from .strokes import StrokeClassifier
 
@@ -171,6 +171,7 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         if pca is None:
             pca = _pca(F, p)
         self.mean_, self.components_ = pca[0], pca[1][:p]
+        self.__dict__.pop("_prune_index", None)
         self.train_features_ = self._project(F)
         self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
         self.train_labels_ = y.astype(np.uint8)
@@ -238,7 +239,17 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     def kneighbors_features(self, Q: np.ndarray, k: int):
         """(indices, distances) into the training set for PCA features Q."""
         self._check()
-        return _knn_sorted(Q, self.train_features_, self.train_sq_, k)
+        if len(Q) > 8:  # batches: one matrix product is faster than pruning row by row
+            return _knn_sorted(Q, self.train_features_, self.train_sq_, k)
+        index = self.__dict__.get("_prune_index")
+        if index is None:  # built on first use, not stored in the model file
+            index = self.__dict__["_prune_index"] = prune_index(self.train_features_) or False
+        return knn_sorted_pruned(Q, self.train_features_, self.train_sq_, k, index or None)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_prune_index", None)
+        return state
 
     def predict_proba(self, X, extra_X=None, extra_y=None, extra_weight: float = 1.0, extra_features=None,
                       strokes=None, extra_stroke_features=None, extra_stroke_y=None):

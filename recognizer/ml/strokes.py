@@ -11,23 +11,24 @@ digits that look alike as images (a 9 with a hooked tail and a 3 are drawn in op
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .preprocess import DrawingError
 
 __all__ = [
-    "InvalidStrokes",
-    "MAX_STROKES",
-    "MAX_POINTS",
     "MAX_COORDINATE",
+    "MAX_POINTS",
+    "MAX_STROKES",
+    "STROKE_FEATURE_PARAMS",
+    "InvalidStrokes",
     "parse_strokes",
-    "strokes_to_json",
     "resample",
     "stroke_features",
     "stroke_features_batch",
-    "STROKE_FEATURE_PARAMS",
+    "strokes_to_json",
 ]
 
 MAX_STROKES = 64  # a digit takes 1-4 strokes; a number split into digits still far fewer than this
@@ -172,10 +173,10 @@ class StrokeClassifier:
     def features(self, drawings: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         return stroke_features_batch(drawings, **self.feature_params)
 
-    def fit(self, drawings, y, sample_weight=None) -> "StrokeClassifier":
+    def fit(self, drawings, y, sample_weight=None) -> StrokeClassifier:
         return self.fit_features(self.features(drawings), y, sample_weight)
 
-    def fit_features(self, F: np.ndarray, y, sample_weight=None) -> "StrokeClassifier":
+    def fit_features(self, F: np.ndarray, y, sample_weight=None) -> StrokeClassifier:
         y = np.asarray(y).astype(np.int64).ravel()
         if len(F) != len(y) or len(y) == 0:
             raise ValueError(f"{len(F)} stroke drawings but {len(y)} labels (need at least one)")

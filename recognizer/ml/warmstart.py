@@ -14,9 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -132,5 +132,5 @@ def pen_training_set(path: str | os.PathLike, *, variants=PEN_VARIANTS, seed: in
     return PenTrainingSet(
         images=images[keep], labels=labels[keep], writers=wr[keep], strokes=[strokes[i] for i in keep],
         metadata={"pendigits_writers": sorted({int(d.writer) for d in digits}), "pen_variants": variants,
-                  "pen_samples": int(len(keep)), "pen_drawings": len(digits)},
+                  "pen_samples": len(keep), "pen_drawings": len(digits)},
     )
