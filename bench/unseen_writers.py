@@ -1,0 +1,206 @@
+"""Digits of writers the model has never seen: leave-writers-out cross-validation over the 30
+pendigits writers, image-only, strokes-only and fused, before and after other writers' corrections;
+MNIST test; and decode-to-answer latency next to scikit-learn's PCA(50) + brute-force k-NN.
+
+Each fold holds out a group of writers (the test writers: in no training set, pen data included).
+- "warm start": the model trains on MNIST plus every other writer's trajectories replayed as canvas
+  drawings (the default model's recipe, recognizer.ml.warmstart) and reads the test writers' drawings.
+- "feedback": the other writers split into pen data (the warm start) and users: the users draw on
+  the site (their own canvases: recognizer.ml.evaluate.CANVAS_STYLES), correct every answer, and one
+  retrain adds their drawings (images and strokes) to training, as the retrain does with trusted
+  drawings. "before" is the warm start from the pen writers alone, "after" adds the users.
+The test writers' drawings cycle through the five canvas styles (transparent, white, JPEG, blue ink,
+a small canvas). Figures are medians over folds (means next to them).
+
+Usage (data dirs from the environment):
+    MNIST_DIR=... PENDIGITS_DIR=... .venv/bin/python -m bench.unseen_writers [--folds 5] [--tune]
+        [--variants N] [--mnist-limit N] [--latency-n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench._common import data_dirs, log
+from recognizer.ml import load_mnist, load_pendigits, preprocess_drawing, save_model
+from recognizer.ml.evaluate import format_metrics_table, render_styled_png, styled_canvas_images
+from recognizer.ml.model import train_model
+from recognizer.ml.warmstart import PEN_VARIANTS, pen_training_set
+
+AFTER = "feedback: after the users' corrections"
+CACHE = Path(os.environ.get("BENCH_CACHE", ".cache/bench"))
+
+
+def writer_folds(writers, n_folds: int, seed: int):
+    order = np.random.default_rng(seed).permutation(sorted(writers))
+    return [sorted(int(w) for w in f) for f in np.array_split(order, n_folds)]
+
+
+def test_drawings(digits, seed: int):
+    """The test writers' drawings, every digit in one of the canvas styles (cached)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    f = CACHE / f"styled-{seed}-{len(digits)}.npz"
+    if f.is_file():
+        with np.load(f) as z:
+            return z["X"], z["y"], z["w"]
+    X, y, w, _styles = styled_canvas_images(digits, seed=seed)
+    np.savez_compressed(f, X=X, y=y, w=w)
+    return X, y, w
+
+
+def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False):
+    """train_model on MNIST + the pen rows (+ users' corrected drawings with strokes)."""
+    Xm, ym = mnist
+    imgs, labels, strokes = [Xm / 255.0], [ym.astype(np.int64)], [None] * len(ym)
+    imgs.append(pen.images[pen_rows])
+    labels.append(pen.labels[pen_rows])
+    strokes += [pen.strokes[i] for i in pen_rows]
+    if users is not None:
+        Xu, yu, su = users
+        imgs.append(Xu)
+        labels.append(yu)
+        strokes += list(su)
+    return train_model(np.concatenate(imgs), np.concatenate(labels), cv=cv, strokes=strokes)
+
+
+def scores(est, X, y, strokes, weights=None) -> dict:
+    """Accuracy image-only, strokes-only and fused (at the model's weight, or each of ``weights``)."""
+    p_img = est.predict_proba(X)
+    out = {"image": float((p_img.argmax(1) == y).mean())}
+    if not est.reads_strokes:  # --pen-variants 0: no trajectories in training
+        return out
+    p_str = est.stroke_model_.predict_proba(strokes)
+    out["strokes"] = float((p_str.argmax(1) == y).mean())
+    for w in weights or [est.stroke_weight_]:
+        key = "fused" if weights is None else f"fused@{w:.2f}"
+        out[key] = float((((1 - w) * p_img + w * p_str).argmax(1) == y).mean())
+    return out
+
+
+def latency(est, sk, digits, n: int) -> dict:
+    """Median / p99 ms from PNG bytes to an answer: ours (image, and image + strokes) and ``sk``,
+    scikit-learn's PCA(50) + KNeighborsClassifier(algorithm="brute") fitted on the same images."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    pick = rng.choice(len(digits), size=min(n, len(digits)), replace=False)
+    pngs = [(render_styled_png(digits[i], np.random.default_rng([9, i]), "transparent"), digits[i].strokes)
+            for i in pick]
+    res = {}
+    with threadpool_limits(limits=1):  # one BLAS thread per web worker, as wsgi.py sets
+        for name, fn in {
+            "ours, image": lambda b, s: est.predict_one(preprocess_drawing(b)),
+            "ours, image + strokes": lambda b, s: est.predict_one(preprocess_drawing(b), strokes=s),
+            "sklearn PCA(50) + brute k-NN": lambda b, s: sk.predict(preprocess_drawing(b).reshape(1, -1)),
+        }.items():
+            for b, s in pngs[:20]:
+                fn(b, s)
+            times = []
+            for i in rng.permutation(len(pngs)):
+                b, s = pngs[i]
+                t = time.perf_counter()
+                fn(b, s)
+                times.append((time.perf_counter() - t) * 1000)
+            res[name] = {"p50_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tune", action="store_true", help="print accuracy for each fusion weight (0.2-0.8)")
+    ap.add_argument("--weights", help="comma-separated fusion weights to print (implies --tune)")
+    ap.add_argument("--folds-only", action="store_true", help="skip the default model's MNIST test and latency")
+    ap.add_argument("--mnist-limit", type=int, default=0, help="train on the first N MNIST digits (quick runs)")
+    ap.add_argument("--latency-n", type=int, default=300)
+    ap.add_argument("--no-feedback", action="store_true")
+    ap.add_argument("--pen-variants", type=int, default=len(PEN_VARIANTS),
+                    help="train on the first N pen renderings of each digit (0: MNIST alone; default: all)")
+    args = ap.parse_args()
+    mnist_dir, pen_dir = data_dirs()
+    t0 = time.perf_counter()
+    data = load_mnist(mnist_dir)
+    Xm, ym = data.train_images, data.train_labels
+    if args.mnist_limit:
+        Xm, ym = Xm[: args.mnist_limit], ym[: args.mnist_limit]
+    digits = load_pendigits(pen_dir)
+    log("rendering the pen data for training (cached after the first run)")
+    pen = pen_training_set(pen_dir, cache_dir=CACHE)
+    log("rendering the test drawings in five canvas styles (cached)")
+    Xt, yt, wt = test_drawings(digits, seed=1)
+    st = [d.strokes for d in digits]
+    Xu_all, _yu, _wu = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
+    folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
+    weights = [round(w, 2) for w in np.arange(0.2, 0.81, 0.1)] if args.tune else None
+    if args.weights:
+        weights = [float(w) for w in args.weights.split(",")]
+    rows: dict[str, list[dict]] = {}
+    for fi, test_w in enumerate(folds):
+        users_w = folds[(fi + 1) % len(folds)]
+        te = np.isin(wt, test_w)
+        log(f"fold {fi + 1}/{len(folds)}: test writers {test_w}")
+        others = ~np.isin(pen.writers, test_w) & (pen.variant < args.pen_variants)
+        est = fit((Xm, ym), pen, np.flatnonzero(others)).estimator
+        rows.setdefault("warm start (MNIST + other writers' pen data)", []).append(
+            scores(est, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
+        if args.no_feedback:
+            continue
+        pen_only = np.flatnonzero(others & ~np.isin(pen.writers, users_w))
+        est_before = fit((Xm, ym), pen, pen_only).estimator
+        rows.setdefault("feedback: before (MNIST + pen writers)", []).append(
+            scores(est_before, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
+        u = np.flatnonzero(np.isin(wt, users_w))
+        est_after = fit((Xm, ym), pen, pen_only, users=(Xu_all[u], yt[u], [st[i] for i in u])).estimator
+        rows.setdefault(AFTER, []).append(
+            scores(est_after, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
+        log(f"  after the users' corrections: {rows[AFTER][-1]}")
+    table = {}
+    for name, rs in rows.items():
+        for key in rs[0]:
+            vals = [r[key] for r in rs]
+            table.setdefault(name, {})[key] = statistics.median(vals)
+            table[name][key + " (mean)"] = float(np.mean(vals))
+    print(f"\nUnseen writers: leave-writers-out, {len(folds)} folds of {len(folds[0])}-{len(folds[-1])} writers, "
+          "median over folds (mean in brackets)\n")
+    print(format_metrics_table(table))
+    if args.folds_only:
+        return
+
+    log("the default model: MNIST + all 30 writers' pen data, cross-validated, timed")
+    t = time.perf_counter()
+    result = fit((Xm, ym), pen, np.arange(len(pen.labels)), cv=True)
+    train_s = time.perf_counter() - t
+    est = result.estimator
+    mnist_acc = float((est.predict(data.test_images) == data.test_labels).mean())
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = save_model(est, {}, tmp)
+        size_mb = saved.path.stat().st_size / 1e6
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+
+    train_imgs = np.concatenate([Xm / 255.0, pen.images]).reshape(-1, 784)
+    train_y = np.concatenate([ym, pen.labels])
+    sk = make_pipeline(PCA(50, random_state=0), KNeighborsClassifier(
+        n_neighbors=est.n_neighbors, algorithm="brute")).fit(train_imgs, train_y)
+    lat = latency(est, sk, digits, args.latency_n)
+    print("\nThe default model (MNIST + the 30 pendigits writers), k-NN\n")
+    print(format_metrics_table({"k-NN, gradient features": {
+        "mnist_test": mnist_acc, "train_s": train_s, "file_MB": size_mb, "n_train": result.n_train,
+        "k": est.n_neighbors, "pca": est.n_components}}))
+    print("\nDecode to answer, one 280x280 PNG, one BLAS thread (ms)\n")
+    base = lat["sklearn PCA(50) + brute k-NN"]["p50_ms"]
+    print(format_metrics_table({k: {**v, "speed-up vs sklearn": base / v["p50_ms"]} for k, v in lat.items()}))
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
