@@ -411,8 +411,12 @@ def train_new_model(
             strokes += list(p.strokes) if p.strokes is not None else [None] * len(p.labels)
     if extra is not None and len(extra.labels):
         counts["user_train"] = int(len(extra.labels))
-    result = ml_model.train_model(images, labels, progress=progress, cv=cv, sample_weight=weights, defaults=defaults,
-                                  kind=kind, strokes=strokes if kind == "knn" else None)
+    train_progress = progress
+    if progress is not None and pen is not None:  # the first 5% went to rendering the pen data
+        def train_progress(stage, fraction):
+            progress(stage, 0.05 + 0.95 * fraction)
+    result = ml_model.train_model(images, labels, progress=train_progress, cv=cv, sample_weight=weights,
+                                  defaults=defaults, kind=kind, strokes=strokes if kind == "knn" else None)
     if groups is not None and kind == "knn":
         # Who drew each training sample (-1 = MNIST): lets label ranking leave a user's own drawings out.
         result.estimator.train_groups_ = groups

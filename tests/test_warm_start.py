@@ -78,3 +78,17 @@ def test_without_pen_data_it_trains_on_mnist_alone_and_says_so(settings, tmp_pat
     assert "no pen data" in outcome.warning and "MNIST alone" in outcome.warning
     assert outcome.version.metadata["pen_data"] is None
     assert not outcome.extra["estimator"].reads_strokes
+
+
+@pytest.mark.django_db
+def test_train_model_says_what_pen_data_it_trained_on(settings, pen_dir):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.RECOGNIZER_PEN_WARM_START = True
+    settings.PENDIGITS_DIR = str(pen_dir)
+    out = StringIO()
+    call_command("train_model", "--limit", "300", "--no-cv", stdout=out, stderr=StringIO())
+    n = 90 * len(warmstart.PEN_VARIANTS)
+    assert f"Pen data: {n} canvas renderings of 90 trajectories by 3 pendigits writers" in out.getvalue()

@@ -38,5 +38,9 @@ class Command(BaseCommand):
         version = outcome.version
         self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(outcome.metrics, confusion=False))
         self.stdout.write(f"Hyperparameters: {version.metadata.get('hyperparameters')}")
+        pen = version.metadata.get("pen_data")
+        if pen:
+            self.stdout.write(f"Pen data: {pen['pen_samples']} canvas renderings of {pen['pen_drawings']} trajectories "
+                              f"by {len(pen['pendigits_writers'])} pendigits writers (ids in the model's metadata)")
         state = "active" if outcome.activated else "stored, not active (use --activate)"
         self.stdout.write(self.style.SUCCESS(f"Model v{version.pk} ({version.file}) {state}."))
