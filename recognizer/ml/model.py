@@ -385,7 +385,7 @@ def augment_images(
 
 # The share of the stroke k-NN in the fused probabilities, and its k: chosen by leave-writers-out
 # cross-validation over the 30 pendigits writers (bench/unseen_writers.py --tune).
-STROKE_FUSION_WEIGHT = 0.5
+STROKE_FUSION_WEIGHT = 0.45
 STROKE_NEIGHBORS = 3
 
 
