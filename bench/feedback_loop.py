@@ -40,6 +40,9 @@ def configure(tmp: Path, train_limit: int) -> None:
         "RECOGNIZER_USER_PREDICT_RATE": "1000000/minute",
         "CELERY_TASK_ALWAYS_EAGER": "true",
         "DJANGO_LOG_LEVEL": "WARNING",
+        # The baseline is MNIST alone: a pen warm start would train on the writers measured as unseen
+        # (bench/unseen_writers.py measures the warm start leave-writers-out).
+        "RECOGNIZER_PEN_WARM_START": "false",
     })
     os.environ.pop("PENDIGITS_DIR", None)  # the recorded metrics need not re-render canvases each retrain
     import django
