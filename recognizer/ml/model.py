@@ -30,7 +30,7 @@ __all__ = [
     "MODEL_KINDS",
 ]
 
-MODEL_KINDS = ("knn", "svm")  # "svm": recognizer.ml.svm.SvmDigitClassifier
+MODEL_KINDS = ("knn", "svm", "cnn")  # svm: recognizer.ml.svm; cnn: recognizer.ml.cnn (requirements-cnn.txt)
 FEATURE_SETS = ("pixels", "gradients")
 
 _FEATURE_CHUNK = 4096
@@ -507,6 +507,12 @@ def train_model(
         return train_svm(images, labels, progress=progress, cv=cv, param_grid=param_grid, augment=augment,
                          sample_weight=sample_weight, random_state=random_state, cv_folds=cv_folds,
                          deskew=deskew, blur_sigma=blur_sigma, defaults=defaults,
+                         max_train_samples=max_train_samples)
+    if kind == "cnn":  # JAX is imported only here, and refused with the install hint when missing
+        from .cnn import train_cnn
+
+        return train_cnn(images, labels, progress=progress, cv=cv, param_grid=param_grid, augment=augment,
+                         sample_weight=sample_weight, random_state=random_state, defaults=defaults,
                          max_train_samples=max_train_samples)
     if kind != "knn":
         raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(MODEL_KINDS)}")

@@ -1,7 +1,8 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from recognizer import services
 from recognizer.management.progress import progress_bar
+from recognizer.ml.cnn import CnnUnavailable, require_backend
 from recognizer.ml.evaluate import format_evaluation
 from recognizer.ml.model import MODEL_KINDS
 
@@ -17,7 +18,8 @@ class Command(BaseCommand):
                             help="Make the new version active (by default only when no version is active).")
         parser.add_argument("--no-cv", action="store_true", help="Skip cross-validation and use default hyperparameters.")
         parser.add_argument("--kind", choices=MODEL_KINDS, default="knn",
-                            help="knn (the default, the one the retrain uses) or svm (RBF SVC on the same features).")
+                            help="knn (the default, the one the retrain uses), svm (RBF SVC on the same features) or "
+                                 "cnn (the tutorial CNN; needs `pip install -r requirements-cnn.txt`).")
         parser.add_argument("--if-none", action="store_true",
                             help="Do nothing when an active model exists (used by the quickstart).")
 
@@ -27,6 +29,11 @@ class Command(BaseCommand):
         if options["if_none"] and services.ModelVersion.objects.filter(is_active=True).exists():
             self.stdout.write("An active model exists; nothing to train.")
             return
+        if options["kind"] == "cnn":
+            try:
+                require_backend()
+            except CnnUnavailable as exc:
+                raise CommandError(str(exc)) from exc
         limit = options["limit"] if options["limit"] is not None else settings.RECOGNIZER_TRAIN_LIMIT
         with progress_bar("Training", enabled=options["verbosity"] > 0) as progress:
             outcome = services.train_new_model(
