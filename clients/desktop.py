@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -117,10 +118,11 @@ class DigitClient:
     def url(self, path: str) -> str:
         return f"{self.server}/api/v1/{path.lstrip('/')}"
 
-    def request(self, method: str, path: str, payload: Any = None, *, auth: bool = True) -> Any:
+    def request(self, method: str, path: str, payload: Any = None, *, auth: bool = True,
+                headers: dict[str, str] | None = None) -> Any:
         """Send JSON, return the decoded JSON answer; raise ApiError or ServerUnreachable."""
         url = self.url(path)
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
         data = None
         if payload is not None:
             data = json.dumps(payload).encode("utf-8")
@@ -180,16 +182,19 @@ class DigitClient:
 
     # The calls -------------------------------------------------------------------------------
 
-    def predict(self, png_bytes: bytes, strokes: list | None = None) -> dict:
+    def predict(self, png_bytes: bytes, strokes: list | None = None, idempotency_key: str | None = None) -> dict:
         """Ask which digit the PNG shows; with a token the server stores it and returns its id.
 
         `strokes`: the pen strokes drawn, [[[x, y, t], ...], ...] in the PNG's pixels (Sketch.stroke_data()).
+        `idempotency_key`: one per drawing; asking again with it (a retry after a lost answer) returns the
+        first answer and stored drawing instead of storing the drawing twice.
         """
         image = "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
         payload: dict[str, Any] = {"image": image}
         if strokes:
             payload["strokes"] = strokes
-        answer = self.request("POST", "predict", payload)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = self.request("POST", "predict", payload, headers=headers)
         if not isinstance(answer, dict) or "digit" not in answer:
             raise ClientError("The server's answer has no digit in it.")
         return answer
@@ -325,6 +330,7 @@ class App:
         self._results: queue.Queue = queue.Queue()
         self._stroke_item = None
         self._pending = 0  # requests whose results have not been picked up yet
+        self._attempt_key: str | None = None  # Idempotency-Key of the drawing as it is; None once it changes
 
         root.title("digitsite — draw a digit")
         root.resizable(False, False)
@@ -394,6 +400,7 @@ class App:
     def on_press(self, event) -> None:
         x, y = self._clamp(event)
         self.sketch.start(x, y)
+        self._attempt_key = None  # another drawing: a new key
         r = self.pen_width / 2
         # A dot for a click; the line item grows from it as the mouse moves.
         self.canvas.create_oval(x - r, y - r, x + r, y + r, fill="black", outline="black", tags="ink")
@@ -403,6 +410,7 @@ class App:
         x, y = self._clamp(event)
         if not self.sketch.extend(x, y):
             return
+        self._attempt_key = None
         coords = [c for point in self.sketch.strokes[-1] for c in point]
         if self._stroke_item is None:
             self._stroke_item = self.canvas.create_line(
@@ -420,6 +428,7 @@ class App:
         self.canvas.delete("ink")
         self.sketch.clear()
         self._stroke_item = None
+        self._attempt_key = None
         self._generation += 1
         self.busy = False
         self.drawing_id = None
@@ -448,7 +457,9 @@ class App:
         self.digit_var.set("…")
         self.status_var.set("")
         self.confidence_var.set("Asking the server…")
-        self._run(lambda: self.client.predict(png, strokes), self._show_prediction)
+        # The same drawing predicted again (after a timeout, say) sends the same key: the server stores it once.
+        key = self._attempt_key = self._attempt_key or uuid.uuid4().hex
+        self._run(lambda: self.client.predict(png, strokes, idempotency_key=key), self._show_prediction)
 
     def correct(self, digit: int) -> None:
         if not self.client.signed_in:

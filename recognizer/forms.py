@@ -1,4 +1,4 @@
-"""Forms of the pages: sign-up, and the My drawings filter."""
+"""Forms of the pages: sign-up, the My drawings filter, and deleting the account."""
 
 from __future__ import annotations
 
@@ -39,3 +39,18 @@ class DrawingFilterForm(forms.Form):
         elif result == "unlabelled":
             drawings = drawings.filter(label__isnull=True)
         return drawings
+
+
+class DeleteAccountForm(forms.Form):
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}), strip=False,
+                               help_text="Your password, to confirm.")
+
+    def __init__(self, user, *args, **kwargs) -> None:
+        self.user = user
+        super().__init__(*args, **kwargs)
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("The password is not right: your account is kept.")
+        return password

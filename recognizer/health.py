@@ -1,14 +1,24 @@
 """/healthz: whether this web worker can serve predictions, with the database, the model and the
-broker reported separately so an operator sees which part is down."""
+broker reported separately so an operator sees which part is down.
+
+Anyone (a load balancer) reads whether each part is up; what went wrong (exception text, file paths,
+host names) is shown to staff only, and logged once each time it changes.
+"""
 
 from __future__ import annotations
 
-from django.conf import settings
+import logging
+
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
 from recognizer import services
+
+logger = logging.getLogger(__name__)
+
+DETAILS = ("error", "warning")  # the keys only staff see
+_last_logged: dict[str, str] = {}
 
 
 def database_state() -> dict:
@@ -17,18 +27,18 @@ def database_state() -> dict:
             cursor.execute("SELECT 1")
         return {"ok": True}
     except DatabaseError as exc:
-        return {"ok": False, "error": str(exc)}
+        return {"ok": False, "status": "unavailable", "error": str(exc)}
 
 
 def model_state() -> dict:
     try:
         loaded = services.model_cache.get()
-    except services.NoActiveModel as exc:
-        return {"ok": False, "error": str(exc)}
+    except services.NoActiveModel:
+        return {"ok": False, "status": "unavailable", "error": services.model_cache.last_error or services.NO_MODEL_YET}
     state = {"ok": True, "version": loaded.version_id}
     if services.model_cache.last_error:
         # Serving the last good model while a newer one could not be loaded.
-        state["warning"] = services.model_cache.last_error
+        state.update(status="degraded", warning=services.model_cache.last_error)
     return state
 
 
@@ -40,11 +50,30 @@ def broker_state() -> dict:
             conn.ensure_connection(max_retries=0, timeout=1)
         return {"ok": True}
     except Exception as exc:  # noqa: BLE001 - any broker failure is reported, never raised
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": False, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def log_changes(checks: dict) -> None:
+    """Log each part's problem when it appears or changes, not at every poll of a load balancer."""
+    for name, state in checks.items():
+        detail = state.get("error") or state.get("warning") or ""
+        if detail != _last_logged.get(name, ""):
+            if detail:
+                logger.warning("healthz: %s %s: %s", name, state.get("status", ""), detail)
+            elif name in _last_logged:
+                logger.info("healthz: %s is ok again", name)
+            _last_logged[name] = detail
+
+
+def public(state: dict) -> dict:
+    return {key: value for key, value in state.items() if key not in DETAILS}
 
 
 @never_cache
 def healthz(request):
     checks = {"database": database_state(), "model": model_state(), "broker": broker_state()}
+    log_changes(checks)
+    if not (request.user.is_authenticated and request.user.is_staff):
+        checks = {name: public(state) for name, state in checks.items()}
     status = 200 if checks["model"]["ok"] else 503
     return JsonResponse({"can_predict": status == 200, **checks}, status=status)

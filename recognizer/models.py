@@ -149,3 +149,55 @@ class TrainingRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class UserTrust(models.Model):
+    """How far an account's labels can be trusted with the global model (recognizer.trust).
+
+    Recomputed at every label ranking from how the account's labels agree with confident out-of-sample
+    predictions and with other accounts' labels of similar drawings (staff approvals count as agreement,
+    rejections as disagreement). Suspicious labels of an account below RECOGNIZER_TRUST_THRESHOLD are
+    quarantined: left out of the global model until staff approve them. Trust never limits what an
+    account's own drawings do for its own predictions.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="trust")
+    score = models.FloatField(default=0.8, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+                              help_text="Smoothed share of the account's checkable labels that agree (0-1).")
+    n_labels = models.PositiveIntegerField(default=0, help_text="Labelled drawings ranked, rejected ones included.")
+    n_agree = models.PositiveIntegerField(default=0)
+    n_disagree = models.PositiveIntegerField(default=0)
+    n_flagged = models.PositiveIntegerField(default=0, help_text="Labels flagged suspicious at the last ranking.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["score"]
+        verbose_name = "user trust"
+        verbose_name_plural = "user trust"
+
+    def __str__(self) -> str:
+        return f"Trust of user {self.user_id}: {self.score:.2f}"
+
+
+class PredictRequest(models.Model):
+    """A stored prediction request under the client's Idempotency-Key (recognizer.idempotency).
+
+    The same user sending the same key again within RECOGNIZER_IDEMPOTENCY_SECONDS gets this answer back
+    instead of storing the drawing twice (a double click on Predict, a retry after a lost answer).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predict_requests")
+    key = models.CharField(max_length=255)
+    # SHA-256 of what was sent (image, mode, strokes): the same key with another drawing is refused.
+    fingerprint = models.CharField(max_length=64)
+    response = models.JSONField(default=dict)
+    # The drawings it stored, so deleting one of them forgets the stored answer too.
+    drawings = models.ManyToManyField(Drawing, blank=True, related_name="predict_requests")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_predict_request_per_user_key")]
+
+    def __str__(self) -> str:
+        return f"Predict request {self.key!r} of user {self.user_id}"

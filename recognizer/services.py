@@ -17,6 +17,7 @@ from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from recognizer.ml import cnn as ml_cnn  # no JAX import: only its training does
 from recognizer.ml import mnist as ml_mnist
 from recognizer.ml import model as ml_model
 from recognizer.ml import pendigits as ml_pendigits
@@ -62,20 +63,30 @@ class ActiveModelCache:
 
     A request takes one reference to a LoadedModel and uses only that, so a swap between requests
     never mixes two models inside one answer. The database is asked at most every
-    RECOGNIZER_MODEL_CHECK_SECONDS; a version that fails to load leaves the previous one serving.
+    RECOGNIZER_MODEL_CHECK_SECONDS; a version that fails to load leaves the previous one serving, is
+    logged once, and is not read (nor hashed) again until another version becomes active or
+    RECOGNIZER_MODEL_RETRY_SECONDS have passed (a file restored in place is picked up then).
+
+    `last_error` is for staff and the logs (it may name files); `public_error` is what anyone may read.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self._checked_at = 0.0
+        self._failed: tuple[int, str] | None = None  # (version id, sha256) that would not load
+        self._failed_at = 0.0
         self.last_error: str = ""
+        self.public_error: str = ""
 
     def clear(self) -> None:
         with self._lock:
             self._loaded = None
             self._checked_at = 0.0
+            self._failed = None
+            self._failed_at = 0.0
             self.last_error = ""
+            self.public_error = ""
 
     def get(self) -> LoadedModel:
         now = time.monotonic()
@@ -88,7 +99,7 @@ class ActiveModelCache:
             self._refresh()
             self._checked_at = time.monotonic()
             if self._loaded is None:
-                raise NoActiveModel(self.last_error or "No model is active yet: run `python manage.py train_model`.")
+                raise NoActiveModel(self.public_error or NO_MODEL_YET)
             return self._loaded
 
     def _refresh(self) -> None:
@@ -97,22 +108,35 @@ class ActiveModelCache:
         except DatabaseError as exc:
             # A database restart must not stop predictions: keep serving what is loaded.
             self.last_error = f"The database could not be asked for the active model: {exc}"
+            self.public_error = "The database cannot be reached."
             logger.warning("%s", self.last_error)
             return
         if active is None:
             if self._loaded is None:
-                self.last_error = "No model is active yet: run `python manage.py train_model`."
+                self.last_error = self.public_error = NO_MODEL_YET
             return
         if self._loaded is not None and self._loaded.version_id == active["id"]:
+            # Back to the serving version (a rollback, the database is back): a broken version activated
+            # again later is tried again.
+            self._failed = None
+            self.last_error = self.public_error = ""
             return
+        wanted = (active["id"], active["sha256"])
+        if self._failed == wanted and time.monotonic() - self._failed_at < settings.RECOGNIZER_MODEL_RETRY_SECONDS:
+            return  # known broken: neither hashed nor logged again
         try:
             estimator = ml_store.load_model(model_path(active["file"]), expected_sha256=active["sha256"])
         except (ml_store.CorruptModelError, OSError) as exc:
             self.last_error = f"Model v{active['id']} could not be loaded: {exc}"
-            logger.error("%s; %s", self.last_error, "keeping the previous model" if self._loaded else "no model to serve")
+            self.public_error = f"Model v{active['id']} could not be loaded."
+            if self._failed != wanted:
+                logger.error("%s; %s", self.last_error,
+                             "keeping the previous model" if self._loaded else "no model to serve")
+            self._failed, self._failed_at = wanted, time.monotonic()
             return
         self._loaded = LoadedModel(version_id=active["id"], sha256=active["sha256"], estimator=estimator)
-        self.last_error = ""
+        self._failed = None
+        self.last_error = self.public_error = ""
         logger.info("Serving model v%s", active["id"])
 
     @property
@@ -120,6 +144,8 @@ class ActiveModelCache:
         loaded = self._loaded
         return loaded.version_id if loaded else None
 
+
+NO_MODEL_YET = "No model is active yet: run `python manage.py train_model`."
 
 model_cache = ActiveModelCache()
 
@@ -284,9 +310,11 @@ def label_drawing(drawing: Drawing, label: int) -> Drawing:
     drawing.label = int(label)
     drawing.labelled_at = timezone.now()
     drawing.save(update_fields=["label", "labelled_at"])
-    from recognizer.training import schedule_threshold_check
+    from recognizer.tasks import request_threshold_check  # tasks imports training, which imports this module
 
-    schedule_threshold_check()  # enough new trusted drawings start a retrain before the nightly one
+    # Enough new trusted drawings start a retrain before the nightly one. A worker counts them, after
+    # this transaction commits: the labelling request makes no count, and at most one broker call a window.
+    transaction.on_commit(request_threshold_check)
     return drawing
 
 
@@ -385,6 +413,8 @@ def train_new_model(
     """
     if kind not in ml_model.MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(ml_model.MODEL_KINDS)}")
+    if kind == "cnn":  # the optional extra: refused (ValueError naming requirements-cnn.txt) before any work
+        ml_cnn.require_backend()
     data = ml_mnist.load_training_data(mnist_directory())
     warning = getattr(data, "warning", "") or ""
     images, labels = data.train_images, data.train_labels

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from recognizer import training
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from recognizer import idempotency, training
 from recognizer.models import TrainingRun
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="recognizer.tasks.retrain", bind=True, acks_late=False, ignore_result=False)
@@ -29,8 +35,33 @@ def reap_stale_training_runs() -> list[int]:
 
 @shared_task(name="recognizer.tasks.check_retrain_threshold")
 def check_retrain_threshold() -> int | None:
+    """Count the trusted drawings new since the last retrain, and start one past RECOGNIZER_RETRAIN_AFTER."""
     run = training.maybe_retrain_after_new_labels()
     return run.pk if run else None
+
+
+THRESHOLD_CHECK_QUEUED = "recognizer:threshold-check-queued"
+
+
+def request_threshold_check() -> None:
+    """After a label commits: have a worker run check_retrain_threshold RECOGNIZER_RETRAIN_CHECK_DELAY seconds
+    later. One task covers every label of its window (it counts them all when it runs), so the labels of a
+    busy minute cost one broker call, not one each; a broker that is down costs the label nothing but a log line."""
+    delay = settings.RECOGNIZER_RETRAIN_CHECK_DELAY
+    if delay and not cache.add(THRESHOLD_CHECK_QUEUED, True, timeout=delay):
+        return  # a check already queued runs after this label
+    try:
+        # One attempt: a broker that is down refuses in milliseconds, where retrying would hold the label.
+        check_retrain_threshold.apply_async(countdown=delay or None, retry_policy={"max_retries": 0})
+    except Exception:  # noqa: BLE001 - kombu raises several types for an unreachable broker
+        cache.delete(THRESHOLD_CHECK_QUEUED)  # the next label tries again
+        logger.warning("Could not queue the retrain threshold check (is the broker down?)", exc_info=True)
+
+
+@shared_task(name="recognizer.tasks.purge_predict_requests")
+def purge_predict_requests() -> int:
+    """Periodic: forget stored predict answers whose Idempotency-Key window has passed."""
+    return idempotency.purge_expired()
 
 
 @shared_task(name="recognizer.tasks.retry_unqueued_retrain")

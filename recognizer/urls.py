@@ -1,4 +1,4 @@
-"""Page routes: the drawing page, sign-up, My drawings, drawing images."""
+"""Page routes: the drawing page, sign-up, My drawings, drawing images, deleting a drawing or the account."""
 
 from django.urls import path
 
@@ -9,7 +9,9 @@ from recognizer.dashboard import staff_dashboard
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/delete/", views.delete_account, name="delete-account"),
     path("drawings/", views.my_drawings, name="my-drawings"),
+    path("drawings/<int:pk>/delete/", views.delete_drawing, name="delete-drawing"),
     path("staff/dashboard/", staff_dashboard, name="staff-dashboard"),
     # Drawing images are never under a public /media/ URL: owner or staff only, 404 otherwise.
     path("drawings/<int:pk>/image.png", DrawingImage.as_view(), name="drawing-image"),

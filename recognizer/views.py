@@ -1,5 +1,5 @@
-"""Pages: the drawing page, sign-up, a throttled login, and My drawings. Predictions and labels go
-through the REST API (one path for the page and every other client)."""
+"""Pages: the drawing page, sign-up, a throttled login, My drawings (deleting one), and deleting the
+account. Predictions and labels go through the REST API (one path for the page and every other client)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ import functools
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
-from recognizer import insights
+from recognizer import insights, userdata
 from recognizer.api.throttles import LoginThrottle
-from recognizer.forms import DrawingFilterForm, SignUpForm
+from recognizer.forms import DeleteAccountForm, DrawingFilterForm, SignUpForm
 from recognizer.models import Drawing
 
 DRAWINGS_PER_PAGE = 24
@@ -85,3 +87,40 @@ def my_drawings(request: HttpRequest) -> HttpResponse:
     return render(request, "recognizer/my_drawings.html",
                   {"form": form, "page": page, "query": query.urlencode(), "digits": range(10),
                    "accuracy": insights.user_accuracy(request.user)})
+
+
+def _back_to_my_drawings(request: HttpRequest) -> str:
+    """Where to go after deleting: the filtered, paginated My drawings page it came from."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        return target
+    return reverse("my-drawings")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_drawing(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: confirm; POST: delete one of your own drawings and its image (404 for anyone else's)."""
+    drawing = get_object_or_404(Drawing, pk=pk, user=request.user)
+    if request.method == "POST":
+        userdata.delete_drawing(drawing)
+        messages.success(request, f"Drawing {pk} is deleted, with its image.")
+        return redirect(_back_to_my_drawings(request))
+    return render(request, "recognizer/drawing_confirm_delete.html",
+                  {"drawing": drawing, "next": _back_to_my_drawings(request)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@throttle_password_posts
+def delete_account(request: HttpRequest) -> HttpResponse:
+    """Delete the account and everything that is theirs, once they confirm with their password."""
+    form = DeleteAccountForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        username = request.user.get_username()
+        userdata.delete_account(request.user)
+        logout(request)
+        messages.success(request, f"The account {username} and all its drawings are deleted.")
+        return redirect("home")
+    return render(request, "registration/account_delete.html",
+                  {"form": form, "drawings": Drawing.objects.filter(user=request.user).count()})

@@ -242,6 +242,43 @@ def test_a_failed_request_keeps_the_drawing_and_says_so(active_model, server, br
     assert page.errors == []
 
 
+def log_in(page, server, username: str = "alice", password: str = "alice-password-1") -> None:
+    page.goto(server.url + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/")
+
+
+def press_predict(page, press) -> tuple[str, dict]:
+    """(the Idempotency-Key sent, the answer) of one stored prediction started by `press()`."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/predict")
+                              and '"store":true' in (r.request.post_data or "")) as answer:
+        press()
+    assert answer.value.status == 200, answer.value.text()
+    return answer.value.request.headers.get("idempotency-key", ""), answer.value.json()
+
+
+def test_predict_pressed_again_on_the_same_drawing_stores_it_once(alice, active_model, server, browser_page):
+    page = browser_page
+    log_in(page, server)
+    page.uncheck("#live")
+    draw(page, BUILT_IN[1][1])
+    key, first = press_predict(page, lambda: page.click("#predict"))
+    again, second = press_predict(page, lambda: page.keyboard.press("Enter"))  # Enter predicts too
+    assert len(key) == 32 and again == key
+    assert second["drawing"] == first["drawing"] is not None
+    assert Drawing.objects.filter(user=alice).count() == 1
+    # Storing it by labelling reuses the stored drawing too; another stroke makes another drawing and key.
+    page.click(f"#label-buttons button[data-label='{first['digit']}']")
+    page.wait_for_function("document.querySelector('#label-status').textContent.startsWith('Saved')")
+    draw(page, BUILT_IN[0][1][:1])
+    other, third = press_predict(page, lambda: page.click("#predict"))
+    assert other != key and third["drawing"] != first["drawing"]
+    assert Drawing.objects.filter(user=alice).count() == 2
+    assert page.errors == []
+
+
 def test_the_page_fits_a_phone_and_the_canvas_does_not_scroll_the_page(active_model, server, monkeypatch):
     need_browser()
     from playwright.sync_api import sync_playwright

@@ -49,3 +49,22 @@ def test_killing_the_worker_mid_training_leaves_the_old_model_serving(site):
     row = wait_for(lambda: (r := site.run_row(retry))["status"] in ("promoted", "not_promoted", "failed") and r,
                    90, "the second retrain to finish")
     assert row["status"] == "promoted", row
+
+
+LABEL = ("from django.contrib.auth import get_user_model; from recognizer import services; "
+         "from recognizer.models import TrainingRun; from tests.conftest import draw_digit_png; "
+         "carol = get_user_model().objects.create_user('carol', password='carol-password-1'); "
+         "services.label_drawing(services.predict_image(draw_digit_png(1), carol).drawing, 1); "
+         "print(TrainingRun.objects.count())")
+
+
+def test_a_label_past_the_threshold_starts_a_retrain_from_the_worker_not_the_labelling_process(site):
+    site.env.update(RECOGNIZER_RETRAIN_AFTER="1", RECOGNIZER_RETRAIN_CHECK_DELAY="1")
+    site.start_worker()
+    assert site.python(LABEL) == "0"  # the labelling process counted nothing and started nothing
+    runs = wait_for(lambda: site.query("SELECT id, trigger FROM recognizer_trainingrun"), 30,
+                    "the worker's threshold check to start a retrain")
+    assert [trigger for _, trigger in runs] == ["threshold"]
+    row = wait_for(lambda: (r := site.run_row(runs[0][0]))["status"] in ("promoted", "not_promoted", "failed") and r,
+                   90, "the retrain to finish")
+    assert row["status"] in ("promoted", "not_promoted"), row

@@ -365,6 +365,18 @@ def test_prediction_with_a_token_is_stored_and_can_be_labelled(live_server, acti
 
 
 @pytest.mark.django_db(transaction=True)
+def test_asking_again_with_the_same_key_stores_the_drawing_once(live_server, active_model, alice, alice_token):
+    from recognizer.models import Drawing
+
+    client = DigitClient(live_server.url, alice_token)
+    png = sketch_png(draw_seven)
+    first = client.predict(png, idempotency_key="drawing-1")
+    again = client.predict(png, idempotency_key="drawing-1")  # the answer was lost: the user presses again
+    assert again == first and Drawing.objects.filter(user=alice).count() == 1
+    assert client.predict(png, idempotency_key="drawing-2")["drawing"] != first["drawing"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_bad_token_is_refused_with_the_servers_message(live_server, active_model):
     with pytest.raises(ApiError) as info:
         DigitClient(live_server.url, "not-a-real-token").predict(sketch_png())
@@ -586,6 +598,30 @@ def test_gui_predict_and_correct(make_app, xvfb, live_server, active_model, alic
     app.clear()
     assert not app.canvas.find_withtag("ink") and app.sketch.is_empty
     assert app.digit_var.get() == "?" and not app.correction_enabled and app.drawing_id is None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
+def test_gui_sends_one_key_per_drawing(make_app, fake_server):
+    answer = {"digit": 7, "confidence": 0.9, "probabilities": [0.1] * 10, "model_version": 1,
+              "uncertain": False, "drawing": 9}
+    server = fake_server(200, json.dumps(answer).encode())
+    app = make_app(DigitClient(server.url, "t"))
+
+    def predict() -> str:
+        app.predict()
+        pump(app, lambda: not app.busy)
+        return server.requests[-1][1]["Idempotency-Key"]
+
+    draw_seven(app)
+    first = predict()
+    assert predict() == first  # the same drawing asked again: the server stores it once
+    draw_one(app)  # one more stroke: another drawing
+    second = predict()
+    app.clear()
+    draw_one(app)
+    third = predict()
+    assert len({first, second, third}) == 3 and all(len(key) == 32 for key in (first, second, third))
 
 
 @pytest.mark.integration

@@ -114,7 +114,8 @@ def test_with_redis_down_a_label_that_reaches_the_retrain_threshold_leaves_the_l
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_redis_down_healthz_reports_the_broker_and_can_still_predict(client, active_model, point_celery_at):
+def test_with_redis_down_healthz_reports_the_broker_and_can_still_predict(client, admin_client, active_model,
+                                                                          point_celery_at):
     point_celery_at(dead_broker())
     started = time.monotonic()
     response = client.get("/healthz")
@@ -122,7 +123,8 @@ def test_with_redis_down_healthz_reports_the_broker_and_can_still_predict(client
     assert response.status_code == 200
     body = response.json()
     assert body["can_predict"] is True and body["model"]["ok"] is True
-    assert body["broker"]["ok"] is False and body["broker"]["error"]
+    assert body["broker"] == {"ok": False, "status": "unavailable"}  # the error text is for staff
+    assert admin_client.get("/healthz").json()["broker"]["error"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -198,7 +200,8 @@ def garbage_with_its_checksum(path: Path) -> str:
 @pytest.mark.django_db
 @pytest.mark.parametrize("damage", ["missing", "truncated", "flipped byte", "garbage with a matching checksum"])
 def test_a_broken_newly_active_file_leaves_the_last_good_model_serving_and_healthz_says_so(
-        damage, alice, active_model, small_training_result, settings, digit_png, client, fresh_throttles):
+        damage, alice, active_model, small_training_result, settings, digit_png, client, admin_client,
+        fresh_throttles):
     api = token_client(alice)
     before = api.post("/api/v1/predict", image_payload(digit_png), format="json").json()
     data, result = small_training_result
@@ -225,20 +228,24 @@ def test_a_broken_newly_active_file_leaves_the_last_good_model_serving_and_healt
     assert health.status_code == 200
     body = health.json()
     assert body["can_predict"] is True and body["model"]["version"] == active_model.pk
-    assert f"v{newer.pk}" in body["model"]["warning"]
+    assert body["model"]["status"] == "degraded" and "warning" not in body["model"]  # details are for staff
+    assert f"v{newer.pk}" in admin_client.get("/healthz").json()["model"]["warning"]
 
 
 @pytest.mark.django_db
-def test_a_process_starting_with_a_broken_active_file_says_so_with_a_503(alice, active_model, client,
+def test_a_process_starting_with_a_broken_active_file_says_so_with_a_503(alice, active_model, client, admin_client,
                                                                          fresh_throttles, digit_png):
-    # No last good model in memory: nothing to serve, and every caller is told why.
+    # No last good model in memory: nothing to serve, and every caller is told which version failed (not
+    # the file's path: that is for staff and the log).
     services.model_cache.clear()
     truncate(services.model_path(active_model.file))
     predicted = token_client(alice).post("/api/v1/predict", image_payload(digit_png), format="json")
     assert predicted.status_code == 503 and f"v{active_model.pk}" in predicted.json()["detail"]
+    assert active_model.file not in predicted.json()["detail"]
     health = client.get("/healthz")
     assert health.status_code == 503
-    assert health.json()["can_predict"] is False and "corrupt" in health.json()["model"]["error"]
+    assert health.json()["can_predict"] is False and health.json()["model"] == {"ok": False, "status": "unavailable"}
+    assert "corrupt" in admin_client.get("/healthz").json()["model"]["error"]
 
 
 # --- (d) A full disk while a model is written ---------------------------------------------------------

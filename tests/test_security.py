@@ -59,6 +59,7 @@ FORMS = {
     "password change": ("/accounts/password_change/", "alice", lambda: {
         "old_password": PASSWORDS["alice"], "new_password1": "new-pass-phrase-42", "new_password2": "new-pass-phrase-42"}),
     "logout": ("/accounts/logout/", "alice", dict),
+    "delete account": ("/accounts/delete/", "alice", lambda: {"password": PASSWORDS["alice"]}),
 }
 
 

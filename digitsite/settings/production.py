@@ -2,14 +2,15 @@
 
 Required environment: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_URL.
 Optional: DJANGO_SECURE_SSL_REDIRECT (default on), DJANGO_HSTS_SECONDS (default one year),
-DJANGO_MEDIA_ROOT (shared storage every web worker and Celery worker can read), REDIS_CACHE_URL.
+DJANGO_MEDIA_ROOT (shared storage every web worker and Celery worker can read), CACHE_URL (a Redis;
+default: the broker's Redis).
 """
 
 import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from digitsite.env import env_bool, env_int, env_str
+from digitsite.env import cache_from_url, env_bool, env_int, env_str
 
 from .base import *  # noqa: F401,F403
 
@@ -20,6 +21,11 @@ except KeyError:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production") from None
 if "DJANGO_ALLOWED_HOSTS" not in os.environ:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set in production (comma-separated)")
+# base.py falls back to a SQLite file next to the code, which in production would be a database per machine.
+if not os.environ.get("DATABASE_URL", "").strip():
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set in production, e.g. postgres://user:password@host:5432/digitsite "
+        "(without it every machine would write its own SQLite file)")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
@@ -35,6 +41,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-_redis_cache = env_str("REDIS_CACHE_URL", "")
-if _redis_cache:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_cache}}
+# Throttles and the login budget must be shared by every web process: a per-process memory cache would
+# multiply each limit by the number of processes. REDIS_CACHE_URL is the older name of CACHE_URL.
+_cache_url = env_str("CACHE_URL", "") or env_str("REDIS_CACHE_URL", "") or CELERY_BROKER_URL  # noqa: F405
+if not _cache_url.lower().startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "Production needs a Redis cache that every web process shares (throttles, the login budget): set "
+        f"CACHE_URL=redis://host:6379/1 (default: CELERY_BROKER_URL when it is a Redis), not {_cache_url.partition(':')[0]}:")
+CACHES = {"default": cache_from_url("CACHE_URL", _cache_url)}

@@ -17,9 +17,12 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = "cache+memory://"
 RECOGNIZER_MODEL_CHECK_SECONDS = 0.0
+RECOGNIZER_RETRAIN_CHECK_DELAY = 0  # a label's threshold check runs at once (eagerly), as the tests expect
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "digitsite-test"}}
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,
-    "DEFAULT_THROTTLE_RATES": {"anon_predict": "1000/minute", "user_predict": "1000/minute", "login": "1000/minute"},
+    "DEFAULT_THROTTLE_RATES": {"anon_predict": "1000/minute", "user_predict": "1000/minute", "login": "1000/minute",
+                               "export": "1000/minute"},
 }
 # whitenoise warns at every request when STATIC_ROOT does not exist (collectstatic is not run in tests).
 STATIC_ROOT = Path(tempfile.mkdtemp(prefix="digitsite-test-static-"))

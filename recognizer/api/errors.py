@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from recognizer.idempotency import InvalidKey, KeyReused
 from recognizer.ml.preprocess import DrawingError, EmptyDrawing, ImageTooLarge, UnreadableImage
 from recognizer.ml.strokes import InvalidStrokes
 from recognizer.services import NoActiveModel
@@ -57,6 +58,10 @@ def as_api_exception(exc: Exception) -> Exception:
         return exceptions.ParseError(_sentence(f"The image cannot be read: {exc}"), code="unreadable_image")
     if isinstance(exc, DrawingError):
         return exceptions.ParseError(_sentence(str(exc)), code="bad_drawing")
+    if isinstance(exc, InvalidKey):
+        return exceptions.ParseError(_sentence(str(exc)), code="invalid_idempotency_key")
+    if isinstance(exc, KeyReused):
+        return UnprocessableDrawing(_sentence(str(exc)), code="idempotency_key_reused")
     if isinstance(exc, NoActiveModel):
         return ServiceUnavailable(_sentence(f"Predictions are not available right now: {exc}"))
     if isinstance(exc, RequestDataTooBig):

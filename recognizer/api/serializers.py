@@ -221,6 +221,16 @@ class LabelSerializer(serializers.Serializer):
         return services.label_drawing(drawing, validated_data["label"])
 
 
+class AccountDeleteSerializer(serializers.Serializer):
+    password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"},
+                                     help_text="Your password, to confirm that the account goes.")
+
+    def validate_password(self, password: str) -> str:
+        if not self.context["request"].user.check_password(password):
+            raise serializers.ValidationError("The password is not right: the account is kept.")
+        return password
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     hyperparameters = serializers.SerializerMethodField()
     counts = serializers.SerializerMethodField()

@@ -1,5 +1,6 @@
 """Throttles for the scopes in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]: predictions (anonymous by
-address, users by account) and password logins (by address: the token endpoint and the login form)."""
+address, users by account), exports (by account) and password attempts (by address: the token endpoint, the
+login form, and account deletion's password)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ class UserPredictThrottle(UserRateThrottle):
         if not request.user or not request.user.is_authenticated:
             return None  # anonymous callers are AnonPredictThrottle's
         return super().get_cache_key(request, view)
+
+
+class ExportThrottle(UserRateThrottle):
+    """Downloading all of one's drawings builds a zip: a few an hour is plenty."""
+
+    scope = "export"
 
 
 class LoginThrottle(SimpleRateThrottle):

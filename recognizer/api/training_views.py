@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,13 +35,21 @@ class StaffView:
 class TrainingRunSerializer(serializers.ModelSerializer):
     started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True)
+    stale = serializers.SerializerMethodField(
+        help_text="Queued or running, but its heartbeat is older than RECOGNIZER_RETRAIN_LOCK_TIMEOUT: its worker "
+                  "is gone, and beat's reaper marks it failed within a minute.")
 
     class Meta:
         model = TrainingRun
         fields = ["id", "trigger", "started_by", "status", "task_id", "progress", "stage", "data_counts", "metrics",
                   "decision", "model_version", "error", "created_at", "started_at", "finished_at", "heartbeat_at",
-                  "duration_seconds"]
+                  "duration_seconds", "stale"]
         read_only_fields = fields
+
+    def get_stale(self, run: TrainingRun) -> bool:
+        # Read only: a GET never writes; the reaper (beat, every minute) does.
+        limit = timezone.now() - timedelta(seconds=settings.RECOGNIZER_RETRAIN_LOCK_TIMEOUT)
+        return run.holds_lock and (run.heartbeat_at or run.created_at) < limit
 
 
 ERROR = inline_serializer("TrainingError", {"detail": serializers.CharField(), "code": serializers.CharField()})
@@ -76,10 +88,6 @@ class TrainingRunList(StaffView, generics.ListAPIView):
     serializer_class = TrainingRunSerializer
     queryset = TrainingRun.objects.select_related("started_by")
     filterset_fields = ["status", "trigger"]
-
-    def list(self, request, *args, **kwargs):
-        training.reap_stale_runs()  # a dead worker's run shows as failed, not running forever
-        return super().list(request, *args, **kwargs)
 
 
 class TrainingRunDetail(StaffView, generics.RetrieveAPIView):

@@ -3,12 +3,22 @@ recognizer.services. Errors are shaped by recognizer.api.errors.exception_handle
 
 from __future__ import annotations
 
+import tempfile
+
 from django.conf import settings
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, inline_serializer
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -16,10 +26,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from recognizer import idempotency, userdata
 from recognizer.api.errors import PayloadTooLarge
 from recognizer.api.filters import DrawingFilter
 from recognizer.api.permissions import visible_drawings
 from recognizer.api.serializers import (
+    AccountDeleteSerializer,
     DrawingSerializer,
     LabelSerializer,
     ModelVersionSerializer,
@@ -27,7 +39,7 @@ from recognizer.api.serializers import (
     PredictionSerializer,
     PredictRequestSerializer,
 )
-from recognizer.api.throttles import AnonPredictThrottle, LoginThrottle, UserPredictThrottle
+from recognizer.api.throttles import AnonPredictThrottle, ExportThrottle, LoginThrottle, UserPredictThrottle
 from recognizer.models import ModelVersion
 
 ERROR = inline_serializer("Error", {"detail": serializers.CharField(), "code": serializers.CharField()})
@@ -38,11 +50,22 @@ class ApiView(APIView):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
 
 
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """The image and export views answer their file (or a JSON error) whatever the Accept header says."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class PredictView(ApiView):
     """Recognise the digit in a drawing, or with `"mode": "number"` the number (digits split left to right,
     each with its box). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored.
     Optional `strokes` (the pen trajectories) are validated, stored with a digit's drawing, and read by a
-    serving model that reads strokes (`strokes_used` in the answer); number mode reads the image only."""
+    serving model that reads strokes (`strokes_used` in the answer); number mode reads the image only.
+    With an `Idempotency-Key` header, a stored prediction sent twice is stored once (recognizer.idempotency)."""
 
     permission_classes = [AllowAny]
     throttle_classes = [AnonPredictThrottle, UserPredictThrottle]
@@ -57,6 +80,12 @@ class PredictView(ApiView):
             raise PayloadTooLarge(f"The request body is {length} bytes; images may be at most {limit} bytes.")
 
     @extend_schema(
+        parameters=[OpenApiParameter(
+            idempotency.HEADER, location=OpenApiParameter.HEADER, required=False,
+            description="Logged-in callers storing a drawing: a new random key (a UUID) for each drawing attempt. "
+                        "Sent again with the same drawing within 24 hours, it returns the first answer and its stored "
+                        "drawing (header `Idempotent-Replayed: true`) instead of storing it twice; with a different "
+                        "drawing it is a 422 `idempotency_key_reused`. Ignored when nothing is stored.")],
         request={"application/json": PredictRequestSerializer, "multipart/form-data": PredictRequestSerializer},
         responses={200: PolymorphicProxySerializer(
                        component_name="PredictAnswer", resource_type_field_name=None,
@@ -66,10 +95,21 @@ class PredictView(ApiView):
     def post(self, request):
         serializer = PredictRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = serializer.save(user=request.user)
+        data = serializer.validated_data
+        key = idempotency.key_from(request.headers)
+        if key is None or not (data["store"] and request.user.is_authenticated):
+            return Response(self.answer(serializer)[0])  # nothing is stored: nothing to do twice
+        fingerprint = idempotency.fingerprint(data["image"], data["mode"], data.get("strokes"))
+        body, replayed = idempotency.run_once(request.user, key, fingerprint, lambda: self.answer(serializer))
+        return Response(body, headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+    def answer(self, serializer: PredictRequestSerializer) -> tuple[dict, list]:
+        """(the JSON answer, the drawings stored with it)."""
+        result = serializer.save(user=self.request.user)
         if serializer.validated_data["mode"] == "number":
-            return Response(NumberPredictionSerializer(result).data)
-        return Response(PredictionSerializer(result).data)
+            drawings = [d.result.drawing for d in result.digits if d.result.drawing is not None]
+            return NumberPredictionSerializer(result).data, drawings
+        return PredictionSerializer(result).data, [result.drawing] if result.drawing is not None else []
 
 
 class Pages(PageNumberPagination):
@@ -88,11 +128,58 @@ class DrawingList(ApiView, generics.ListAPIView):
         return visible_drawings(self.request.user)
 
 
-class DrawingDetail(ApiView, generics.RetrieveAPIView):
+class DrawingDetail(ApiView, generics.RetrieveDestroyAPIView):
+    """GET: a drawing (yours; staff: anyone's). DELETE: delete your drawing and its image file (204); the
+    next retrain no longer trains on it. Only its owner deletes it (staff use the admin): 403 for staff,
+    404 for everyone else."""
+
     serializer_class = DrawingSerializer
 
     def get_queryset(self):
         return visible_drawings(self.request.user)
+
+    @extend_schema(responses={204: None, 403: ERROR, 404: ERROR})
+    def delete(self, request, *args, **kwargs):
+        return super().delete(request, *args, **kwargs)
+
+    def perform_destroy(self, drawing):
+        if drawing.user_id != self.request.user.pk:
+            raise PermissionDenied("Only its owner can delete a drawing here; staff delete drawings in the admin.")
+        userdata.delete_drawing(drawing)
+
+
+class DrawingExport(ApiView):
+    """Your drawings as a zip: `images/<id>.png`, and `manifest.csv` and `manifest.json` with each drawing's id,
+    created_at, predicted digit, confidence, label, status and model version (the JSON adds the probabilities and
+    the pen strokes). Your own drawings only, staff included."""
+
+    throttle_classes = [ExportThrottle]
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiResponse(description="zip archive"), 401: ERROR,
+                              429: ERROR})
+    def get(self, request):
+        archive = tempfile.SpooledTemporaryFile(max_size=16 * 2**20)  # noqa: SIM115 - FileResponse closes it
+        userdata.export_drawings(request.user, archive)
+        archive.seek(0)
+        name = f"digitsite-drawings-{request.user.get_username()}-{timezone.localdate():%Y-%m-%d}.zip"
+        response = FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class AccountView(ApiView):
+    """DELETE with your password: delete your account and everything that is yours (drawings and their image
+    files, tokens); 204. A wrong password is a 400, and attempts count against the login throttle."""
+
+    throttle_classes = [LoginThrottle]
+
+    @extend_schema(request=AccountDeleteSerializer, responses={204: None, 400: ERROR, 401: ERROR, 429: ERROR})
+    def delete(self, request):
+        serializer = AccountDeleteSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        userdata.delete_account(request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class LabelDrawing(ApiView, generics.GenericAPIView):
@@ -148,16 +235,6 @@ class TokenView(ObtainAuthToken):
     )
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
-
-
-class FirstRendererNegotiation(BaseContentNegotiation):
-    """The image view answers PNG (or a JSON error) whatever the Accept header says."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0]
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class DrawingImage(ApiView, generics.GenericAPIView):

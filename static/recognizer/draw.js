@@ -47,6 +47,9 @@ function init(app) {
   let liveTimer = null;
   let lastSent = 0;
   let frame = 0;
+  // One Idempotency-Key per drawing attempt: Predict pressed twice (or a label storing it first) on the same
+  // drawing sends the same key, and the server stores it once. Any change to the drawing gets a new key.
+  let attempt = { version: -1, key: "" };
 
   // --- Drawing -----------------------------------------------------------------------------
   function paint(c, width, size, list) {
@@ -193,11 +196,24 @@ function init(app) {
     return m ? decodeURIComponent(m[1]) : "";
   }
 
-  async function post(url, body, signal) {
+  function newKey() {
+    // crypto.randomUUID needs a secure context; getRandomValues works everywhere.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function attemptKey() {
+    if (attempt.version !== version) attempt = { version, key: newKey() };
+    return attempt.key;
+  }
+
+  async function post(url, body, signal, extraHeaders = {}) {
     const res = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+      headers: {
+        "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken(), ...extraHeaders,
+      },
       body: JSON.stringify(body),
       signal,
     });
@@ -222,7 +238,8 @@ function init(app) {
       const body = mode === "number" ? { image: exportPng(), store, mode } : { image: exportPng(), store };
       const drawn = mode === "number" ? null : exportStrokes();
       if (drawn) body.strokes = drawn;
-      const { res, data } = await post(cfg.predictUrl, body, controller.signal);
+      const headers = store && cfg.authenticated ? { "Idempotency-Key": attemptKey() } : {};
+      const { res, data } = await post(cfg.predictUrl, body, controller.signal, headers);
       if (mine !== seq) return null;
       if (!res.ok) {
         showError(res.status, data);

@@ -1,0 +1,453 @@
+"""Who the global model listens to: per-account trust, how suspicious each label is, caps on one
+account's share of a digit, and a k-NN candidate's figures with accounts left out.
+
+recognizer.training calls these at every label ranking and retrain; everything here takes arrays, so
+tests and benchmarks can call it too. The numbers below were set with bench/poisoning.py.
+
+- Evidence for a label: the k-NN's out-of-sample probabilities (the account's own drawings and
+  strokes left out), combined with the labels other accounts gave their similar drawings (one vote
+  per account, weighted by its trust, only drawings within the model's typical neighbour distance).
+- Trust of an account: a smoothed share of its labels that agree with that evidence where the
+  evidence is confident (staff approvals count as agreement, rejections as disagreement). Two
+  rounds: the second weights other accounts' votes by the trust the first round gave them, so
+  colluding accounts do not vouch for each other.
+- Suspicion of a label: the chance it is wrong given the evidence and the account's trust (a label
+  is wrong with the chance 1 - trust, then any other digit). An honest account whose style is new
+  keeps a high trust, so the model disagreeing with a few of its labels does not flag them; an account
+  that labels against confident predictions loses its trust, and then its every contradicted label is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recognizer.ml.knn import N_CLASSES, _knn_sorted, _vote
+
+# A new account starts at 0.8 trust, worth 10 checked labels.
+PRIOR_AGREE, PRIOR_DISAGREE = 8.0, 2.0
+# Evidence this sure of one digit is a check of the label: agreement or disagreement.
+CONFIDENT = 0.8
+# The k-NN's probabilities are sharper than it is right on canvas drawings (an all-neighbours vote is
+# 1.0): mixed with this much of uniform before they count as evidence.
+MODEL_SMOOTHING = 0.2
+# Other accounts' drawings searched for each label, and the weight of "no other account drew this".
+PEER_NEIGHBOURS = 30
+PEER_PRIOR = 1.0
+
+
+# --- k-NN searches that leave accounts out -------------------------------------------------------
+
+
+@dataclass
+class KnnPart:
+    """One k-NN's training set (the image model's or the stroke model's) as the searches here need it."""
+
+    F: np.ndarray
+    sq: np.ndarray
+    labels: np.ndarray
+    mult: np.ndarray | None
+    groups: np.ndarray  # who drew each training sample: a user id, -1 MNIST, <= -1000 a pendigits writer
+    k: int
+    weights: str
+
+    def search(self, Q: np.ndarray, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances) of the k nearest training samples not `excluded` (bool per training row)."""
+        n_ex = 0 if excluded is None else int(excluded.sum())
+        if n_ex == 0:
+            return _knn_sorted(Q, self.F, self.sq, self.k)
+        if n_ex <= 1024:
+            idx, dist = _knn_sorted(Q, self.F, self.sq, self.k + n_ex)
+            keep = np.argsort(excluded[idx], axis=1, kind="stable")[:, : self.k]
+            return np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
+        rows = np.flatnonzero(~excluded)
+        if not len(rows):  # everything left out: the vote below is uniform
+            return _knn_sorted(Q, self.F, self.sq, self.k)
+        sub, dist = _knn_sorted(Q, self.F[rows], self.sq[rows], self.k)
+        return rows[sub], dist
+
+    def vote(self, idx: np.ndarray, dist: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+        mult = self.mult[idx] if self.mult is not None else np.ones(idx.shape, np.float32)
+        if excluded is not None:
+            mult = mult * ~excluded[idx]
+        return _vote(self.labels[idx].astype(np.int64), dist, mult, self.weights)
+
+    def excluded(self, groups) -> np.ndarray:
+        return np.isin(self.groups, np.asarray(sorted(groups), np.int64))
+
+
+def _groups_or_mnist(model, n: int) -> np.ndarray:
+    groups = getattr(model, "train_groups_", None)
+    return np.full(n, -1, np.int64) if groups is None else np.asarray(groups, np.int64)
+
+
+def image_part(estimator) -> KnnPart | None:
+    """The image k-NN of `estimator`, or None when it is not a k-NN (nothing can be left out)."""
+    if not hasattr(estimator, "train_features_") or not hasattr(estimator, "n_neighbors"):
+        return None
+    n = len(estimator.train_labels_)
+    return KnnPart(estimator.train_features_, estimator.train_sq_, estimator.train_labels_,
+                   estimator.sample_weight_, _groups_or_mnist(estimator, n), int(estimator.n_neighbors),
+                   estimator.weights)
+
+
+def stroke_part(estimator) -> KnnPart | None:
+    model = getattr(estimator, "stroke_model_", None) if getattr(estimator, "reads_strokes", False) else None
+    if model is None:
+        return None
+    n = len(model.train_labels_)
+    return KnnPart(model.train_features_, model.train_sq_, model.train_labels_, model.sample_weight_,
+                   _groups_or_mnist(model, n), int(model.n_neighbors), model.weights)
+
+
+def _stroke_rows(strokes) -> list[int]:
+    return [] if strokes is None else [i for i, s in enumerate(strokes) if s is not None and len(s)]
+
+
+def neighbour_probabilities(estimator, images: np.ndarray, strokes=None, users=None, exclude=(),
+                            features: np.ndarray | None = None) -> np.ndarray:
+    """(n, 10) probabilities of `estimator` for `images`, fused with their strokes' when it reads strokes,
+    from neighbours that are not in `exclude` (account ids) and, with `users` (one per image), not drawn
+    by the image's own account: its own drawings cannot vouch for its labels.
+
+    `features`: estimator.transform(images) when already computed. A model that is not a k-NN cannot
+    leave anyone out: its plain probabilities are returned.
+    """
+    images = np.asarray(images)
+    part = image_part(estimator)
+    if part is None:
+        kw = {"strokes": list(strokes)} if strokes is not None and getattr(estimator, "reads_strokes", False) else {}
+        return np.asarray(estimator.predict_proba(images, **kw), np.float64)
+    Q = estimator.transform(images) if features is None else features
+    exclude = {int(g) for g in exclude}
+    out = _part_probabilities(part, Q, users, exclude)
+    spart = stroke_part(estimator)
+    rows = _stroke_rows(strokes) if spart is not None else []
+    if rows:
+        SQ = estimator.stroke_model_.features([strokes[i] for i in rows])
+        p_strokes = _part_probabilities(spart, SQ, None if users is None else np.asarray(users)[rows], exclude)
+        w = float(estimator.stroke_weight_)
+        out[rows] = (1.0 - w) * out[rows] + w * p_strokes
+    return out
+
+
+def _part_probabilities(part: KnnPart, Q: np.ndarray, users, exclude: set) -> np.ndarray:
+    base = part.excluded(exclude) if exclude else np.zeros(len(part.groups), bool)
+    if users is None:
+        idx, dist = part.search(Q, base)
+        return part.vote(idx, dist, base)
+    users = np.asarray(users, np.int64)
+    out = np.empty((len(Q), N_CLASSES))
+    for user in np.unique(users):
+        rows = np.flatnonzero(users == user)
+        excluded = base | (part.groups == user)
+        idx, dist = part.search(Q[rows], excluded)
+        out[rows] = part.vote(idx, dist, excluded)
+    return out
+
+
+# --- Trust and suspicion ---------------------------------------------------------------------------
+
+
+@dataclass
+class AccountTrust:
+    score: float
+    n_labels: int = 0
+    n_agree: int = 0
+    n_disagree: int = 0
+    n_flagged: int = 0
+
+
+@dataclass
+class Ranking:
+    """One ranking of every labelled, not rejected drawing."""
+
+    suspicion: np.ndarray  # chance that the label is wrong
+    suspicious: np.ndarray  # bool: into the review queue
+    evidence: np.ndarray  # (n, 10) the combined evidence for each drawing's digit
+    trust: dict[int, AccountTrust] = field(default_factory=dict)
+
+    def trust_of(self, users) -> np.ndarray:
+        return np.array([self.trust[int(u)].score for u in users], np.float64)
+
+
+def prior_trust() -> float:
+    return PRIOR_AGREE / (PRIOR_AGREE + PRIOR_DISAGREE)
+
+
+def peer_votes(features: np.ndarray, users: np.ndarray, labels: np.ndarray, row_trust: np.ndarray,
+               radius: float | None = None, k: int = PEER_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(votes (n, 10), mass (n,)): what other accounts labelled their drawings near each drawing.
+
+    Each other account found among the k nearest (within `radius`) casts one vote, weighted by its
+    trust (`row_trust`, per drawing) and split over the labels of its drawings found: an account with a
+    thousand drawings of one kind counts as one voice, like an account with one.
+    """
+    F = np.ascontiguousarray(features, np.float32)
+    sq = np.einsum("ij,ij->i", F, F)
+    users = np.asarray(users, np.int64)
+    labels = np.asarray(labels, np.int64)
+    votes = np.zeros((len(F), N_CLASSES))
+    mass = np.zeros(len(F))
+    limit = np.inf if radius is None else float(radius)
+    for user in np.unique(users):
+        rows = np.flatnonzero(users == user)
+        own = len(rows)
+        if own == len(F):
+            continue
+        if own <= 1024:  # search everything and drop the account's own
+            idx, dist = _knn_sorted(F[rows], F, sq, min(len(F), k + own))
+            keep = np.argsort(users[idx] == user, axis=1, kind="stable")[:, :k]
+            idx, dist = np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
+        else:  # a big account: search the others only
+            others = np.flatnonzero(users != user)
+            sub, dist = _knn_sorted(F[rows], F[others], sq[others], min(len(others), k))
+            idx = others[sub]
+        acc = users[idx]
+        valid = (acc != user) & (dist <= limit)
+        same = (acc[:, :, None] == acc[:, None, :]) & valid[:, None, :]
+        share = np.where(valid, row_trust[idx] / np.maximum(same.sum(axis=2), 1), 0.0)
+        flat = (np.arange(len(rows))[:, None] * N_CLASSES + labels[idx]).ravel()
+        votes[rows] = np.bincount(flat, weights=share.ravel(), minlength=len(rows) * N_CLASSES).reshape(-1, N_CLASSES)
+        mass[rows] = share.sum(axis=1)
+    return votes, mass
+
+
+def combine_evidence(p_model: np.ndarray, votes: np.ndarray | None = None, mass: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """The model's smoothed probabilities times the other accounts' (Dirichlet-smoothed) votes, normalised."""
+    p = (1.0 - MODEL_SMOOTHING) * np.asarray(p_model, np.float64) + MODEL_SMOOTHING / N_CLASSES
+    if votes is not None:
+        p = p * (votes + PEER_PRIOR / N_CLASSES) / (mass + PEER_PRIOR)[:, None]
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def suspicion(evidence: np.ndarray, labels: np.ndarray, trust: np.ndarray) -> np.ndarray:
+    """P(label wrong | evidence, trust): the account gives the right digit with the chance `trust`,
+    otherwise any of the nine others."""
+    p = evidence[np.arange(len(labels)), labels]
+    wrong = (1.0 - trust) * (1.0 - p) / (N_CLASSES - 1)
+    return wrong / np.maximum(wrong + trust * p, 1e-12)
+
+
+def _trust_from(evidence, labels, users, approved, rejected_by_user, accounts) -> dict[int, AccountTrust]:
+    confident = evidence.max(axis=1) >= CONFIDENT
+    agree = confident & (evidence.argmax(axis=1) == labels)
+    disagree = confident & ~agree
+    agree, disagree = agree | approved, disagree & ~approved  # staff have the last word
+    out = {}
+    for user in accounts:
+        rows = users == user
+        rejected = int(rejected_by_user.get(int(user), 0))
+        a, d = int(agree[rows].sum()), int(disagree[rows].sum()) + rejected
+        out[int(user)] = AccountTrust(score=(PRIOR_AGREE + a) / (PRIOR_AGREE + PRIOR_DISAGREE + a + d),
+                                      n_labels=int(rows.sum()) + rejected, n_agree=a, n_disagree=d)
+    return out
+
+
+def rank_labels(labels, users, p_model, features: np.ndarray | None = None, *, radius: float | None = None,
+                approved=None, rejected_by_user: dict | None = None, threshold: float = 0.5,
+                rounds: int = 2) -> Ranking:
+    """Trust every account and rank every label (see the module docstring).
+
+    `p_model`: out-of-sample probabilities (neighbour_probabilities with users); `features`: the drawings
+    in the model's feature space, for other accounts' similar drawings (None: the model alone);
+    `approved`: bool per drawing (staff approved it: never suspicious, and agreement);
+    `rejected_by_user`: rejected labels per account (disagreement).
+    """
+    labels = np.asarray(labels, np.int64)
+    users = np.asarray(users, np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
+        raise ValueError("labels must be digits 0-9")
+    approved = np.zeros(len(labels), bool) if approved is None else np.asarray(approved, bool)
+    rejected_by_user = rejected_by_user or {}
+    accounts = sorted({int(u) for u in users} | {int(u) for u in rejected_by_user})
+    trust = {u: AccountTrust(prior_trust()) for u in accounts}
+    evidence = combine_evidence(p_model)
+    for _ in range(rounds if features is not None and len(labels) else 1):
+        if features is not None and len(labels):
+            row_trust = np.array([trust[int(u)].score for u in users])
+            votes, mass = peer_votes(features, users, labels, row_trust, radius)
+            evidence = combine_evidence(p_model, votes, mass)
+        trust = _trust_from(evidence, labels, users, approved, rejected_by_user, accounts)
+    row_trust = np.array([trust[int(u)].score for u in users])
+    scores = suspicion(evidence, labels, row_trust) if len(labels) else np.zeros(0)
+    flagged = (scores >= threshold) & ~approved
+    for user in accounts:
+        trust[user].n_flagged = int(flagged[users == user].sum())
+    return Ranking(suspicion=scores, suspicious=flagged, evidence=evidence, trust=trust)
+
+
+def vote_weights(users, trust: dict[int, float], threshold: float, approved=None, floor: float = 0.1) -> np.ndarray:
+    """Per drawing, its account's trust relative to the threshold (at most 1, at least `floor`): a
+    low-trust account's labels that do train count for less. Staff-approved drawings count fully;
+    an account with no trust yet counts fully."""
+    users = np.asarray(users, np.int64)
+    w = np.array([min(1.0, max(floor, trust[int(u)] / threshold)) if trust.get(int(u)) is not None else 1.0
+                  for u in users], np.float32)
+    if approved is not None:
+        w[np.asarray(approved, bool)] = 1.0
+    return w
+
+
+# --- Caps and the per-digit held-out set -----------------------------------------------------------
+
+
+def cap_accounts(users, labels, rank_key, exempt=None, *, share: float, floor: int
+                 ) -> tuple[np.ndarray, dict[int, dict[str, int]]]:
+    """(keep mask, {account: {digit: drawings left out}}): no account supplies more of a digit's
+    drawings than `share` of them (its own counted in the total), or `floor` when that is more.
+
+    The drawings kept are the account's least suspicious (`rank_key` ascending); `exempt` ones (staff
+    approved) are always kept and count toward the account's share.
+    """
+    users = np.asarray(users, np.int64)
+    labels = np.asarray(labels, np.int64)
+    rank_key = np.asarray(rank_key, np.float64)
+    exempt = np.zeros(len(users), bool) if exempt is None else np.asarray(exempt, bool)
+    keep = np.ones(len(users), bool)
+    dropped: dict[int, dict[str, int]] = {}
+    ratio = share / (1.0 - share) if share < 1.0 else math.inf
+    for digit in np.unique(labels):
+        of_digit = labels == digit
+        total = int(of_digit.sum())
+        for user in np.unique(users[of_digit]):
+            mine = of_digit & (users == user)
+            n = int(mine.sum())
+            cap = max(floor, math.ceil(ratio * (total - n))) if math.isfinite(ratio) else n
+            if n <= cap:
+                continue
+            free = np.flatnonzero(mine & ~exempt)
+            room = max(0, cap - int((mine & exempt).sum()))
+            order = free[np.lexsort((free, rank_key[free]))]
+            keep[order[room:]] = False
+            if len(order) > room:
+                dropped.setdefault(int(user), {})[str(int(digit))] = int(len(order) - room)
+    return keep, dropped
+
+
+def _digit_user_order(digit: int, user: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"digitsite-holdout-digit:{digit}:{user}".encode()).digest()[:8], "big")
+
+
+def holdout_fill(train_users, train_labels, train_ids, held_labels, eligible: set, *, min_per_digit: int,
+                 share: float) -> tuple[np.ndarray, dict[str, dict]]:
+    """(bool per training drawing: move it to the held-out set, {digit: what was moved}).
+
+    For each digit the held-out users drew fewer than `min_per_digit` times, the training users'
+    drawings of that digit are held out user by user (a deterministic order per digit, `eligible`
+    accounts only: a low-trust account never judges the candidate), as long as at least half of the
+    digit's drawings stay in training. When no whole account can go (one account drew the digit), a
+    deterministic `share` of that digit's drawings is held out instead.
+    """
+    train_users = np.asarray(train_users, np.int64)
+    train_labels = np.asarray(train_labels, np.int64)
+    held_labels = np.asarray(held_labels, np.int64)
+    move = np.zeros(len(train_labels), bool)
+    report: dict[str, dict] = {}
+    for digit in np.unique(train_labels):
+        held = int((held_labels == digit).sum())
+        if held >= min_per_digit:
+            continue
+        of_digit = train_labels == digit
+        total = int(of_digit.sum()) + held
+        target = min(min_per_digit, max(1, total // 2))
+        if held >= target:
+            continue
+        moved_users = []
+        accounts = sorted((int(u) for u in np.unique(train_users[of_digit]) if int(u) in eligible),
+                          key=lambda u: _digit_user_order(int(digit), u))
+        for user in accounts:
+            if held >= target:
+                break
+            mine = of_digit & (train_users == user)
+            n = int(mine.sum())
+            if int((of_digit & ~move).sum()) - n < total / 2:
+                continue
+            move |= mine
+            held += n
+            moved_users.append(user)
+        if held == 0:
+            candidates = np.flatnonzero(of_digit & np.isin(train_users, sorted(eligible)))
+            if len(candidates) >= 2:
+                count = max(1, round(share * len(candidates)))
+                order = sorted(candidates, key=lambda i: _digit_user_order(int(digit), -int(train_ids[i])))
+                move[order[:count]] = True
+                held = count
+        if moved_users or held:
+            report[str(int(digit))] = {"users": moved_users, "held_out": int(held),
+                                       "moved": int((move & of_digit).sum())}
+    return move, report
+
+
+# --- A candidate's figures with accounts left out --------------------------------------------------
+
+
+class LeaveOutEvaluator:
+    """Predictions of a k-NN candidate on fixed evaluation sets as if some accounts' drawings had not
+    been trained on: only the rows with one of their drawings among the k nearest are searched again.
+
+    `sets`: name -> (images, labels, strokes or None).
+    """
+
+    def __init__(self, estimator, sets: dict) -> None:
+        self.estimator = estimator
+        self.image = image_part(estimator)
+        if self.image is None:
+            raise ValueError("only a k-NN can leave accounts out without training again")
+        self.strokes = stroke_part(estimator)
+        self.sets = {}
+        for name, (images, labels, strokes) in sets.items():
+            Q = estimator.transform(images)
+            idx, dist = self.image.search(Q)
+            entry = {"Q": Q, "idx": idx, "p": self.image.vote(idx, dist), "y": np.asarray(labels, np.int64)}
+            rows = _stroke_rows(strokes) if self.strokes is not None else []
+            if rows:
+                SQ = estimator.stroke_model_.features([strokes[i] for i in rows])
+                sidx, sdist = self.strokes.search(SQ)
+                entry.update(rows=np.asarray(rows), SQ=SQ, sidx=sidx, ps=self.strokes.vote(sidx, sdist))
+            self.sets[name] = entry
+
+    def accounts(self, name: str, rows: np.ndarray | None = None) -> dict[int, int]:
+        """{account: how many of the set's rows (all, or `rows`) it has a neighbour of}: who could matter."""
+        e = self.sets[name]
+        sel = np.ones(len(e["y"]), bool) if rows is None else np.asarray(rows, bool)
+        groups = self.image.groups[e["idx"][sel]]
+        counts: dict[int, int] = {}
+        for g in np.unique(groups[groups >= 0]):
+            counts[int(g)] = int((groups == g).any(axis=1).sum())
+        if "sidx" in e:
+            srows = sel[e["rows"]]
+            sgroups = self.strokes.groups[e["sidx"][srows]]
+            for g in np.unique(sgroups[sgroups >= 0]):
+                counts[int(g)] = counts.get(int(g), 0) + int((sgroups == g).any(axis=1).sum())
+        return counts
+
+    def predictions(self, name: str, excluded=()) -> np.ndarray:
+        e = self.sets[name]
+        p = e["p"].copy()
+        excluded = {int(g) for g in excluded}
+        if excluded:
+            ex = self.image.excluded(excluded)
+            hit = np.flatnonzero(ex[e["idx"]].any(axis=1))
+            if len(hit):
+                idx, dist = self.image.search(e["Q"][hit], ex)
+                p[hit] = self.image.vote(idx, dist, ex)
+        if "sidx" in e:
+            ps = e["ps"]
+            if excluded:
+                ps = ps.copy()
+                sex = self.strokes.excluded(excluded)
+                shit = np.flatnonzero(sex[e["sidx"]].any(axis=1))
+                if len(shit):
+                    idx, dist = self.strokes.search(e["SQ"][shit], sex)
+                    ps[shit] = self.strokes.vote(idx, dist, sex)
+            w = float(self.estimator.stroke_weight_)
+            p[e["rows"]] = (1.0 - w) * p[e["rows"]] + w * ps
+        return p.argmax(axis=1)
+
+    def labels(self, name: str) -> np.ndarray:
+        return self.sets[name]["y"]
