@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import F
@@ -18,7 +19,7 @@ from PIL import Image
 from recognizer import training
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml.store import CorruptModelError
-from recognizer.models import Drawing, ModelVersion, TrainingRun, User
+from recognizer.models import Drawing, ModelVersion, TrainingRun, User, UserTrust
 
 admin.site.register(User, UserAdmin)
 
@@ -81,6 +82,35 @@ def _review(request, queryset, status: str, label: int | None = None) -> int:
     return count
 
 
+def reject_pending_labels_of(request, user_ids) -> int:
+    """Bulk reject by account: every labelled drawing of these users that staff have not approved."""
+    queryset = Drawing.objects.filter(user_id__in=list(user_ids), label__isnull=False,
+                                      status=Drawing.Status.PENDING)
+    return _review(request, queryset, Drawing.Status.REJECTED)
+
+
+def _trust_text(trust: UserTrust | None) -> str:
+    if trust is None:
+        return "-"
+    low = " (low)" if trust.score < settings.RECOGNIZER_TRUST_THRESHOLD else ""
+    return f"{trust.score * 100:.0f}%{low}"
+
+
+class QuarantinedFilter(admin.SimpleListFilter):
+    title = "quarantine"
+    parameter_name = "quarantined"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Quarantined (suspicious, low-trust account)"), ("low_trust", "Any label of a low-trust account")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(pk__in=training.quarantined_drawings().values("pk"))
+        if self.value() == "low_trust":
+            return queryset.filter(user__trust__score__lt=settings.RECOGNIZER_TRUST_THRESHOLD)
+        return queryset
+
+
 def _relabel_action(digit: int):
     def action(modeladmin, request, queryset):
         count = _review(request, queryset, Drawing.Status.APPROVED, label=digit)
@@ -93,18 +123,18 @@ def _relabel_action(digit: int):
 
 @admin.register(Drawing)
 class DrawingAdmin(admin.ModelAdmin):
-    list_display = ["thumbnail", "id", "user", "predicted_digit", "confidence_percent", "label", "wrong", "status",
-                    "suspicious", "suspicion", "strokes_summary", "reviewer", "created_at"]
+    list_display = ["thumbnail", "id", "user", "user_trust", "predicted_digit", "confidence_percent", "label", "wrong",
+                    "status", "suspicious", "suspicion", "strokes_summary", "reviewer", "created_at"]
     list_display_links = ["thumbnail", "id"]
-    list_filter = ["status", "suspicious", WrongPredictionFilter, "label", "predicted_digit",
+    list_filter = ["status", "suspicious", QuarantinedFilter, WrongPredictionFilter, "label", "predicted_digit",
                    ("user", admin.RelatedOnlyFieldListFilter), "created_at"]
     search_fields = ["user__username", "user__email"]
     # Suspicious labels first, most suspicious on top: that is where poisoning would hide.
     ordering = ["-suspicious", F("suspicion_score").desc(nulls_last=True), "-created_at"]
-    list_select_related = ["user", "reviewer"]
+    list_select_related = ["user", "user__trust", "reviewer"]
     list_per_page = 50
     date_hierarchy = "created_at"
-    actions = ["approve", "reject", "rank_suspicious"] + [_relabel_action(d) for d in range(10)]
+    actions = ["approve", "reject", "reject_users", "rank_suspicious"] + [_relabel_action(d) for d in range(10)]
     fields = ["drawing_large", "preprocessed_image", "user", "created_at", "model_version", "predicted_digit",
               "confidence_percent", "probabilities_table", "label", "labelled_at", "status", "reviewer", "reviewed_at",
               "suspicious", "suspicion_score", "strokes_summary"]
@@ -126,6 +156,10 @@ class DrawingAdmin(admin.ModelAdmin):
     @admin.display(description="what the model saw (28x28)")
     def preprocessed_image(self, obj: Drawing) -> str:
         return _img(_preprocessed_png(obj), 280, "preprocessed 28x28")
+
+    @admin.display(description="user trust", ordering="user__trust__score")
+    def user_trust(self, obj: Drawing) -> str:
+        return _trust_text(getattr(obj.user, "trust", None))
 
     @admin.display(description="confidence", ordering="confidence")
     def confidence_percent(self, obj: Drawing) -> str:
@@ -170,17 +204,75 @@ class DrawingAdmin(admin.ModelAdmin):
     def reject(self, request, queryset):
         self.message_user(request, f"{_review(request, queryset, Drawing.Status.REJECTED)} drawing(s) rejected.")
 
-    @admin.action(description="Re-rank suspicious labels now (all drawings)")
+    @admin.action(description="Reject every pending label of these drawings' users (bulk reject by user)")
+    def reject_users(self, request, queryset):
+        users = set(queryset.values_list("user_id", flat=True))
+        count = reject_pending_labels_of(request, users)
+        self.message_user(request, f"{count} pending label(s) of {len(users)} user(s) rejected; their trust drops "
+                                   "at the next ranking.")
+
+    @admin.action(description="Re-rank suspicious labels and user trust now (all drawings)")
     def rank_suspicious(self, request, queryset):
         summary = training.flag_suspicious_labels()
-        self.message_user(request, f"Ranked {summary['ranked']} labelled drawings: {summary['suspicious']} suspicious.")
+        self.message_user(request, f"Ranked {summary['ranked']} labelled drawings: {summary['suspicious']} suspicious, "
+                                   f"{summary.get('quarantined', 0)} quarantined.")
+
+
+@admin.register(UserTrust)
+class UserTrustAdmin(admin.ModelAdmin):
+    """Per-account trust, lowest first: who the global model listens to, and bulk rejection by account."""
+
+    list_display = ["user", "trust", "n_labels", "n_agree", "n_disagree", "n_flagged", "pending_labels",
+                    "quarantined", "drawings_link", "updated_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "user__email"]
+    ordering = ["score"]
+    readonly_fields = ["user", "score", "n_labels", "n_agree", "n_disagree", "n_flagged", "updated_at"]
+    actions = ["reject_pending", "rank"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="trust", ordering="score")
+    def trust(self, obj: UserTrust) -> str:
+        return _trust_text(obj)
+
+    @admin.display(description="pending labels")
+    def pending_labels(self, obj: UserTrust) -> int:
+        return Drawing.objects.filter(user_id=obj.user_id, label__isnull=False, status=Drawing.Status.PENDING).count()
+
+    @admin.display(description="quarantined")
+    def quarantined(self, obj: UserTrust) -> int:
+        return training.quarantined_drawings().filter(user_id=obj.user_id).count()
+
+    @admin.display(description="drawings")
+    def drawings_link(self, obj: UserTrust) -> str:
+        url = reverse("admin:recognizer_drawing_changelist") + f"?user__id__exact={obj.user_id}"
+        return format_html('<a href="{}">review</a>', url)
+
+    @admin.action(description="Reject every pending label of the selected users")
+    def reject_pending(self, request, queryset):
+        users = list(queryset.values_list("user_id", flat=True))
+        count = reject_pending_labels_of(request, users)
+        self.message_user(request, f"{count} pending label(s) of {len(users)} user(s) rejected; their trust drops "
+                                   "at the next ranking.")
+
+    @admin.action(description="Re-rank labels and user trust now")
+    def rank(self, request, queryset):
+        summary = training.flag_suspicious_labels()
+        self.message_user(request, f"Ranked {summary['ranked']} labelled drawings of {summary.get('accounts', 0)} "
+                                   f"accounts: {summary['suspicious']} suspicious, {summary.get('quarantined', 0)} "
+                                   "quarantined.")
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "is_active", "data_source", "mnist_accuracy", "holdout_accuracy", "canvas_accuracy",
                     "created_at", "activated_at"]
-    list_filter = ["is_active", "data_source"]
+    list_filter = ["is_active", "kind", "data_source"]
     readonly_fields = ["kind", "file", "sha256", "data_source", "metadata", "metrics", "is_active", "created_at",
                        "activated_at"]
     actions = ["activate"]
@@ -224,7 +316,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ["id", "trigger", "started_by", "status", "progress_percent", "stage", "user_drawings",
-                    "model_version", "created_at", "duration"]
+                    "left_out", "model_version", "created_at", "duration"]
     list_filter = ["status", "trigger"]
     readonly_fields = [f.name for f in TrainingRun._meta.fields] + ["duration"]
     change_list_template = "admin/recognizer/trainingrun/change_list.html"
@@ -244,6 +336,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
         counts = obj.data_counts or {}
         return f"{counts.get('user_train', '-')} / {counts.get('holdout', '-')}"
 
+    @admin.display(description="left out (quarantined / accounts)")
+    def left_out(self, obj: TrainingRun) -> str:
+        counts, decision = obj.data_counts or {}, obj.decision or {}
+        accounts = ", ".join(c.get("username") or str(c.get("user")) for c in decision.get("left_out", []))
+        return f"{counts.get('quarantined', '-')} / {accounts or '-'}"
+
     @admin.display(description="duration")
     def duration(self, obj: TrainingRun) -> str:
         seconds = obj.duration_seconds
@@ -255,7 +353,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         training.reap_stale_runs()  # a dead worker's run shows as failed rather than running forever
-        extra_context = {**(extra_context or {}), "live_run": training.live_run()}
+        extra_context = {**(extra_context or {}), "live_run": training.live_run(),
+                         "retrain_kind": settings.RECOGNIZER_RETRAIN_KIND}
         return super().changelist_view(request, extra_context)
 
     def start_retrain_view(self, request):

@@ -50,13 +50,15 @@ def test_the_holdout_is_deterministic_and_splits_by_user(settings):
     assert not any(training.is_holdout_user(u) for u in range(1, 50))
 
 
-def test_a_users_drawings_are_all_on_one_side_of_the_split(settings, alice, bob, fallback_data):
+def test_a_held_out_users_drawings_are_never_trained_on(settings, alice, bob, fallback_data):
     settings.RECOGNIZER_HOLDOUT_SHARE = 0.5
     label_some(alice, fallback_data, 5)
     label_some(bob, fallback_data, 5, start=5)
     train, holdout = training.split_trusted()
     assert len(train) + len(holdout) == 10
-    assert not set(train.users) & set(holdout.users)
+    held_users = {u for u in (alice.pk, bob.pk) if training.is_holdout_user(u)}
+    assert not set(train.users) & held_users
+    assert held_users <= set(holdout.users)  # training users' drawings join it only for digits it lacks
 
 
 # --- the lock ---
@@ -228,6 +230,52 @@ def test_fewer_new_labels_do_not_start_a_retrain(tiny_training, alice, fallback_
     with django_capture_on_commit_callbacks(execute=True):
         services.label_drawing(drawings[0], 1)
     assert not TrainingRun.objects.exists()
+
+
+def test_a_label_makes_no_count_and_queues_one_delayed_check_for_a_worker(alice, fallback_data, settings, monkeypatch,
+                                                                           django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.RECOGNIZER_RETRAIN_AFTER = 1
+    settings.RECOGNIZER_RETRAIN_CHECK_DELAY = 30
+    cache.delete(tasks.THRESHOLD_CHECK_QUEUED)
+    sent = []
+    monkeypatch.setattr(tasks.check_retrain_threshold, "apply_async", lambda **kw: sent.append(kw))
+    drawings = label_some(alice, fallback_data, 3)
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        for drawing in drawings:
+            services.label_drawing(drawing, drawing.label)
+    # The labels count nothing and touch no run: that is the worker's, 30 s later, once for all three.
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert sql and not [q for q in sql if "COUNT(" in q.upper() or "recognizer_trainingrun" in q]
+    assert len(sent) == 1 and sent[0]["countdown"] == 30
+    assert not TrainingRun.objects.exists()
+    assert tasks.check_retrain_threshold() is not None  # what the worker then runs: past the threshold
+    assert TrainingRun.objects.get().trigger == "threshold"
+
+
+def test_a_label_whose_check_could_not_be_queued_lets_the_next_label_try_again(alice, fallback_data, settings,
+                                                                               monkeypatch,
+                                                                               django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+    from kombu.exceptions import OperationalError
+
+    settings.RECOGNIZER_RETRAIN_CHECK_DELAY = 30
+    cache.delete(tasks.THRESHOLD_CHECK_QUEUED)
+    attempts = []
+
+    def broker_down(**kw):
+        attempts.append(kw)
+        raise OperationalError("Connection refused")
+
+    monkeypatch.setattr(tasks.check_retrain_threshold, "apply_async", broker_down)
+    first, second = label_some(alice, fallback_data, 2)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.label_drawing(first, 1).label == 1  # the label is kept
+        services.label_drawing(second, 2)
+    assert len(attempts) == 2
 
 
 # --- suspicious labels ---

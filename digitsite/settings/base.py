@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from digitsite.env import env_bool, env_float, env_int, env_list, env_str
+from digitsite.env import cache_from_url, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -65,10 +65,10 @@ TEMPLATES = [
     },
 ]
 
+# Unset or blank: SQLite next to the code (production.py refuses to start that way).
 DATABASES = {
-    "default": dj_database_url.config(
-        env="DATABASE_URL",
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "").strip() or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
@@ -105,12 +105,9 @@ MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media")))
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "digitsite <noreply@localhost>")
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "digitsite",
-    }
-}
+# Throttles, the login budget and chart SVGs live here. Development and tests: this process's memory;
+# CACHE_URL=redis://host:6379/1 shares them between processes (production.py requires a Redis).
+CACHES = {"default": cache_from_url("CACHE_URL", env_str("CACHE_URL", "locmem://"))}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -127,6 +124,7 @@ REST_FRAMEWORK = {
         "anon_predict": env_str("RECOGNIZER_ANON_PREDICT_RATE", "60/minute"),
         "user_predict": env_str("RECOGNIZER_USER_PREDICT_RATE", "600/minute"),
         "login": env_str("RECOGNIZER_LOGIN_RATE", "10/minute"),
+        "export": env_str("RECOGNIZER_EXPORT_RATE", "20/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -163,6 +161,14 @@ RECOGNIZER_RETRAIN_SCHEDULE = env_str("RECOGNIZER_RETRAIN_SCHEDULE", "0 3 * * *"
 RECOGNIZER_MODEL_CHECK_SECONDS = env_float("RECOGNIZER_MODEL_CHECK_SECONDS", 2.0)
 # Training-size cap for the first model the quickstart trains (0 = all of MNIST).
 RECOGNIZER_TRAIN_LIMIT = env_int("RECOGNIZER_TRAIN_LIMIT", 0, minimum=0)
+# A model file that fails to load is not read again before this many seconds (unless another version
+# becomes active): a corrupt file is not re-hashed, and logged, at every check.
+RECOGNIZER_MODEL_RETRY_SECONDS = env_float("RECOGNIZER_MODEL_RETRY_SECONDS", 600.0)
+# How long an Idempotency-Key on POST /api/v1/predict returns the first answer (recognizer/idempotency.py).
+RECOGNIZER_IDEMPOTENCY_SECONDS = env_int("RECOGNIZER_IDEMPOTENCY_SECONDS", 24 * 3600, minimum=1)
+# A label asks a Celery worker to count the new trusted drawings (and start a retrain past
+# RECOGNIZER_RETRAIN_AFTER) this many seconds later, at most once per such window (0: at once, every label).
+RECOGNIZER_RETRAIN_CHECK_DELAY = env_int("RECOGNIZER_RETRAIN_CHECK_DELAY", 30, minimum=0)
 
 # Retraining (issue 4). The candidate replaces the active model only if it is no worse than this
 # (accuracy, 0.003 = 0.3 points) on the MNIST test set, and than the second one on held-out users.
@@ -182,6 +188,32 @@ RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 2
 RECOGNIZER_RETRAIN_LOCK_TIMEOUT = env_int("RECOGNIZER_RETRAIN_LOCK_TIMEOUT", 600, minimum=5)
 # Cross-validate k and the PCA size at every retrain (False reuses the active model's choice).
 RECOGNIZER_RETRAIN_CV = env_bool("RECOGNIZER_RETRAIN_CV", True)
+# The model kind the retrain trains: knn (instant personalisation, seconds to retrain), svm, or cnn (needs
+# `pip install -r requirements-cnn.txt` on the Celery workers; web workers serve a CNN without it).
+RECOGNIZER_RETRAIN_KIND = env_str("RECOGNIZER_RETRAIN_KIND", "knn")
+
+# The feedback loop against one bad account (issue 10, recognizer/trust.py, bench/poisoning.py).
+# A label is suspicious when the chance that it is wrong (out-of-sample model, other accounts' labels of
+# similar drawings, the account's trust) is at least this; suspicious labels of an account whose trust is
+# below the threshold stay out of the global model until staff approve them.
+RECOGNIZER_SUSPICION_THRESHOLD = env_float("RECOGNIZER_SUSPICION_THRESHOLD", 0.5)
+RECOGNIZER_TRUST_THRESHOLD = env_float("RECOGNIZER_TRUST_THRESHOLD", 0.8)
+# One account supplies at most this share of a digit's user drawings in training (and in the held-out
+# set), or this many drawings of it when that is more (a small site's first users are not starved).
+RECOGNIZER_USER_CLASS_SHARE = env_float("RECOGNIZER_USER_CLASS_SHARE", 0.25)
+RECOGNIZER_USER_CLASS_FLOOR = env_int("RECOGNIZER_USER_CLASS_FLOOR", 30, minimum=1)
+# Per-digit gate: a digit's MNIST test accuracy may drop by this much; a digit's held-out accuracy by
+# the second, and only when that loses at least RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST drawings.
+RECOGNIZER_DIGIT_TOLERANCE = env_float("RECOGNIZER_DIGIT_TOLERANCE", 0.02)
+RECOGNIZER_HOLDOUT_DIGIT_TOLERANCE = env_float("RECOGNIZER_HOLDOUT_DIGIT_TOLERANCE", 0.05)
+RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST = env_int("RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST", 2, minimum=1)
+# Each digit users drew has at least this many held-out drawings (taken from training users by a
+# per-digit user split when the held-out users drew fewer).
+RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = env_int("RECOGNIZER_HOLDOUT_MIN_PER_DIGIT", 10, minimum=1)
+# A candidate the gate refuses is trained again without the accounts that drive the failure (measured
+# by leaving each out), at most this many times, leaving out at most RECOGNIZER_MAX_LEFT_OUT accounts each.
+RECOGNIZER_GATE_RETRIES = env_int("RECOGNIZER_GATE_RETRIES", 2, minimum=0)
+RECOGNIZER_MAX_LEFT_OUT = env_int("RECOGNIZER_MAX_LEFT_OUT", 3, minimum=1)
 
 
 def _crontab(name: str, value: str):
@@ -203,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
                 "kwargs": {"trigger": "schedule"}},
     "reap-stale-training-runs": {"task": "recognizer.tasks.reap_stale_training_runs", "schedule": 60.0},
     "retry-unqueued-retrain": {"task": "recognizer.tasks.retry_unqueued_retrain", "schedule": 60.0},
+    "purge-predict-requests": {"task": "recognizer.tasks.purge_predict_requests", "schedule": 3600.0},
 }
 
 # Django reads uploads into memory up to this size; larger bodies are refused by the API.
