@@ -3,7 +3,6 @@ attempt, as the page and the desktop client send) returns the first answer for t
 
 from __future__ import annotations
 
-import base64
 import threading
 from datetime import timedelta
 
@@ -15,12 +14,10 @@ from rest_framework.test import APIClient
 
 from recognizer import idempotency, tasks
 from recognizer.models import Drawing, PredictRequest
+from tests.test_api import client_for, data_url
 
 PREDICT = "/api/v1/predict"
 
-
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +26,6 @@ def fresh_throttles():
     yield
     cache.clear()
 
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def predict(client, png: bytes, key: str | None = None, **body):

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from recognizer import services, training, userdata
 from recognizer.api import throttles
 from recognizer.models import Drawing, PredictRequest
+from tests.test_api import client_for, data_url
 from tests.training_helpers import fallback_data, make_drawing  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -33,11 +34,6 @@ def fresh_throttles():
     yield
     cache.clear()
 
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def stored(user, digit_png, digit: int = 1) -> Drawing:
@@ -254,11 +250,6 @@ def test_the_account_page_needs_a_login(client):
 
 # --- Downloading one's drawings --------------------------------------------------------------------
 
-
-def data_url(png: bytes) -> str:
-    import base64
-
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def read_zip(response) -> zipfile.ZipFile:
