@@ -8,6 +8,7 @@ import io
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
@@ -16,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from PIL import Image
 
-from recognizer import training
+from recognizer import tasks, training
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml.store import CorruptModelError
 from recognizer.models import Drawing, ModelVersion, TrainingRun, User, UserTrust
@@ -78,7 +79,7 @@ def _review(request, queryset, status: str, label: int | None = None) -> int:
     elif status == Drawing.Status.APPROVED:
         queryset = queryset.filter(label__isnull=False)  # nothing to approve without a label
     count = queryset.update(**fields)
-    training.schedule_threshold_check()
+    transaction.on_commit(tasks.request_threshold_check)  # a worker counts, not this request
     return count
 
 
@@ -194,7 +195,7 @@ class DrawingAdmin(admin.ModelAdmin):
             if "label" in form.changed_data:
                 obj.labelled_at = timezone.now()
         super().save_model(request, obj, form, change)
-        training.schedule_threshold_check()
+        transaction.on_commit(tasks.request_threshold_check)
 
     @admin.action(description="Approve the labels (trusted for training)")
     def approve(self, request, queryset):
@@ -352,7 +353,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return [path("retrain/", view, name="recognizer_trainingrun_retrain")] + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
-        training.reap_stale_runs()  # a dead worker's run shows as failed rather than running forever
         extra_context = {**(extra_context or {}), "live_run": training.live_run(),
                          "retrain_kind": settings.RECOGNIZER_RETRAIN_KIND}
         return super().changelist_view(request, extra_context)

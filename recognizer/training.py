@@ -521,17 +521,6 @@ def maybe_retrain_after_new_labels() -> TrainingRun | None:
     return run if created else None
 
 
-def schedule_threshold_check() -> None:
-    """Called when a label changes: check the threshold after the transaction commits."""
-    def check():
-        try:
-            maybe_retrain_after_new_labels()
-        except Exception:
-            logger.exception("Could not start a retrain after new labels")
-
-    transaction.on_commit(check)
-
-
 # --- Running a retrain -------------------------------------------------------------------------------
 
 
