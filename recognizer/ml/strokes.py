@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .knn import _knn_sorted, _vote
 from .preprocess import DrawingError
 
 __all__ = [
@@ -192,8 +193,6 @@ class StrokeClassifier:
                                extra_weight: float = 1.0) -> np.ndarray:
         """(n, 10) probabilities for stroke features Q; ``extra_*``: a user's own drawings with strokes,
         searched alongside the training set (their votes multiplied by ``extra_weight``)."""
-        from .knn import _knn_sorted, _vote
-
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         k = int(self.n_neighbors)
         idx, dist = _knn_sorted(Q, self.train_features_, self.train_sq_, k)
