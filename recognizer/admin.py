@@ -83,6 +83,20 @@ def _review(request, queryset, status: str, label: int | None = None) -> int:
     return count
 
 
+def _reject_users(model_admin, request, user_ids: set) -> None:
+    """The drawing list's and the trust list's bulk reject by user, with one message."""
+    count = reject_pending_labels_of(request, user_ids)
+    model_admin.message_user(request, f"{count} pending label(s) of {len(user_ids)} user(s) rejected; their trust "
+                                      "drops at the next ranking.")
+
+
+def _rank(model_admin, request) -> None:
+    summary = training.flag_suspicious_labels()
+    model_admin.message_user(request, f"Ranked {summary['ranked']} labelled drawings of {summary.get('accounts', 0)} "
+                                      f"accounts: {summary['suspicious']} suspicious, "
+                                      f"{summary.get('quarantined', 0)} quarantined.")
+
+
 def reject_pending_labels_of(request, user_ids) -> int:
     """Bulk reject by account: every labelled drawing of these users that staff have not approved."""
     queryset = Drawing.objects.filter(user_id__in=list(user_ids), label__isnull=False,
@@ -207,16 +221,11 @@ class DrawingAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reject every pending label of these drawings' users (bulk reject by user)")
     def reject_users(self, request, queryset):
-        users = set(queryset.values_list("user_id", flat=True))
-        count = reject_pending_labels_of(request, users)
-        self.message_user(request, f"{count} pending label(s) of {len(users)} user(s) rejected; their trust drops "
-                                   "at the next ranking.")
+        _reject_users(self, request, set(queryset.values_list("user_id", flat=True)))
 
     @admin.action(description="Re-rank suspicious labels and user trust now (all drawings)")
     def rank_suspicious(self, request, queryset):
-        summary = training.flag_suspicious_labels()
-        self.message_user(request, f"Ranked {summary['ranked']} labelled drawings: {summary['suspicious']} suspicious, "
-                                   f"{summary.get('quarantined', 0)} quarantined.")
+        _rank(self, request)
 
 
 @admin.register(UserTrust)
@@ -256,17 +265,11 @@ class UserTrustAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reject every pending label of the selected users")
     def reject_pending(self, request, queryset):
-        users = list(queryset.values_list("user_id", flat=True))
-        count = reject_pending_labels_of(request, users)
-        self.message_user(request, f"{count} pending label(s) of {len(users)} user(s) rejected; their trust drops "
-                                   "at the next ranking.")
+        _reject_users(self, request, set(queryset.values_list("user_id", flat=True)))
 
     @admin.action(description="Re-rank labels and user trust now")
     def rank(self, request, queryset):
-        summary = training.flag_suspicious_labels()
-        self.message_user(request, f"Ranked {summary['ranked']} labelled drawings of {summary.get('accounts', 0)} "
-                                   f"accounts: {summary['suspicious']} suspicious, {summary.get('quarantined', 0)} "
-                                   "quarantined.")
+        _rank(self, request)
 
 
 @admin.register(ModelVersion)

@@ -8,13 +8,12 @@ import io
 import json
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from recognizer import services
 from recognizer.ml.strokes import MAX_POINTS, MAX_STROKES, parse_strokes, strokes_to_json
 from recognizer.models import Drawing
-from tests.test_api import client_for, data_url
+from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
 
 pytestmark = pytest.mark.django_db
 
@@ -24,13 +23,6 @@ PREDICT = "/api/v1/predict"
 ONE = [[[140, 56, 0], [140, 100, 40], [140, 150, 80], [140, 224, 130]]]
 SEVEN = [[[84, 56, 0], [140, 56, 60], [196, 56, 120], [160, 130, 200], [126, 224, 290]]]
 ZERO = [[[140, 56, 0], [84, 140, 80], [140, 224, 160], [196, 140, 240], [140, 56, 320]]]
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from recognizer import idempotency, tasks
 from recognizer.models import Drawing, PredictRequest
-from tests.test_api import client_for, data_url
+from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
 
 PREDICT = "/api/v1/predict"
 
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -20,19 +19,12 @@ from rest_framework.test import APIClient
 from recognizer import services, training, userdata
 from recognizer.api import throttles
 from recognizer.models import Drawing, PredictRequest
-from tests.test_api import client_for, data_url
+from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
 from tests.training_helpers import fallback_data, make_drawing  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 EXPORT = "/api/v1/drawings/export"
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 
