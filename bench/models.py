@@ -34,12 +34,16 @@ from threadpoolctl import threadpool_info
 
 from bench._common import data_dirs, log
 from bench.recognition import latency, model_mb
-from recognizer.ml import MODEL_KINDS, evaluate, format_metrics_table, load_mnist, load_pendigits, train_model
+from recognizer.ml import evaluate, format_metrics_table, load_mnist, load_pendigits
 from recognizer.ml.evaluate import canvas_dataset, styled_canvas_images
+from recognizer.ml.kinds import MODEL_KINDS, get_kind
 
 QUICK = {"train_limit": 10000, "test_limit": 2000, "canvas_limit": 1000, "latency_n": 100, "fold_mnist_limit": 5000,
          "cnn_epochs": 2}
-KINDS = tuple(MODEL_KINDS) + ("cnn-knn",)  # cnn-knn: recognizer.ml.cnn.DeepKnnClassifier over the same CNN
+# Measured here but not a site kind: the deep k-NN (recognizer.ml.cnn.DeepKnnClassifier) over the CNN that the
+# "cnn" kind trains, so it needs what that kind needs and reuses its CNN.
+DERIVED_KINDS = {"cnn-knn": "cnn"}
+KINDS = MODEL_KINDS + tuple(DERIVED_KINDS)
 CACHE = Path(os.environ.get("BENCH_CACHE", ".cache/bench"))
 
 
@@ -61,28 +65,31 @@ def styled_test_set(digits, writers, seed: int):
     return X, y
 
 
-def fit_kind(kind, X, y, args, cnn_cache: dict, tag: str, cv: bool):
-    """(estimator, hyperparameters, train seconds, training samples); cnn-knn reuses the CNN of ``tag``."""
-    if kind == "cnn-knn":
+def trainer_options(kind: str, args) -> dict:
+    """This benchmark's flags that reach a site kind's trainer."""
+    options = {"svm": {"max_train_samples": args.svm_max_train},
+               "cnn": {"defaults": {"epochs": args.cnn_epochs}} if args.cnn_epochs else {}}
+    return options.get(kind, {})
+
+
+def fit_kind(kind, X, y, args, fitted: dict, tag: str, cv: bool):
+    """(estimator, hyperparameters, train seconds, training samples), kept in ``fitted`` under (kind, tag):
+    cnn-knn reuses the CNN of ``tag``."""
+    if kind in DERIVED_KINDS:
         from recognizer.ml.cnn import DeepKnnClassifier
 
-        if tag not in cnn_cache:
-            cnn_cache[tag] = fit_kind("cnn", X, y, args, cnn_cache, tag, cv)
-        cnn, _hp, cnn_s, _n = cnn_cache[tag]
+        base = DERIVED_KINDS[kind]
+        if (base, tag) not in fitted:
+            fit_kind(base, X, y, args, fitted, tag, cv)
+        cnn, _hp, cnn_s, _n = fitted[(base, tag)]
         t0 = time.perf_counter()
         est = DeepKnnClassifier(cnn, n_components=args.deep_knn_pca, n_neighbors=4).fit(X, y)
         knn_s = time.perf_counter() - t0
         hp = {"n_components": est.n_components, "n_neighbors": est.n_neighbors, "knn_fit_s": round(knn_s, 1)}
         return est, hp, cnn_s + knn_s, len(y)
-    extra = {}
-    if kind == "svm":
-        extra = {"max_train_samples": args.svm_max_train}
-    if kind == "cnn":
-        extra = {"defaults": {"epochs": args.cnn_epochs}} if args.cnn_epochs else {}
-    result = train_model(X, y, kind=kind, cv=cv, random_state=args.seed, **extra)
+    result = get_kind(kind).train(X, y, cv=cv, random_state=args.seed, **trainer_options(kind, args))
     out = (result.estimator, result.hyperparameters, result.train_seconds, int(result.n_train))
-    if kind == "cnn":
-        cnn_cache[tag] = out
+    fitted[(kind, tag)] = out
     return out
 
 
@@ -99,9 +106,9 @@ def unseen_writers(kinds, args, mnist, digits, pen_dir) -> dict:
         y = np.concatenate([ym, pen.labels]).astype(np.int64)
         log(f"fold {fi + 1}/{args.folds}: held-out writers {held} ({len(yt)} drawings); "
             f"training on {len(ym)} MNIST + {len(pen.labels)} pen renders")
-        cnn_cache: dict = {}
+        fitted: dict = {}
         for kind in kinds:
-            est, _hp, secs, _n = fit_kind(kind, X, y, args, cnn_cache, f"fold{fi}", cv=False)
+            est, _hp, secs, _n = fit_kind(kind, X, y, args, fitted, f"fold{fi}", cv=False)
             acc = float((np.asarray(est.predict(Xt)) == yt).mean())
             out[kind]["folds"].append(acc)
             out[kind]["n"] += len(yt)
@@ -140,12 +147,11 @@ def main(argv=None) -> int:
         ap.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     if args.xla_threads == 1:  # read when JAX starts: recognizer.ml.cnn imports it only to train
         os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    if {"cnn", "cnn-knn"} & set(kinds):
-        from recognizer.ml.cnn import backend_available
-
-        if not backend_available():
-            log("the CNN kinds need the optional extra (pip install -r requirements-cnn.txt): skipped")
-            kinds = [k for k in kinds if k not in ("cnn", "cnn-knn")]
+    unavailable = {k: get_kind(DERIVED_KINDS.get(k, k)).unavailable_reason() for k in kinds}
+    for k in kinds:
+        if unavailable[k]:
+            log(f"{k} skipped: {unavailable[k]}")
+    kinds = [k for k in kinds if not unavailable[k]]
 
     mnist_dir, pen_dir = data_dirs()
 
@@ -157,10 +163,10 @@ def main(argv=None) -> int:
     if not args.no_main:
         log(f"rendering {args.canvas_limit or len(digits)} replayed drawings")
         Xc, yc, _writers = canvas_dataset(digits, seed=args.seed, limit=args.canvas_limit)
-        cnn_cache: dict = {}
+        fitted: dict = {}
         for kind in kinds:
             log(f"{kind}: training on {len(ytr)} MNIST images (cv={not args.no_cv})")
-            est, hp, secs, n_train = fit_kind(kind, Xtr, ytr, args, cnn_cache, "main", cv=not args.no_cv)
+            est, hp, secs, n_train = fit_kind(kind, Xtr, ytr, args, fitted, "main", cv=not args.no_cv)
             chosen[kind] = hp
             log(f"{kind}: trained in {secs:.1f}s: {hp}")
             mnist_acc = evaluate(est, Xte, yte)["accuracy"]

@@ -31,7 +31,7 @@ import numpy as np
 from bench._common import data_dirs, log
 from recognizer.ml import load_mnist, load_pendigits, preprocess_drawing, save_model
 from recognizer.ml.evaluate import format_metrics_table, render_styled_png, styled_canvas_images
-from recognizer.ml.model import train_model
+from recognizer.ml.kinds import train_model
 from recognizer.ml.warmstart import PEN_VARIANTS, pen_training_set
 
 AFTER = "feedback: after the users' corrections"

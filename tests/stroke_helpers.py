@@ -13,7 +13,9 @@ def _arc(cx, cy, rx, ry, a0, a1, n=12):
 
 def digit_template(digit: int) -> list[np.ndarray]:
     """Strokes of one digit, as a person draws it (angles in degrees, clockwise as y points down)."""
-    line = lambda *pts: np.array(pts, dtype=float)
+    def line(*pts):
+        return np.array(pts, dtype=float)
+
     templates = {
         0: [_arc(0.5, 0.5, 0.3, 0.45, 270, -90, 24)],  # from the top, leftwards, as most people do
         1: [line((0.4, 0.15), (0.5, 0.05), (0.5, 0.95))],

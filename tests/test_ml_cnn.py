@@ -19,7 +19,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 # The training step compiles once per process (about 10 s): kept on disk for the next run (CI runs the suite twice).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "jax"))
 
-from recognizer.ml import cnn, mnist, model, store
+from recognizer.ml import cnn, common, kinds, mnist, store
 from recognizer.ml.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,17 +48,17 @@ def trained(subset):
     if not cnn.backend_available():
         pytest.skip("JAX not installed: pip install -r requirements-cnn.txt")
     X, y, _Xt, _yt = subset
-    return model.train_model(X, y, kind="cnn", defaults=QUICK)
+    return kinds.train_model(X, y, kind="cnn", defaults=QUICK)
 
 
 def test_importing_the_ml_package_does_not_import_jax():
-    code = ("import sys, recognizer.ml, recognizer.ml.cnn, recognizer.ml.model; "
+    code = ("import sys, recognizer.ml, recognizer.ml.cnn, recognizer.ml.kinds, recognizer.ml.model; "
             "sys.exit(1 if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
 def test_cnn_is_a_model_kind():
-    assert "cnn" in model.MODEL_KINDS
+    assert "cnn" in kinds.MODEL_KINDS
 
 
 # ---------------------------------------------------------------- without the extra
@@ -73,20 +73,20 @@ def no_jax(monkeypatch):
 def test_without_jax_training_is_refused_with_the_install_hint(no_jax, digits):
     assert not cnn.backend_available()
     with pytest.raises(cnn.CnnUnavailable, match="pip install -r requirements-cnn.txt") as info:
-        model.train_model(digits.train_images[:50] / 255.0, digits.train_labels[:50], kind="cnn")
+        kinds.train_model(digits.train_images[:50] / 255.0, digits.train_labels[:50], kind="cnn")
     assert isinstance(info.value, ValueError)
 
 
 @pytest.mark.django_db
 def test_without_jax_the_command_and_services_refuse_and_store_nothing(no_jax, settings, tmp_path):
-    from recognizer import services
+    from recognizer import training
     from recognizer.models import ModelVersion
 
     settings.MNIST_DIR, settings.PENDIGITS_DIR = str(tmp_path / "none"), ""
     with pytest.raises(CommandError, match="pip install -r requirements-cnn.txt"):
         call_command("train_model", "--kind", "cnn", "--limit", "100", "--no-cv", stdout=StringIO(), stderr=StringIO())
     with pytest.raises(ValueError, match="pip install -r requirements-cnn.txt"):
-        services.train_new_model(kind="cnn", limit=100, cv=False)
+        training.train_new_model(kind="cnn", limit=100, cv=False)
     assert not ModelVersion.objects.exists()
 
 
@@ -124,7 +124,7 @@ def test_probabilities_and_the_knn_interface(trained, subset):
     assert p.shape == (40, 10) and (p >= 0).all() and np.allclose(p.sum(axis=1), 1.0)
     assert (est.predict(X) == p.argmax(axis=1)).all()
     one = est.predict_one(X[3])
-    assert isinstance(one, model.Prediction) and one.digit == int(p[3].argmax())
+    assert isinstance(one, common.Prediction) and one.digit == int(p[3].argmax())
     assert one.confidence == pytest.approx(max(one.probabilities)) and one.distance is None and not one.unfamiliar
     extras = est.predict_one(X[3], extra_X=X[:5], extra_y=np.full(5, (one.digit + 1) % 10), extra_weight=100.0,
                              extra_features=np.zeros((5, 50), np.float32))
@@ -184,7 +184,7 @@ def as32(X):
 @needs_jax
 def test_progress_is_reported_in_order(digits):
     stages = []
-    model.train_model(digits.train_images[:64] / 255.0, digits.train_labels[:64], kind="cnn",
+    kinds.train_model(digits.train_images[:64] / 255.0, digits.train_labels[:64], kind="cnn",
                       defaults={"epochs": 1, "batch_size": 64}, progress=lambda s, f: stages.append((s, f)))
     fractions = [f for _s, f in stages]
     assert fractions == sorted(fractions) and stages[-1] == ("done", 1.0) and any(s == "fit" for s, _f in stages)
@@ -244,7 +244,7 @@ def quick_cnn(monkeypatch, settings, tmp_path):
 @needs_jax
 @pytest.mark.django_db
 def test_train_model_kind_cnn_registers_activates_and_serves_a_cnn(quick_cnn, digit_png):
-    from recognizer import services
+    from recognizer import modelfiles, serving
     from recognizer.models import ModelVersion
 
     out, err = StringIO(), StringIO()
@@ -252,19 +252,19 @@ def test_train_model_kind_cnn_registers_activates_and_serves_a_cnn(quick_cnn, di
     version = ModelVersion.objects.get()
     assert version.kind == "cnn" and version.is_active and "'kind': 'cnn'" in out.getvalue()
     assert version.metadata["hyperparameters"]["train_samples"] == 300
-    assert version.metadata["sha256"] == version.sha256 == store.file_sha256(services.model_path(version.file))
-    services.model_cache.clear()
-    loaded = services.model_cache.get()
+    assert version.metadata["sha256"] == version.sha256 == store.file_sha256(modelfiles.local_copy(version.file, version.sha256))
+    serving.model_cache.clear()
+    loaded = serving.model_cache.get()
     assert isinstance(loaded.estimator, cnn.CnnDigitClassifier)
-    result = services.predict_image(digit_png(1), store=False)
+    result = serving.predict_image(digit_png(1), store=False)
     assert result.model_version == version.pk and sum(result.probabilities) == pytest.approx(1.0)
-    services.model_cache.clear()
+    serving.model_cache.clear()
 
 
 @needs_jax
 @pytest.mark.django_db
 def test_the_retrain_trains_the_kind_the_setting_names(quick_cnn, settings, alice, bob, active_model):
-    from recognizer import services, training
+    from recognizer import retraining, serving
     from recognizer.models import ModelVersion
     from tests.training_helpers import make_drawing
 
@@ -276,9 +276,9 @@ def test_the_retrain_trains_the_kind_the_setting_names(quick_cnn, settings, alic
     for user, start in ((alice, 0), (bob, 20)):
         for i in range(start, start + 20):
             make_drawing(user, data.test_images[i], int(data.test_labels[i]))
-    run, created = training.retrain_in_foreground()
+    run, created = retraining.retrain_in_foreground()
     assert created and run.status in ("promoted", "not_promoted"), run.error
     candidate = ModelVersion.objects.get(pk=run.model_version_id)
     assert candidate.kind == "cnn" and candidate.metadata["hyperparameters"]["kind"] == "cnn"
     assert candidate.metadata["counts"].get("user_train", 0) > 0  # users' drawings were trained on
-    services.model_cache.clear()
+    serving.model_cache.clear()

@@ -19,7 +19,7 @@ def test_pruned_search_equals_the_full_search():
     index = knn.prune_index(R, dims=12)
     Q = (np.random.default_rng(1).normal(size=(50, R.shape[1])) * np.linspace(3, 0.2, R.shape[1])).astype(np.float32)
     idx, dist = knn.knn_sorted_pruned(Q, R, r_sq, 5, index, candidates=64)
-    ref_idx, ref_dist = knn._knn_sorted(Q, R, r_sq, 5)
+    ref_idx, ref_dist = knn.knn_sorted(Q, R, r_sq, 5)
     assert np.array_equal(idx, ref_idx)
     assert np.allclose(dist, ref_dist, atol=1e-3)
 
@@ -28,13 +28,13 @@ def test_when_the_bound_cannot_prove_it_the_full_search_answers(monkeypatch):
     R, r_sq = _data()
     index = knn.prune_index(R, dims=2)  # two columns: a loose bound that fails
     calls = []
-    full = knn._knn_sorted
+    full = knn.knn_sorted
 
     def counting(*args, **kwargs):
         calls.append(1)
         return full(*args, **kwargs)
 
-    monkeypatch.setattr(knn, "_knn_sorted", counting)
+    monkeypatch.setattr(knn, "knn_sorted", counting)
     Q = R[:10] + 0.01
     idx, _dist = knn.knn_sorted_pruned(Q, R, r_sq, 3, index, candidates=16)
     assert calls  # fell back at least once

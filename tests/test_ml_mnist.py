@@ -142,7 +142,7 @@ def test_fetch_skips_files_already_present_and_valid(tmp_path):
 
 
 def test_fetch_raises_and_leaves_no_partial_file_when_all_mirrors_fail(tmp_path):
-    contents, sums = fake_files()
+    _contents, sums = fake_files()
 
     def opener(url):
         if "m1" in url:

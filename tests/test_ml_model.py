@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recognizer.ml import mnist, model, store
+from recognizer.ml import common, mnist, model, store
 from recognizer.ml.evaluate import evaluate, format_metrics_table
 
 
@@ -16,7 +16,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    return model.train_model(digits.train_images, digits.train_labels, cv=True, cv_samples=800,
+    return model.train_knn(digits.train_images, digits.train_labels, cv=True, cv_samples=800,
                              param_grid={"pca_components": [20, 30], "k": [1, 2, 3, 4, 5]})
 
 
@@ -67,7 +67,7 @@ def test_flat_and_uint8_inputs_are_the_same_frame(trained, digits):
 
 def test_progress_reports_stages_up_to_done(digits):
     seen = []
-    model.train_model(digits.train_images[:300], digits.train_labels[:300], cv=False,
+    model.train_knn(digits.train_images[:300], digits.train_labels[:300], cv=False,
                       progress=lambda s, f: seen.append((s, f)))
     assert seen[-1] == ("done", 1.0) and {"features", "fit"} <= {s for s, _ in seen}
     fractions = [f for _, f in seen]
@@ -86,7 +86,7 @@ def test_personal_extra_samples_change_a_prediction(trained, digits):
 
 
 def test_training_without_cv_still_returns_a_curve_with_the_expected_keys(digits):
-    result = model.train_model(digits.train_images[:200], digits.train_labels[:200], cv=False)
+    result = model.train_knn(digits.train_images[:200], digits.train_labels[:200], cv=False)
     assert set(result.cv_curve) >= {"pca_components", "weights", "k", "accuracy", "grid"}
     assert result.cv_curve["k"] == [] and result.n_train == 200 and result.train_seconds > 0
 
@@ -107,7 +107,7 @@ def test_sample_weight_is_accepted_by_fit(digits):
 
 
 def test_augmentation_adds_copies_with_their_labels(digits):
-    X, y, flags = model.augment_images(digits.train_images[:10], digits.train_labels[:10],
+    X, y, flags = common.augment_images(digits.train_images[:10], digits.train_labels[:10],
                                        shifts=1, thickness=(1.0,))
     assert len(X) == 10 * 6 and flags.sum() == 50
     np.testing.assert_array_equal(y[10:20], digits.train_labels[:10])

@@ -18,7 +18,7 @@ PEN = 18
 def stroke_digit(draw: ImageDraw.ImageDraw, digit: int, x: float, y: float = 60, h: float = 160) -> None:
     """A digit drawn with canvas-like strokes in the box (x, y, x + 0.6 h, y + h)."""
     w = 0.6 * h
-    line = dict(fill=(0, 0, 0, 255), width=PEN, joint="curve")
+    line = {"fill": (0, 0, 0, 255), "width": PEN, "joint": "curve"}
     if digit == 1:
         draw.line([(x + w / 2, y), (x + w / 2, y + h)], **line)
     elif digit == 7:

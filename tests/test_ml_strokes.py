@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recognizer.ml import strokes as st
-from recognizer.ml.model import train_model
+from recognizer.ml.model import train_knn
 from tests.stroke_helpers import digit_template, jittered, stroke_dataset
 
 # --- validation
@@ -117,7 +117,7 @@ def fused():
     images[:, 8:20, 12:16] = 1.0  # every image is the same bar: the image model is a coin toss
     labels = np.array([1, 7] * 100)
     strokes = [jittered(int(d), rng) for d in labels]
-    return train_model(images, labels, cv=False, strokes=strokes, stroke_weight=0.5).estimator, images, labels
+    return train_knn(images, labels, cv=False, strokes=strokes, stroke_weight=0.5).estimator, images, labels
 
 
 def test_fusion_reads_the_strokes_when_there_are_some(fused):
@@ -161,11 +161,11 @@ def test_fused_probabilities_are_the_weighted_mean(fused):
 
 def test_a_model_trained_without_strokes_does_not_read_them():
     rng = np.random.default_rng(0)
-    est = train_model(rng.uniform(size=(40, 28, 28)), np.arange(40) % 10, cv=False).estimator
+    est = train_knn(rng.uniform(size=(40, 28, 28)), np.arange(40) % 10, cv=False).estimator
     assert not est.reads_strokes
     assert not est.predict_one(np.zeros((28, 28)) + 0.5, strokes=digit_template(1)).used_strokes
 
 
 def test_stroke_entries_must_match_the_images():
     with pytest.raises(ValueError, match="stroke entries"):
-        train_model(np.zeros((4, 28, 28)) + 0.5, [1, 2, 3, 4], cv=False, strokes=[None])
+        train_knn(np.zeros((4, 28, 28)) + 0.5, [1, 2, 3, 4], cv=False, strokes=[None])

@@ -25,13 +25,18 @@ import math
 import os
 import time
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from .common import KindUnavailable, Prediction, Progress, TrainingResult, random_subsample, stage_reporter
+from .features import as_images
 from .knn import N_CLASSES
-from .model import DigitClassifier, Prediction, TrainingResult, _stage_reporter, _stratified_subsample, as_images
+from .model import DigitClassifier
 
 __all__ = [
     "CNN_AUGMENT",
@@ -58,11 +63,11 @@ CNN_AUGMENT = {"fraction": 0.5, "max_rotation": 12.0, "max_shift": 2.0, "scale":
 _CHUNK = 256  # images per NumPy forward pass (conv patches of 256 images: ~170 MB of float32)
 
 
-class CnnUnavailable(ValueError):
+class CnnUnavailable(KindUnavailable):
     """The CNN kind was asked for but its deep-learning library (the optional extra) is not installed."""
 
 
-def require_backend():
+def require_backend() -> ModuleType:
     """Import and return ``jax``, or raise CnnUnavailable naming the extra to install."""
     try:
         import jax
@@ -116,8 +121,8 @@ def _disk(radius: int) -> np.ndarray:
     return (yy**2 + xx**2) <= radius * radius
 
 
-def canvas_augment(images, rng: np.random.Generator, *, fraction: float = 0.5, max_rotation: float = 12.0,
-                   max_shift: float = 2.0, scale=(0.85, 1.1), elastic_alpha: float = 20.0,
+def canvas_augment(images: ArrayLike, rng: np.random.Generator, *, fraction: float = 0.5, max_rotation: float = 12.0,
+                   max_shift: float = 2.0, scale: tuple[float, float] = (0.85, 1.1), elastic_alpha: float = 20.0,
                    elastic_sigma: float = 4.0, dilate: float = 0.25, erode: float = 0.15) -> np.ndarray:
     """A copy of ``images`` (n, 28, 28) in [0, 1] where a random ``fraction`` is redrawn as a canvas might
     have it: bolder (grey dilation, share ``dilate``) or thinner (half-way to a grey erosion, ``erode``),
@@ -167,9 +172,10 @@ class CnnDigitClassifier(ClassifierMixin, BaseEstimator):
     """
 
     kind = "cnn"
+    reads_strokes = False  # the serving interface of every kind (recognizer.ml.kinds.ServingEstimator)
 
     def __init__(self, epochs: int = 3, batch_size: int = 128, learning_rate: float = 1e-3, dense_units: int = 256,
-                 augment: dict | None = None, random_state: int = 0):
+                 augment: dict | None = None, random_state: int = 0) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -178,7 +184,8 @@ class CnnDigitClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # -- fitting
-    def fit(self, X, y, sample_weight=None, progress: Callable[[float], None] | None = None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+            progress: Callable[[float], None] | None = None) -> CnnDigitClassifier:
         X = as_images(X)
         y = np.asarray(y).astype(np.int64).ravel()
         if len(X) != len(y):
@@ -199,14 +206,14 @@ class CnnDigitClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = 784
         return self
 
-    def _check(self):
+    def _check(self) -> None:
         if not hasattr(self, "params_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("CnnDigitClassifier is not fitted yet: call fit() first")
 
     # -- prediction (NumPy only)
-    def _outputs(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _outputs(self, X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         self._check()
         imgs = as_images(X)
         logits = np.empty((len(imgs), N_CLASSES), np.float32)
@@ -215,20 +222,20 @@ class CnnDigitClassifier(ClassifierMixin, BaseEstimator):
             logits[s:s + _CHUNK], hidden[s:s + _CHUNK] = _forward(self.params_, imgs[s:s + _CHUNK])
         return logits, hidden
 
-    def embed(self, X) -> np.ndarray:
+    def embed(self, X: ArrayLike) -> np.ndarray:
         """The 256-unit layer's activations, L2-normalised (the deep k-NN's features)."""
         h = self._outputs(X)[1]
         return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-6)
 
-    def predict_proba(self, X, **extras) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, **extras: Any) -> np.ndarray:
         """(n, 10) softmax probabilities. Personalisation keyword arguments (``extra_X``, ``extra_y``,
         ``extra_weight``, ``extra_features``) are accepted and ignored, as the SVM does."""
         return _softmax(self._outputs(X)[0].astype(np.float64))
 
-    def predict(self, X, **extras) -> np.ndarray:
+    def predict(self, X: ArrayLike, **extras: Any) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
-    def predict_one(self, img28, **extras) -> Prediction:
+    def predict_one(self, img28: ArrayLike, **extras: Any) -> Prediction:
         """One preprocessed 28x28 image -> Prediction (distance None, never unfamiliar)."""
         p = self.predict_proba(as_images(img28)[:1])[0]
         d = int(p.argmax())
@@ -252,7 +259,7 @@ class DeepKnnClassifier(DigitClassifier):
     kind = "cnn-knn"
 
     def __init__(self, cnn: CnnDigitClassifier | None = None, n_components: int = 64, n_neighbors: int = 4,
-                 weights: str = "distance"):
+                 weights: str = "distance") -> None:
         self.cnn = cnn
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -261,7 +268,7 @@ class DeepKnnClassifier(DigitClassifier):
         self.blur_sigma = 0.0
         self.features = "cnn"
 
-    def _pre(self, X) -> np.ndarray:
+    def _pre(self, X: ArrayLike) -> np.ndarray:
         if self.cnn is None:
             raise ValueError("DeepKnnClassifier needs a trained CnnDigitClassifier (cnn=...)")
         return self.cnn.embed(X)
@@ -374,19 +381,19 @@ def _train_jax(X, y, sw, *, epochs: int, batch_size: int, learning_rate: float, 
 
 
 def train_cnn(
-    images,
-    labels,
+    images: ArrayLike,
+    labels: ArrayLike,
     *,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Progress | None = None,
     cv: bool = True,
     param_grid: dict | None = None,
     augment: dict | bool | None = None,
-    sample_weight=None,
+    sample_weight: ArrayLike | None = None,
     random_state: int = 0,
     defaults: dict | None = None,
     max_train_samples: int | None = None,
     deep_knn: bool = False,
-    **_ignored,
+    **_ignored: Any,
 ) -> TrainingResult:
     """Fit a CnnDigitClassifier (the tutorial's network and training budget, CNN_DEFAULTS).
 
@@ -395,11 +402,11 @@ def train_cnn(
     that the retrain passes, are ignored). ``augment``: None for CNN_AUGMENT, False for none, or a dict
     of canvas_augment's arguments over CNN_AUGMENT. ``max_train_samples`` caps the training set.
     ``deep_knn``: return the DeepKnnClassifier over the trained CNN instead (fitted on the same samples).
-    Progress stages are those of the k-NN's train_model. Raises CnnUnavailable without JAX.
+    Progress stages are those of recognizer.ml.model.train_knn. Raises CnnUnavailable without JAX.
     """
     require_backend()  # before any work: the refusal is immediate
     t0 = time.perf_counter()
-    report = _stage_reporter(progress, {"features": (0.0, 0.02), "cv": (0.02, 0.02), "augment": (0.02, 0.02),
+    report = stage_reporter(progress, {"features": (0.0, 0.02), "cv": (0.02, 0.02), "augment": (0.02, 0.02),
                                         "fit": (0.02, 0.97 if deep_knn else 1.0), "done": (1.0, 1.0)})
     X = as_images(images)
     y = np.asarray(labels).astype(np.int64).ravel()
@@ -416,7 +423,7 @@ def train_cnn(
         aug = {**CNN_AUGMENT, **augment}
     sw = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
     if max_train_samples and max_train_samples < len(y):
-        keep = _stratified_subsample(y, int(max_train_samples), np.random.default_rng(random_state))
+        keep = random_subsample(y, int(max_train_samples), np.random.default_rng(random_state))
         X, y = X[keep], y[keep]
         sw = None if sw is None else sw[keep]
     report("features", 1.0)

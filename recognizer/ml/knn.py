@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["N_CLASSES", "_knn_sorted", "_vote"]
+__all__ = ["N_CLASSES", "PRUNE_CANDIDATES", "PRUNE_DIMS", "PruneIndex", "knn_sorted", "knn_sorted_pruned", "prune_index",
+           "vote"]
 
 N_CLASSES = 10
 _CHUNK = 256  # query rows per distance block (256 x 60k float32 = 61 MB)
 
 
-def _knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int):
-    """For each row of Q, the k nearest rows of R: (indices, distances), nearest first."""
+def knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of Q, the k nearest rows of R (``r_sq``: their squared norms): (indices (n, k) int64,
+    distances (n, k) float32), nearest first."""
     k = min(k, len(R))
     n = len(Q)
     idx_out = np.empty((n, k), dtype=np.int64)
@@ -35,9 +37,10 @@ def _knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int):
     return idx_out, dist_out
 
 
-def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -> np.ndarray:
-    """Class probabilities from neighbour labels (n,k), distances and per-neighbour multipliers."""
-    n, k = labels.shape
+def vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -> np.ndarray:
+    """(n, 10) class probabilities from neighbour labels (n, k), distances and per-neighbour multipliers;
+    ``weights``: "distance" (1 / distance) or "uniform"."""
+    n = labels.shape[0]
     if weights == "distance":
         w = 1.0 / np.maximum(dist, 1e-6)
     else:
@@ -60,8 +63,11 @@ def _vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) 
 PRUNE_DIMS = 24
 PRUNE_CANDIDATES = 256
 
+# (the first columns of the training vectors, contiguous; their squared norms)
+PruneIndex = tuple[np.ndarray, np.ndarray]
 
-def prune_index(R: np.ndarray, dims: int = PRUNE_DIMS) -> tuple[np.ndarray, np.ndarray] | None:
+
+def prune_index(R: np.ndarray, dims: int = PRUNE_DIMS) -> PruneIndex | None:
     """(the first ``dims`` columns of R, contiguous; their squared norms), or None when not worth it."""
     if R.shape[1] <= dims or len(R) <= 8 * PRUNE_CANDIDATES:
         return None
@@ -69,10 +75,11 @@ def prune_index(R: np.ndarray, dims: int = PRUNE_DIMS) -> tuple[np.ndarray, np.n
     return head, np.einsum("ij,ij->i", head, head)
 
 
-def knn_sorted_pruned(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int, index, candidates: int = PRUNE_CANDIDATES):
-    """The same (indices, distances) as ``_knn_sorted``, exact, for a few queries, through ``index``."""
+def knn_sorted_pruned(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int, index: PruneIndex | None,
+                      candidates: int = PRUNE_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """The same (indices, distances) as ``knn_sorted``, exact, for a few queries, through ``index``."""
     if index is None or k >= candidates:
-        return _knn_sorted(Q, R, r_sq, k)
+        return knn_sorted(Q, R, r_sq, k)
     head, head_sq = index
     m = head.shape[1]
     idx_out = np.empty((len(Q), k), dtype=np.int64)
@@ -88,5 +95,5 @@ def knn_sorted_pruned(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int, in
             idx_out[i] = cand[order]
             dist_out[i] = np.sqrt(np.maximum(full[order] + float(q @ q), 0.0))
         else:
-            idx_out[i : i + 1], dist_out[i : i + 1] = _knn_sorted(q[None], R, r_sq, k)
+            idx_out[i : i + 1], dist_out[i : i + 1] = knn_sorted(q[None], R, r_sq, k)
     return idx_out, dist_out

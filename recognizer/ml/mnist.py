@@ -13,25 +13,26 @@ import tempfile
 import urllib.request
 import warnings
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO
 
 import numpy as np
 
 __all__ = [
-    "IdxFormatError",
-    "FetchError",
-    "MnistData",
     "MNIST_FILES",
     "MNIST_MIRRORS",
+    "FetchError",
+    "IdxFormatError",
+    "MnistData",
+    "download_to",
+    "fetch_mnist",
+    "load_fallback_digits",
     "load_idx",
     "load_mnist",
-    "fetch_mnist",
-    "download_to",
-    "verify_mnist",
-    "load_fallback_digits",
     "load_training_data",
+    "verify_mnist",
 ]
 
 
@@ -191,7 +192,7 @@ def verify_mnist(directory: str | os.PathLike) -> dict[str, bool]:
 
 def download_to(
     url: str,
-    out,
+    out: BinaryIO,
     *,
     opener: Callable = urllib.request.urlopen,
     timeout: float = 60.0,
@@ -256,7 +257,9 @@ def fetch_mnist(
     n_files = max(len(files), 1)
     for file_no, (name, sha) in enumerate(files.items()):
         stage = f"download {name}"
-        overall = lambda frac, _i=file_no: (_i + frac) / n_files  # noqa: E731
+        def overall(frac, _i=file_no):
+            return (_i + frac) / n_files
+
         existing = _find(dest, name)
         if existing is not None:
             try:
@@ -275,7 +278,8 @@ def fetch_mnist(
                 with os.fdopen(fd, "wb") as out:
                     download_to(
                         url, out, opener=opener, timeout=timeout,
-                        progress=(lambda frac: progress(stage, overall(frac))) if progress else None,
+                        progress=(lambda frac, stage=stage, overall=overall: progress(stage, overall(frac)))
+                        if progress else None,
                     )
                 got = _content_sha256(tmp)
                 if got != sha:
@@ -328,7 +332,7 @@ def load_fallback_digits(test_fraction: float = 0.2, seed: int = 0) -> MnistData
         imgs[i] = np.clip(_place_by_mass(np.clip(big, 0, 1)) * 255 + 0.5, 0, 255).astype(np.uint8)
     labels = d.target.astype(np.uint8)
     order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(len(labels) * test_fraction))
+    n_test = round(len(labels) * test_fraction)
     te, tr = order[:n_test], order[n_test:]
     return MnistData(imgs[tr], labels[tr], imgs[te], labels[te], "sklearn-digits", FALLBACK_WARNING)
 

@@ -13,9 +13,10 @@ import tempfile
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,11 +24,11 @@ from PIL import Image, ImageDraw
 from .mnist import FetchError, download_to
 
 __all__ = [
-    "PenDigit",
     "PENDIGITS_FILE",
-    "PENDIGITS_SHA256",
     "PENDIGITS_MIRRORS",
+    "PENDIGITS_SHA256",
     "FetchError",
+    "PenDigit",
     "decompress_z",
     "fetch_pendigits",
     "load_pendigits",
@@ -367,7 +368,7 @@ def render_drawing(
     ss = supersample
     big = Image.new("L", (size * ss, size * ss), 0)
     draw = ImageDraw.Draw(big)
-    width = max(1, int(round(pen * ss)))
+    width = max(1, round(pen * ss))
     r = pen * ss / 2
     for s in pen_digit.strokes:
         xy = ((s - lo) * scale + (x0, y0)) * ss
@@ -381,7 +382,8 @@ def render_drawing(
     return Image.merge("RGBA", (black, black, black, alpha))
 
 
-def render_png(pen_digit: PenDigit, rng: np.random.Generator, size: int = 280, **kw) -> bytes:
+def render_png(pen_digit: PenDigit, rng: np.random.Generator, size: int = 280, **kw: Any) -> bytes:
+    """``render_drawing`` (``kw``: its keyword arguments) encoded as a PNG, as a browser uploads it."""
     buf = io.BytesIO()
     render_drawing(pen_digit, rng, size=size, **kw).save(buf, format="PNG")
     return buf.getvalue()
@@ -396,6 +398,6 @@ def split_writers(
         raise ValueError("need at least two writers to split by writer")
     rng = np.random.default_rng(seed)
     order = list(rng.permutation(writers))
-    n_test = min(len(writers) - 1, max(1, int(round(test_fraction * len(writers)))))
-    test_w = set(int(w) for w in order[:n_test])
+    n_test = min(len(writers) - 1, max(1, round(test_fraction * len(writers))))
+    test_w = {int(w) for w in order[:n_test]}
     return [d for d in digits if d.writer not in test_w], [d for d in digits if d.writer in test_w]

@@ -23,22 +23,26 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DrawingError",
     "EmptyDrawing",
-    "UnreadableImage",
+    "ImageInput",
     "ImageTooLarge",
+    "UnreadableImage",
     "decode_image",
-    "preprocess_drawing",
-    "ink_array",
-    "frame_ink",
-    "normalize_thickness",
-    "stroke_width",
     "deskew",
     "deskew_batch",
-    "to_uint8",
+    "frame_ink",
     "from_uint8",
-    "DEFAULT_MAX_PIXELS",
+    "ink_array",
+    "normalize_thickness",
+    "preprocess_drawing",
+    "stroke_width",
+    "to_uint8",
 ]
+
+# A drawing as it arrives: encoded bytes (an upload), a PIL image, or an ink array.
+ImageInput = bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
@@ -91,7 +95,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image is too large to decode safely ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data
+    except Exception as exc:
         raise UnreadableImage(
             "could not read the image: it is not a valid PNG/JPEG/WebP/GIF/BMP file "
             f"({type(exc).__name__}: {exc})"
@@ -118,7 +122,7 @@ def _polarity(lum: np.ndarray) -> np.ndarray:
     return ink
 
 
-def ink_array(image) -> np.ndarray:
+def ink_array(image: ImageInput) -> np.ndarray:
     """Ink intensity in [0, 1] (float32, any size) from bytes, a PIL image or an array."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = decode_image(image)
@@ -176,7 +180,7 @@ def frame_ink(ink: np.ndarray, box: int = 20) -> np.ndarray:
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     ch, cw = crop.shape
     scale = box / max(ch, cw)
-    nh, nw = max(1, int(round(ch * scale))), max(1, int(round(cw * scale)))
+    nh, nw = max(1, round(ch * scale)), max(1, round(cw * scale))
     if (nh, nw) != (ch, cw):
         resample = Image.BOX if scale < 1 else Image.BILINEAR
         crop = np.asarray(
@@ -217,16 +221,15 @@ def normalize_thickness(img28: np.ndarray, max_width: float = MAX_STROKE_WIDTH) 
 
 
 def preprocess_drawing(
-    image, max_pixels: int = DEFAULT_MAX_PIXELS, max_stroke_width: float | None = MAX_STROKE_WIDTH
+    image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, max_stroke_width: float | None = MAX_STROKE_WIDTH
 ) -> np.ndarray:
     """Bytes / PIL image / array of any size -> (28, 28) float32 in [0, 1], white ink on black.
 
     ``max_stroke_width=None`` disables the thickness normalisation (step 7)."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = decode_image(image, max_pixels=max_pixels)
-    elif isinstance(image, Image.Image):
-        if image.size[0] * image.size[1] > max_pixels:
-            raise ImageTooLarge(f"image has more than {max_pixels} pixels")
+    elif isinstance(image, Image.Image) and image.size[0] * image.size[1] > max_pixels:
+        raise ImageTooLarge(f"image has more than {max_pixels} pixels")
     framed = frame_ink(ink_array(image))
     if BOX_SIZE / stroke_width(framed) < MIN_EXTENT_TO_WIDTH:
         raise EmptyDrawing("that is a dot, not a digit: draw a bigger digit")

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .preprocess import INK_THRESHOLD, MIN_INK_PIXELS, EmptyDrawing, DrawingError, ink_array, preprocess_drawing
+from .preprocess import (
+    INK_THRESHOLD,
+    MIN_INK_PIXELS,
+    DrawingError,
+    EmptyDrawing,
+    ImageInput,
+    ink_array,
+    preprocess_drawing,
+)
 
-__all__ = ["Segment", "TooManyDigits", "split_number", "segment_image28", "MAX_DIGITS"]
+__all__ = ["MAX_DIGITS", "Segment", "TooManyDigits", "segment_image28", "split_number"]
 
 MAX_DIGITS = 12  # more pieces than this is a scribble or text, not a number
 X_OVERLAP_MERGE = 0.5  # merge two pieces when their x-ranges overlap by this much of the narrower one
@@ -46,7 +55,7 @@ class Segment:
         """The digit as a canvas-like PNG (black ink on transparent, with a margin): re-reading it with
         ``preprocess_drawing`` gives the same 28x28 as ``segment_image28``."""
         h, w = self.ink.shape
-        pad = max(2, int(round(margin * max(h, w))))
+        pad = max(2, round(margin * max(h, w)))
         alpha = np.pad(np.clip(self.ink, 0, 1), pad)
         a = Image.fromarray((alpha * 255 + 0.5).astype(np.uint8), mode="L")
         black = Image.new("L", a.size, 0)
@@ -55,7 +64,7 @@ class Segment:
         return buffer.getvalue()
 
 
-def segment_image28(segment: Segment, **kw) -> np.ndarray:
+def segment_image28(segment: Segment, **kw: Any) -> np.ndarray:
     """The segment in the MNIST frame, through ``preprocess_drawing`` itself (crop, scale, centre by mass,
     dot check, thickness normalisation). The zero border makes ink detection the identity."""
     return preprocess_drawing(np.pad(segment.ink, 2), **kw)
@@ -78,7 +87,7 @@ class _Piece:
     def height(self) -> int:
         return self.y1 - self.y0
 
-    def merge(self, other: "_Piece") -> "_Piece":
+    def merge(self, other: _Piece) -> _Piece:
         return _Piece(self.labels + other.labels, min(self.x0, other.x0), min(self.y0, other.y0),
                       max(self.x1, other.x1), max(self.y1, other.y1), self.ink + other.ink)
 
@@ -116,7 +125,7 @@ def _cut_column(ink: np.ndarray, height: int) -> int | None:
     return lo + int(np.argmin(cols + centre_penalty))
 
 
-def split_number(image, *, split_touching: bool = True, dilate: int | None = None) -> list[Segment]:
+def split_number(image: ImageInput, *, split_touching: bool = True, dilate: int | None = None) -> list[Segment]:
     """Bytes / PIL image / array -> the digits' Segments, left to right.
 
     Raises EmptyDrawing when there is no ink, TooManyDigits for more than MAX_DIGITS pieces."""
@@ -126,7 +135,7 @@ def split_number(image, *, split_touching: bool = True, dilate: int | None = Non
         raise EmptyDrawing("the canvas is empty: draw a number first")
     h, w = mask.shape
     if dilate is None:
-        dilate = max(1, int(round(min(h, w) / 140)))  # 2 px on a 280 px canvas
+        dilate = max(1, round(min(h, w) / 140))  # 2 px on a 280 px canvas
     grown = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=dilate) if dilate else mask
     labels, n = ndimage.label(grown, structure=np.ones((3, 3), int))
     if n == 0:

@@ -11,10 +11,11 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import joblib
 
-__all__ = ["CorruptModelError", "SavedModel", "save_model", "load_model", "verify_model", "read_metadata", "file_sha256"]
+__all__ = ["CorruptModelError", "SavedModel", "file_sha256", "load_model", "read_metadata", "save_model", "verify_model"]
 
 
 class CorruptModelError(Exception):
@@ -74,11 +75,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_model(estimator, metadata: dict, directory: str | os.PathLike, compress: int = 3) -> SavedModel:
+def save_model(estimator: object, metadata: dict, directory: str | os.PathLike, compress: int = 3) -> SavedModel:
     """Write ``model-YYYYmmddTHHMMSS-<hex>.joblib`` (never overwriting) plus a ``.json`` sidecar."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
@@ -133,12 +134,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise CorruptModelError(f"metadata sidecar unreadable: {side} ({exc})") from exc
 
 
-def load_model(path: str | os.PathLike, expected_sha256: str | None = None):
+def load_model(path: str | os.PathLike, expected_sha256: str | None = None) -> Any:
     """Verify the checksum (argument, else sidecar) and only then unpickle."""
     path = verify_model(path, expected_sha256)
     try:
         return joblib.load(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CorruptModelError(f"model file {path.name} could not be unpickled ({exc})") from exc
 
 

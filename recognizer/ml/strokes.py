@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .knn import _knn_sorted, _vote
+from .knn import knn_sorted, vote
 from .preprocess import DrawingError
 
 __all__ = [
@@ -149,7 +150,8 @@ def stroke_features(
     return np.concatenate([Q.ravel(), direction_weight * d.ravel(), penup_weight * pen_up]).astype(np.float32)
 
 
-def stroke_features_batch(drawings: Sequence[Sequence[np.ndarray]], **params) -> np.ndarray:
+def stroke_features_batch(drawings: Sequence[Sequence[np.ndarray]], **params: Any) -> np.ndarray:
+    """(n, 5 * n_points) float32: ``stroke_features`` of each drawing (``params``: its keyword arguments)."""
     if not drawings:
         n = int(params.get("n_points", STROKE_FEATURE_PARAMS["n_points"]))
         return np.empty((0, 5 * n), dtype=np.float32)
@@ -166,7 +168,7 @@ class StrokeClassifier:
     (m, 2+) array); ``sample_weight`` multiplies a training drawing's neighbour vote.
     """
 
-    def __init__(self, n_neighbors: int = 3, weights: str = "distance", **feature_params):
+    def __init__(self, n_neighbors: int = 3, weights: str = "distance", **feature_params: Any) -> None:
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.feature_params = {**STROKE_FEATURE_PARAMS, **feature_params}
@@ -174,10 +176,11 @@ class StrokeClassifier:
     def features(self, drawings: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         return stroke_features_batch(drawings, **self.feature_params)
 
-    def fit(self, drawings, y, sample_weight=None) -> StrokeClassifier:
+    def fit(self, drawings: Sequence[Sequence[np.ndarray]], y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> StrokeClassifier:
         return self.fit_features(self.features(drawings), y, sample_weight)
 
-    def fit_features(self, F: np.ndarray, y, sample_weight=None) -> StrokeClassifier:
+    def fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None) -> StrokeClassifier:
         y = np.asarray(y).astype(np.int64).ravel()
         if len(F) != len(y) or len(y) == 0:
             raise ValueError(f"{len(F)} stroke drawings but {len(y)} labels (need at least one)")
@@ -189,29 +192,29 @@ class StrokeClassifier:
         self.sample_weight_ = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
         return self
 
-    def predict_proba_features(self, Q: np.ndarray, extra_features=None, extra_y=None,
-                               extra_weight: float = 1.0) -> np.ndarray:
+    def predict_proba_features(self, Q: np.ndarray, extra_features: np.ndarray | None = None,
+                               extra_y: ArrayLike | None = None, extra_weight: float = 1.0) -> np.ndarray:
         """(n, 10) probabilities for stroke features Q; ``extra_*``: a user's own drawings with strokes,
         searched alongside the training set (their votes multiplied by ``extra_weight``)."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         k = int(self.n_neighbors)
-        idx, dist = _knn_sorted(Q, self.train_features_, self.train_sq_, k)
+        idx, dist = knn_sorted(Q, self.train_features_, self.train_sq_, k)
         labels = self.train_labels_[idx].astype(np.int64)
         mult = self.sample_weight_[idx] if self.sample_weight_ is not None else np.ones(idx.shape, np.float32)
         if extra_features is not None and len(extra_features):
             E = np.ascontiguousarray(extra_features, dtype=np.float32)
             ey = np.asarray(extra_y).astype(np.int64).ravel()
-            eidx, edist = _knn_sorted(Q, E, np.einsum("ij,ij->i", E, E), k)
+            eidx, edist = knn_sorted(Q, E, np.einsum("ij,ij->i", E, E), k)
             all_d = np.concatenate([dist, edist], axis=1)
             keep = np.argsort(all_d, axis=1, kind="stable")[:, :k]
             dist = np.take_along_axis(all_d, keep, axis=1)
             labels = np.take_along_axis(np.concatenate([labels, ey[eidx]], axis=1), keep, axis=1)
             mult = np.take_along_axis(
                 np.concatenate([mult, np.full(eidx.shape, float(extra_weight), np.float32)], axis=1), keep, axis=1)
-        return _vote(labels, dist, mult, self.weights)
+        return vote(labels, dist, mult, self.weights)
 
-    def predict_proba(self, drawings, **extras) -> np.ndarray:
+    def predict_proba(self, drawings: Sequence[Sequence[np.ndarray]], **extras: Any) -> np.ndarray:
         return self.predict_proba_features(self.features(drawings), **extras)
 
-    def predict(self, drawings, **extras) -> np.ndarray:
+    def predict(self, drawings: Sequence[Sequence[np.ndarray]], **extras: Any) -> np.ndarray:
         return self.predict_proba(drawings, **extras).argmax(axis=1)

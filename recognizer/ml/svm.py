@@ -19,17 +19,27 @@ distance to judge a scribble by, only the confidence and margin.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .model import (
-    N_CLASSES, DigitFeatures, Prediction, TrainingResult, _cv_splits, _final_training_set, _images_and_labels, _pca,
-    _stage_reporter, _stratified_subsample, as_images, check_digit_labels, image_features,
+from .common import (
+    Prediction,
+    Progress,
+    TrainingResult,
+    check_digit_labels,
+    cv_splits,
+    final_training_set,
+    images_and_labels,
+    random_subsample,
+    stage_reporter,
 )
+from .features import DigitFeatures, as_images, image_features
+from .knn import N_CLASSES
 
-__all__ = ["SvmDigitClassifier", "train_svm", "SVM_PARAM_GRID"]
+__all__ = ["SVM_DEFAULTS", "SVM_PARAM_GRID", "SvmDigitClassifier", "train_svm"]
 
 # gamma_scale multiplies scikit-learn's gamma="scale" (1 / (n_features * feature variance)).
 SVM_PARAM_GRID = {
@@ -54,6 +64,7 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     """
 
     kind = "svm"
+    reads_strokes = False  # the serving interface of every kind (recognizer.ml.kinds.ServingEstimator)
 
     def __init__(
         self,
@@ -63,7 +74,7 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         deskew: bool = True,
         blur_sigma: float = 0.0,
         calibration_folds: int = 3,
-    ):
+    ) -> None:
         self.n_components = n_components
         self.C = C
         self.gamma_scale = gamma_scale
@@ -72,10 +83,11 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.calibration_folds = calibration_folds
 
     # -- fitting
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> SvmDigitClassifier:
         return self._fit_features(self._pre(X), y, sample_weight)
 
-    def _fit_features(self, F, y, sample_weight=None, pca=None):
+    def _fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None
+                      ) -> SvmDigitClassifier:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import SVC
 
@@ -88,10 +100,7 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             sw = np.asarray(sample_weight, dtype=np.float64).ravel()
             if len(sw) != len(y):
                 raise ValueError("sample_weight must have one value per sample")
-        p = int(min(self.n_components, F.shape[1], len(F)))
-        if pca is None:
-            pca = _pca(F, p)
-        self.mean_, self.components_ = pca[0], pca[1][:p]
+        self._fit_pca(F, self.n_components)
         P = self._project(F)
         self.gamma_ = _gamma(P, self.gamma_scale)
         svc = SVC(C=float(self.C), kernel="rbf", gamma=self.gamma_, cache_size=500)
@@ -104,14 +113,13 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.model_ = model
         self.calibrated_ = folds >= 2
         self.model_classes_ = np.asarray(model.classes_, dtype=np.int64)
-        self.n_support_vectors_ = int(len((model.calibrated_classifiers_[0].estimator if folds >= 2 else model)
-                                          .support_))
+        self.n_support_vectors_ = len((model.calibrated_classifiers_[0].estimator if folds >= 2 else model).support_)
         self.classes_ = np.arange(N_CLASSES)
         self.n_features_in_ = 784
         return self
 
     # -- prediction
-    def _check(self):
+    def _check(self) -> None:
         if not hasattr(self, "model_"):
             from sklearn.exceptions import NotFittedError
 
@@ -133,15 +141,15 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         out[:, self.model_classes_] = q
         return out
 
-    def predict_proba(self, X, **extras) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, **extras: Any) -> np.ndarray:
         """(n, 10) probabilities. Personalisation keyword arguments (``extra_X``, ``extra_y``,
         ``extra_weight``, ``extra_features``) are accepted and ignored: see the module docstring."""
         return self.predict_proba_features(self.transform(X))
 
-    def predict(self, X, **extras) -> np.ndarray:
+    def predict(self, X: ArrayLike, **extras: Any) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
-    def predict_one(self, img28, **extras) -> Prediction:
+    def predict_one(self, img28: ArrayLike, **extras: Any) -> Prediction:
         """One preprocessed 28x28 image -> Prediction (distance None, never unfamiliar)."""
         p = self.predict_proba(as_images(img28)[:1])[0]
         d = int(p.argmax())
@@ -150,14 +158,14 @@ class SvmDigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
 
 
 def train_svm(
-    images,
-    labels,
+    images: ArrayLike,
+    labels: ArrayLike,
     *,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Progress | None = None,
     cv: bool = True,
     param_grid: dict | None = None,
     augment: dict | None = None,
-    sample_weight=None,
+    sample_weight: ArrayLike | None = None,
     random_state: int = 0,
     cv_samples: int = 10000,
     cv_folds: int = 3,
@@ -171,14 +179,14 @@ def train_svm(
     The CV fits plain SVCs (accuracy only, no calibration) on ``cv_samples`` random samples in
     ``cv_folds`` folds over ``param_grid`` (keys of SVM_PARAM_GRID). The final model is fitted on
     all samples, or a random ``max_train_samples`` of them; the count is in the hyperparameters.
-    Progress stages are those of the k-NN's train_model.
+    Progress stages are those of recognizer.ml.model.train_knn.
     """
     from sklearn.svm import SVC
 
     t0 = time.perf_counter()
-    report = _stage_reporter(progress, {"features": (0.0, 0.15), "cv": (0.15, 0.55), "augment": (0.55, 0.6),
+    report = stage_reporter(progress, {"features": (0.0, 0.15), "cv": (0.15, 0.55), "augment": (0.55, 0.6),
                                         "fit": (0.6, 1.0), "done": (1.0, 1.0)})
-    X, y = _images_and_labels(images, labels)
+    X, y = images_and_labels(images, labels)
     grid = dict(SVM_PARAM_GRID)
     if param_grid:
         unknown = set(param_grid) - set(SVM_PARAM_GRID)
@@ -200,7 +208,7 @@ def train_svm(
         gs = sorted({float(g) for g in grid["gamma_scale"]})
         correct = {(p, c, g): 0 for p in ps for c in Cs for g in gs}
         total, steps, done = 0, cv_folds * len(ps) * len(Cs) * len(gs), 0
-        for tr, te, Ptr, Pte in _cv_splits(F, y, max(ps), cv_samples, cv_folds, rng):
+        for tr, te, Ptr, Pte in cv_splits(F, y, max(ps), cv_samples, cv_folds, rng):
             sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)[tr]
             for p in ps:
                 A, B = np.ascontiguousarray(Ptr[:, :p]), np.ascontiguousarray(Pte[:, :p])
@@ -223,11 +231,11 @@ def train_svm(
         cv_curve.update({"n_cv": int(total), "folds": cv_folds, **chosen})
     if augment:
         report("augment", 0.0)
-    Ff, yf, swf = _final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state)
+    Ff, yf, swf = final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state)
     if augment:
         report("augment", 1.0)
     if max_train_samples and max_train_samples < len(yf):
-        keep = _stratified_subsample(yf, int(max_train_samples), rng)
+        keep = random_subsample(yf, int(max_train_samples), rng)
         Ff, yf = Ff[keep], yf[keep]
         swf = None if swf is None else np.asarray(swf)[keep]
     report("fit", 0.0)
@@ -246,7 +254,7 @@ def train_svm(
         "deskew": deskew,
         "blur_sigma": blur_sigma,
         "augment": augment or None,
-        "train_samples": int(len(yf)),
+        "train_samples": len(yf),
         "max_train_samples": max_train_samples or None,
         "support_vectors": est.n_support_vectors_,
         "cv_samples": int(cv_curve["n_cv"]),
@@ -254,4 +262,4 @@ def train_svm(
     }
     secs = time.perf_counter() - t0
     report("done", 1.0)
-    return TrainingResult(est, hyper, cv_curve, secs, int(len(yf)), cv_grid)
+    return TrainingResult(est, hyper, cv_curve, secs, len(yf), cv_grid)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,14 +23,15 @@ import numpy as np
 from .pendigits import PenDigit, load_pendigits, render_drawing
 from .preprocess import DrawingError, preprocess_drawing
 
-__all__ = ["PEN_VARIANTS", "PenTrainingSet", "pen_training_set", "render_pen_variants", "writer_group"]
+__all__ = ["PEN_VARIANTS", "PenTrainingSet", "PenVariant", "pen_training_set", "render_pen_variants", "writer_group"]
 
 # (pen width range as a share of the canvas, digit height range): one rendering of every digit per
 # entry, a thin and a bold pen, the digit anywhere from a third to nine tenths of the canvas high.
 # Measured leave-writers-out (bench/unseen_writers.py --pen-variants 0/2, image k-NN, median of 5
 # folds): MNIST alone 95.3%, both pens 98.1%; every pen adds 7,494 training vectors, so training
 # time, memory and latency.
-PEN_VARIANTS: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = (
+PenVariant = tuple[tuple[float, float], tuple[float, float]]
+PEN_VARIANTS: tuple[PenVariant, ...] = (
     ((0.03, 0.05), (0.3, 0.9)),
     ((0.08, 0.12), (0.3, 0.9)),
 )
@@ -53,7 +54,7 @@ class PenTrainingSet:
     variant: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) index into the variants
 
 
-def render_pen_variants(digits: list[PenDigit], variants=PEN_VARIANTS, seed: int = 0,
+def render_pen_variants(digits: list[PenDigit], variants: Sequence[PenVariant] = PEN_VARIANTS, seed: int = 0,
                         progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images (n_variants * n, 28, 28), ok mask): every digit rendered once per variant, then
     preprocessed as a user's drawing would be; a rendering the preprocessing refuses is left out."""
@@ -79,8 +80,8 @@ def _cache_key(source_sha: str, variants, seed: int, writers) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
 
-def pen_training_set(path: str | os.PathLike, *, variants=PEN_VARIANTS, seed: int = 0, writers=None,
-                     exclude_writers=None, cache_dir: str | os.PathLike | None = None,
+def pen_training_set(path: str | os.PathLike, *, variants: Sequence[PenVariant] = PEN_VARIANTS, seed: int = 0,
+                     writers: Iterable[int] | None = None, exclude_writers: Iterable[int] | None = None, cache_dir: str | os.PathLike | None = None,
                      progress: Callable[[float], None] | None = None) -> PenTrainingSet:
     """The pendigits file at ``path`` (file or directory) rendered for training.
 
