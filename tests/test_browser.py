@@ -75,9 +75,9 @@ def server(transactional_db):
 def served_estimator(fused_active_model):
     """The estimator the live server answers with (the server thread shares this process's model cache):
     the fused image + stroke k-NN, so the page's answers must say `strokes_used: true`."""
-    from recognizer import services
+    from recognizer import serving
 
-    return services.model_cache.get().estimator
+    return serving.model_cache.get().estimator
 
 
 @pytest.fixture
@@ -134,6 +134,24 @@ def assert_sends_strokes(post_data: str, drawn: list[np.ndarray]) -> list:
     times = [t for _, _, t in points]
     assert times[0] == 0 and times == sorted(times)
     return sent
+
+
+def ink(page) -> int:
+    """How many of the pad's pixels are inked once the page has painted its latest change: what the user sees."""
+    return page.evaluate("""() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => {
+        const pad = document.querySelector("#pad");
+        const pixels = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height).data;
+        let inked = 0;
+        for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) inked++;
+        done(inked);
+    })))""")
+
+
+def sent_strokes(page, press) -> list:
+    """The strokes that the predict request started by `press()` carried: the drawing as the server gets it."""
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/predict") and r.method == "POST") as request:
+        press()
+    return json.loads(request.value.post_data)["strokes"]
 
 
 def predict(page, drawn: list[np.ndarray], served_estimator) -> int:
@@ -200,9 +218,15 @@ def test_a_user_draws_a_digit_reads_the_prediction_and_corrects_it(alice, fused_
     page.wait_for_timeout(400)  # let the bars' width transition finish before the picture
     page.screenshot(path=str(ARTIFACTS / "browser-drawing-page.png"), full_page=True)
 
-    # Undo removes the last stroke and keeps the rest; My drawings shows the stored drawing.
-    page.click("#undo")
-    assert page.evaluate("window.digitsite.strokes.length") == len(strokes) - 1
+    # Undo removes the last stroke and keeps the rest (live: the rest is predicted again); My drawings shows
+    # the stored drawing.
+    inked = ink(page)
+    if len(strokes) > 1:
+        assert len(sent_strokes(page, lambda: page.click("#undo"))) == len(strokes) - 1
+        assert 0 < ink(page) < inked
+    else:
+        page.click("#undo")
+        assert ink(page) == 0 and page.locator("#answer").is_hidden()
     page.goto(server.url + "/drawings/")
     thumb = page.locator(f"[data-drawing='{drawing.pk}'] img")
     thumb.wait_for()
@@ -219,22 +243,26 @@ def test_a_failed_request_keeps_the_drawing_and_says_so(active_model, server, br
     page.route("**/api/v1/predict", lambda route: route.fulfill(
         status=503, content_type="application/json",
         body='{"detail": "Predictions are not available right now.", "code": "no_active_model"}'))
+    assert page.evaluate("'digitsite' in window") is False  # no test hook ships with the page
     page.uncheck("#live")
     draw(page, BUILT_IN[1][1])
-    page.click("#predict")
+    sent = sent_strokes(page, lambda: page.click("#predict"))
     page.wait_for_function("document.querySelector('#status').classList.contains('error')")
     assert "not available" in page.inner_text("#status")
-    assert page.evaluate("window.digitsite.strokes.length") == 1
+    # The drawing is kept: still on the pad, and sent whole again by the next try.
+    assert len(sent) == 1 and ink(page) > 0
+    assert sent_strokes(page, lambda: page.click("#predict")) == sent
     page.screenshot(path=str(ARTIFACTS / "browser-error.png"))
 
     # Keyboard: U and Ctrl+Z undo the last stroke; an empty pad says so instead of asking the server.
     page.keyboard.press("Escape")
+    assert ink(page) == 0
     draw(page, BUILT_IN[0][1])
-    assert page.evaluate("window.digitsite.strokes.length") == 2
+    assert len(sent_strokes(page, lambda: page.keyboard.press("Enter"))) == 2
     page.keyboard.press("u")
-    assert page.evaluate("window.digitsite.strokes.length") == 1
+    assert len(sent_strokes(page, lambda: page.keyboard.press("Enter"))) == 1
     page.keyboard.press("Control+z")
-    assert page.evaluate("window.digitsite.strokes.length") == 0
+    assert ink(page) == 0
     requests_before = len(page.live_bodies)
     page.keyboard.press("Enter")
     assert "empty" in page.inner_text("#status")
@@ -310,26 +338,26 @@ def test_the_page_fits_a_phone_and_the_canvas_does_not_scroll_the_page(active_mo
 def test_strokes_beyond_what_the_api_takes_are_thinned_or_left_out(active_model, server, browser_page):
     from recognizer.ml.strokes import MAX_COORDINATE, MAX_POINTS, MAX_STROKES, parse_strokes
 
-    assert MAX_COORDINATE == 1e6  # the page's MAX_T
+    assert MAX_COORDINATE == 1e6  # MAX_T in static/recognizer/canvas.js
 
     page = browser_page
     page.goto(server.url + "/")
-    exported = page.evaluate("""() => {
-        const strokes = window.digitsite.strokes;  // the page's own list: 3 long, slow strokes
+    # The pad's own export function, loaded from the URL the page loaded its modules from (no global hook).
+    exported = page.evaluate("""async (maxStrokes) => {
+        const main = document.querySelector("script[type=module]").src;
+        const { strokesForApi } = await import(new URL("canvas.js", main).href);
+        const strokes = [];  // 3 long, slow strokes on a 280-pixel pad
         for (let i = 0; i < 3; i++) {
           const stroke = [];
           for (let j = 0; j < 4000; j++) stroke.push([j / 3999, (i + 1) / 4, i * 4000 + j]);
           strokes.push(stroke);
         }
-        const thinned = window.digitsite.exportStrokes();
-        while (strokes.length <= %d) strokes.push([[0.5, 0.5, 20000]]);
-        const tooMany = window.digitsite.exportStrokes();
-        strokes.length = 0;
-        strokes.push([[0.5, 0.5, 0], [0.6, 0.6, 2e6]]);  // finished 33 minutes after it began
-        const tooLate = window.digitsite.exportStrokes();
-        strokes.length = 0;
+        const thinned = strokesForApi(strokes, 280);
+        while (strokes.length <= maxStrokes) strokes.push([[0.5, 0.5, 20000]]);
+        const tooMany = strokesForApi(strokes, 280);
+        const tooLate = strokesForApi([[[0.5, 0.5, 0], [0.6, 0.6, 2e6]]], 280);  // finished 33 minutes after it began
         return { thinned, tooMany, tooLate };
-    }""" % MAX_STROKES)
+    }""", MAX_STROKES)
     thinned = exported["thinned"]
     assert len(thinned) == 3 and sum(map(len, thinned)) <= MAX_POINTS
     assert all(stroke[0][0] == 0 and stroke[-1][0] == 280 for stroke in thinned)  # both ends of every stroke

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from recognizer import services
+from recognizer import feedback, serving
 from recognizer.models import Drawing
 
 pytestmark = pytest.mark.django_db
@@ -17,8 +17,9 @@ def test_the_drawing_page_has_a_canvas_the_module_and_the_api_urls(client):
     assert response.status_code == 200
     html = response.content.decode()
     assert '<canvas id="pad"' in html
-    assert 'type="module"' in html and "recognizer/draw.js" in html
+    assert '<script type="module" src="/static/recognizer/main.js">' in html
     assert 'data-predict-url="/api/v1/predict"' in html
+    assert "/api/v1/drawings/0/" not in html  # each answer names its own label URL
     assert 'data-authenticated="false"' in html
     assert "csrftoken" in response.cookies  # the module sends it with its POSTs
 
@@ -37,11 +38,38 @@ def test_anonymous_visitors_are_invited_to_log_in_instead(client):
     assert "/accounts/login/" in html
 
 
-def test_the_static_module_and_stylesheet_exist():
+MODULES = ["main.js", "canvas.js", "api.js", "predict.js", "answer.js", "labelling.js"]
+
+
+def test_the_static_modules_and_stylesheet_exist():
     from django.contrib.staticfiles import finders
 
-    assert finders.find("recognizer/draw.js")
-    assert finders.find("recognizer/site.css")
+    for name in [*MODULES, "site.css"]:
+        assert finders.find(f"recognizer/{name}"), name
+
+
+def test_production_static_files_import_each_module_by_its_hashed_name(tmp_path):
+    """collectstatic with the production storage: the hashed main.js imports the hashed modules, which exist,
+    so a browser never mixes one deploy's main.js with another's canvas.js (the hashed files are cached a year)."""
+    import json
+
+    from tests.test_settings import PRODUCTION, manage
+
+    result = manage("collectstatic", "--noinput", "-v", "0", env={**PRODUCTION, "DJANGO_STATIC_ROOT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    hashed = json.loads((tmp_path / "staticfiles.json").read_text())["paths"]
+    seen, todo = set(), [hashed["recognizer/main.js"]]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        source = (tmp_path / name).read_text()
+        for url in re.findall(r"""^import [^;]*?from\s*["']([^"']+)["'];""", source, re.M):
+            target = (tmp_path / name).parent.joinpath(url).resolve().relative_to(tmp_path.resolve()).as_posix()
+            assert target in hashed.values(), f"{name} imports {url}, not a hashed name"
+            assert (tmp_path / target).is_file(), f"{name} imports {url}, which is missing"
+            if target not in seen:
+                todo.append(target)
+    assert seen == {hashed[f"recognizer/{module}"] for module in MODULES}  # every module, all reached from main.js
 
 
 def test_my_drawings_needs_a_login(client):
@@ -51,7 +79,7 @@ def test_my_drawings_needs_a_login(client):
 
 
 def drawings_for(user, digit_png, n=1):
-    return [services.predict_image(digit_png(1), user).drawing for _ in range(n)]
+    return [serving.predict_image(digit_png(1), user).drawing for _ in range(n)]
 
 
 def test_my_drawings_lists_only_my_drawings_as_thumbnails(client, alice, bob, active_model, digit_png):
@@ -66,9 +94,9 @@ def test_my_drawings_lists_only_my_drawings_as_thumbnails(client, alice, bob, ac
 
 def test_my_drawings_filters_by_digit_and_by_right_or_wrong(client, alice, active_model, digit_png):
     right, wrong, unlabelled = drawings_for(alice, digit_png, 3)
-    services.label_drawing(right, right.predicted_digit)
+    feedback.label_drawing(right, right.predicted_digit)
     other = (wrong.predicted_digit + 1) % 10
-    services.label_drawing(wrong, other)
+    feedback.label_drawing(wrong, other)
     client.force_login(alice)
 
     def shown(query):
