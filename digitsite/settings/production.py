@@ -3,7 +3,8 @@
 Required environment: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_URL.
 Optional: DJANGO_SECURE_SSL_REDIRECT (default on), DJANGO_HSTS_SECONDS (default one year),
 DJANGO_MEDIA_ROOT (shared storage every web worker and Celery worker can read), CACHE_URL (a Redis;
-default: the broker's Redis).
+default: the broker's Redis), RECOGNIZER_MODEL_STORAGE_URL (model files in a bucket instead of
+MEDIA_ROOT/models; see base.py).
 """
 
 import os
@@ -38,8 +39,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 STORAGES = {
+    **STORAGES,  # noqa: F405 (keeps the model storage of RECOGNIZER_MODEL_STORAGE_URL)
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "digitsite.storage.StaticFilesStorage"},
 }
 # Throttles and the login budget must be shared by every web process: a per-process memory cache would
 # multiply each limit by the number of processes. REDIS_CACHE_URL is the older name of CACHE_URL.

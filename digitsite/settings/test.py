@@ -4,13 +4,17 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F401,F403
-from .base import REST_FRAMEWORK
+from .base import RECOGNIZER_MODEL_STORAGE, REST_FRAMEWORK, STORAGES
 
 SECRET_KEY = "test-secret-key"
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="digitsite-test-media-"))
 RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
+# Model files in RECOGNIZER_MODEL_DIR whatever the environment says: a developer's
+# RECOGNIZER_MODEL_STORAGE_URL must never send test models to a real bucket.
+STORAGES = {alias: entry for alias, entry in STORAGES.items() if alias != RECOGNIZER_MODEL_STORAGE}
+RECOGNIZER_MODEL_CACHE_DIR = ""
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
