@@ -78,14 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
-    from recognizer import services, training
+    from recognizer import feedback, retraining, serving, training, versions
     from recognizer.ml import load_pendigits, render_png, split_writers
     from recognizer.ml.evaluate import evaluate, render_canvas_images
-    from recognizer.ml.store import load_model
     from recognizer.models import Drawing, ModelVersion
 
     t0 = time.perf_counter()
-    base = services.train_new_model(limit=train_limit, activate=True, cv=True).version
+    base = training.train_new_model(limit=train_limit, activate=True, cv=True).version
     print(f"Baseline v{base.pk}: k-NN on {base.metadata['counts']['mnist_train']} MNIST digits "
           f"({time.perf_counter() - t0:.1f} s with cross-validation)")
 
@@ -95,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         digits = [d for d in digits if d.writer in keep]
     replayed, unseen = split_writers(digits, test_fraction=args.test_fraction, seed=args.split_seed)
     X_unseen, y_unseen, _ = render_canvas_images(unseen, seed=1)
-    data = services.ml_mnist.load_training_data(services.mnist_directory())
+    data = training.ml_mnist.load_training_data(training.mnist_directory())
     X_mnist, y_mnist = data.test_images / 255.0, data.test_labels
 
     def figures(version: ModelVersion) -> dict:
-        est = load_model(services.model_path(version.file), expected_sha256=version.sha256)
+        est = versions.load_estimator(version.file, version.sha256)
         return {"canvas_unseen": evaluate(est, X_unseen, y_unseen)["accuracy"],
                 "mnist_test": evaluate(est, X_mnist, y_mnist)["accuracy"]}
 
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             assert labelled.status_code == 200, labelled.content
     replay_seconds = time.perf_counter() - t0
     n_users = len(by_writer)
-    held_users = sum(training.is_holdout_user(u.pk) for u in User.objects.all())
+    held_users = sum(feedback.is_holdout_user(u.pk) for u in User.objects.all())
     print(f"Replayed {len(replayed)} drawings of {n_users} writers through the API in {replay_seconds:.0f} s "
           f"({wrong} answers corrected, {len(replayed) - wrong} confirmed; "
           f"{held_users} users held out for validation); {len(unseen)} drawings of "
@@ -133,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     before = figures(base)
     rows = [("before (MNIST only)", "-", before, None, None, "")]
     for weight in weights:
-        services.activate_version(base)  # each candidate faces the same active model
-        services.model_cache.clear()
+        versions.activate(base)  # each candidate faces the same active model
+        serving.model_cache.clear()
         settings.RECOGNIZER_USER_SAMPLE_WEIGHT = weight
         t0 = time.perf_counter()
-        run, _ = training.retrain_in_foreground()
+        run, _ = retraining.retrain_in_foreground()
         seconds = time.perf_counter() - t0
         if run.status == "failed":
             print(run.error, file=sys.stderr)
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
           f"user drawings trained on ({last_counts.get('user_train_users')} users), {last_counts.get('holdout')} "
           f"held out ({last_counts.get('holdout_users')} users), {last_counts.get('suspicious_unreviewed')} "
           f"flagged suspicious and waiting for review.")
-    for name, status, fig, holdout, seconds, _counts in rows[1:]:
+    for name, _status, fig, _holdout, _seconds, _counts in rows[1:]:
         print(f"{name}: canvas on unseen writers {(fig['canvas_unseen'] - before['canvas_unseen']) * 100:+.2f} points, "
               f"MNIST test {(fig['mnist_test'] - before['mnist_test']) * 100:+.2f} points")
     timing = args.timing_drawings if args.timing_drawings is not None else (0 if args.quick else 10000)
@@ -175,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                           status=Drawing.Status.APPROVED)
                   for i in range(max(0, timing - len(originals))) for d in [originals[i % len(originals)]]]
         Drawing.objects.bulk_create(copies, batch_size=1000)
-        services.activate_version(base)
+        versions.activate(base)
         t0 = time.perf_counter()
-        run, _ = training.retrain_in_foreground()
+        run, _ = retraining.retrain_in_foreground()
         seconds = time.perf_counter() - t0
         counts = run.data_counts
         print(f"Timing: retrain on {counts.get('mnist_train')} MNIST + {counts.get('user_train')} user drawings "

@@ -79,12 +79,12 @@ def prepare(workdir: Path, train_limit: int) -> tuple[dict, str]:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from recognizer import services
+    from recognizer import training
     from recognizer.models import User
 
     call_command("migrate", verbosity=0)  # SQLite runs in WAL mode with synchronous=NORMAL (settings)
     started = time.perf_counter()
-    outcome = services.train_new_model(limit=train_limit, activate=True, cv=False)
+    outcome = training.train_new_model(limit=train_limit, activate=True, cv=False)
     counts = outcome.version.metadata.get("counts", {})
     print(f"model v{outcome.version.pk}: {outcome.version.data_source}, {counts.get('mnist_train')} training images, "
           f"trained in {time.perf_counter() - started:.1f} s", file=sys.stderr)

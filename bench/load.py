@@ -103,7 +103,7 @@ class Load:
             with self.lock:
                 self.answers.append(answer)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self
@@ -116,14 +116,13 @@ class Load:
 
 def offline_probabilities(pngs: list[bytes]) -> dict[int, np.ndarray]:
     """Every stored version's probabilities for each image, computed here as a web worker does."""
-    from recognizer import services
-    from recognizer.ml import store as ml_store
+    from recognizer import serving, versions
     from recognizer.models import ModelVersion
 
-    images = [services.preprocess_upload(p) for p in pngs]
+    images = [serving.preprocess_upload(p) for p in pngs]
     out = {}
     for version in ModelVersion.objects.order_by("pk"):
-        estimator = ml_store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
+        estimator = versions.load_estimator(version.file, version.sha256)
         out[version.pk] = np.array([estimator.predict_one(image).probabilities for image in images], float)
     return out
 

@@ -53,7 +53,7 @@ def build_number(digits, rng: np.random.Generator, gap_range: tuple[float, float
     digit_h = height * HEIGHT
     margin = int(0.15 * HEIGHT)
     xs, x = [], margin
-    for i, c in enumerate(crops):
+    for c in crops:
         xs.append(x)
         gap = float(rng.uniform(*gap_range)) * digit_h
         x = max(xs[-1] + 1, int(round(x + c.shape[1] + gap)))

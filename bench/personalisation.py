@@ -4,7 +4,7 @@ For each pendigits writer, the writer's first N drawings (replayed like a browse
 through the real preprocessing) are given with their true labels, as a user confirming or correcting
 them would; accuracy is then measured on the rest of that writer's drawings, with and without those
 N drawings as extra neighbours, for a few vote weights (RECOGNIZER_PERSONAL_WEIGHT is the one the
-site uses). This is what services.predict_image does for a logged-in user.
+site uses). This is what serving.predict_image does for a logged-in user.
 
     MNIST_DIR=/work/shared/data/mnist PENDIGITS_DIR=/work/shared/data/pendigits \\
         .venv/bin/python -m bench.personalisation [--quick] [--first 20] [--weights 1,3,10]

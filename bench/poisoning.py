@@ -105,11 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
-    from recognizer import services, training
+    from recognizer import feedback, retraining, serving, training, versions
     from recognizer.ml import load_pendigits, render_png
     from recognizer.ml import warmstart as ml_warmstart
     from recognizer.ml.evaluate import render_canvas_images
-    from recognizer.ml.store import load_model
     from recognizer.models import Drawing, ModelVersion, UserTrust
 
     User = get_user_model()
@@ -132,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     settings.RECOGNIZER_PERSONAL_MAX_DRAWINGS = 0
     print("Replay: every drawing through POST /api/v1/predict (image and strokes) and /label; personalisation off.")
     if args.pen_writers:  # render the pen data before the timing starts
-        services.pen_warm_start()
+        training.pen_warm_start()
 
     t0 = time.perf_counter()
-    base = services.train_new_model(limit=args.mnist_limit, activate=True, cv=False).version
-    base_est = load_model(services.model_path(base.file), expected_sha256=base.sha256)
+    base = training.train_new_model(limit=args.mnist_limit, activate=True, cv=False).version
+    base_est = versions.load_estimator(base.file, base.sha256)
     log(f"base model v{base.pk} in {time.perf_counter() - t0:.0f} s")
 
     unseen = [d for d in digits if d.writer in unseen_w]
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def serving_figures(version_id: int) -> dict:
         version = ModelVersion.objects.get(pk=version_id)
-        est = load_model(services.model_path(version.file), expected_sha256=version.sha256)
+        est = versions.load_estimator(version.file, version.sha256)
         kw = {"strokes": S_unseen} if getattr(est, "reads_strokes", False) else {}
         pred = np.asarray(est.predict(X_unseen, **kw))
         out = {"overall": float((pred == y_unseen).mean()), "est": est}
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         n = 0
         while True:
             user = User.objects.create_user(f"{name}-{n}", password="bench-password-1")
-            if not training.is_holdout_user(user.pk):
+            if not feedback.is_holdout_user(user.pk):
                 return user
             user.delete()
             n += 1
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         client = APIClient()
         client.force_authenticate(user)
         honest_ids += [post(client, d, d.label, rng) for d in digits if d.writer == w]
-    held = [u for u in honest_users if training.is_holdout_user(u)]
+    held = [u for u in honest_users if feedback.is_holdout_user(u)]
     log(f"{len(honest_ids)} honest drawings of {len(honest_users)} users through the API in "
         f"{time.perf_counter() - t0:.0f} s; held-out users: {held}")
     honest_ids = set(honest_ids)
@@ -206,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         Drawing.objects.update(status=Drawing.Status.PENDING, reviewer=None, reviewed_at=None, suspicious=False,
                                suspicion_score=None)
         UserTrust.objects.all().delete()
-        services.activate_version(base)
-        services.model_cache.clear()
-        training.personal_examples.clear()
+        versions.activate(base)
+        serving.model_cache.clear()
+        serving.personal_examples.clear()
 
     def staff_review(truth: dict) -> int:
         """Staff re-rank, judge every flagged drawing, reject the accounts caught, approve the rest unseen."""
-        training.flag_suspicious_labels(base_est)
+        feedback.flag_suspicious_labels(base_est)
         flagged = list(Drawing.objects.filter(suspicious=True).values_list("pk", "user_id", "label"))
         wrong_by_user: dict[int, list[bool]] = {}
         for pk, user, label in flagged:
@@ -244,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 if label != d.label:
                     poison_ids.add(pk)
         # cleanlab alone on the same out-of-sample probabilities, for comparison
-        ds = training.drawing_set(Drawing.objects.filter(label__isnull=False).order_by("id"))
-        p = training.out_of_sample_probabilities(base_est, ds.images, ds.users, ds.strokes)
-        cl = training.find_label_issues(ds.labels, p)
+        ds = feedback.drawing_set(Drawing.objects.filter(label__isnull=False).order_by("id"))
+        p = feedback.out_of_sample_probabilities(base_est, ds.images, ds.users, ds.strokes)
+        cl = feedback.find_label_issues(ds.labels, p)
         cl_poison = np.isin(ds.ids, list(poison_ids))
         cl_honest = np.isin(ds.ids, list(honest_ids))
         if stamp:
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             reviewed = staff_review(truth) if review else None
         flagged_now = set(Drawing.objects.filter(suspicious=True).values_list("pk", flat=True)) if review else None
         t = time.perf_counter()
-        run, _ = training.retrain_in_foreground()
+        run, _ = retraining.retrain_in_foreground()
         seconds = time.perf_counter() - t
         if run.status == "failed":
             print(run.error, file=sys.stderr)
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         fig = serving_figures(serving)
         d = run.decision
         left_out = {c["user"] for c in d.get("left_out", [])}
-        trained_ids = set(training.assemble_training_data().without(left_out).train.ids.tolist())  # what it trained
+        trained_ids = set(feedback.assemble_training_data().without(left_out).train.ids.tolist())  # what it trained
         trained_poison = len(trained_ids & poison_ids)
         trust_scores = dict(UserTrust.objects.filter(user_id__in=attacker_pks).values_list("user_id", "score"))
         honest_trust = list(UserTrust.objects.filter(user_id__in=honest_users).values_list("score", flat=True))

@@ -32,8 +32,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -137,7 +138,7 @@ class DigitClient:
             raise self._api_error(exc) from None
         except urllib.error.URLError as exc:
             raise ServerUnreachable(self._unreachable_message(exc.reason)) from None
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ServerUnreachable(self._unreachable_message(exc)) from None
         except (ConnectionError, OSError) as exc:  # reset mid-answer, refused on a keep-alive socket...
             raise ServerUnreachable(self._unreachable_message(exc)) from None

@@ -8,16 +8,14 @@ import io
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
-from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from PIL import Image
 
-from recognizer import tasks, training
+from recognizer import feedback, retraining, versions
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml.store import CorruptModelError
 from recognizer.models import Drawing, ModelVersion, TrainingRun, User, UserTrust
@@ -64,44 +62,30 @@ class WrongPredictionFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "wrong":
-            return queryset.filter(label__isnull=False).exclude(label=F("predicted_digit"))
+            return queryset.wrong()
         if self.value() == "right":
-            return queryset.filter(label=F("predicted_digit"))
+            return queryset.right()
         if self.value() == "unlabelled":
-            return queryset.filter(label__isnull=True)
+            return queryset.unlabelled()
         return queryset
 
 
 def _review(request, queryset, status: str, label: int | None = None) -> int:
-    fields = {"status": status, "reviewer": request.user, "reviewed_at": timezone.now()}
-    if label is not None:
-        fields.update(label=label, labelled_at=timezone.now())
-    elif status == Drawing.Status.APPROVED:
-        queryset = queryset.filter(label__isnull=False)  # nothing to approve without a label
-    count = queryset.update(**fields)
-    transaction.on_commit(tasks.request_threshold_check)  # a worker counts, not this request
-    return count
+    return feedback.review(queryset, request.user, status, label=label)
 
 
 def _reject_users(model_admin, request, user_ids: set) -> None:
     """The drawing list's and the trust list's bulk reject by user, with one message."""
-    count = reject_pending_labels_of(request, user_ids)
+    count = feedback.reject_pending_labels_of(user_ids, request.user)
     model_admin.message_user(request, f"{count} pending label(s) of {len(user_ids)} user(s) rejected; their trust "
                                       "drops at the next ranking.")
 
 
 def _rank(model_admin, request) -> None:
-    summary = training.flag_suspicious_labels()
+    summary = feedback.flag_suspicious_labels()
     model_admin.message_user(request, f"Ranked {summary['ranked']} labelled drawings of {summary.get('accounts', 0)} "
                                       f"accounts: {summary['suspicious']} suspicious, "
                                       f"{summary.get('quarantined', 0)} quarantined.")
-
-
-def reject_pending_labels_of(request, user_ids) -> int:
-    """Bulk reject by account: every labelled drawing of these users that staff have not approved."""
-    queryset = Drawing.objects.filter(user_id__in=list(user_ids), label__isnull=False,
-                                      status=Drawing.Status.PENDING)
-    return _review(request, queryset, Drawing.Status.REJECTED)
 
 
 def _trust_text(trust: UserTrust | None) -> str:
@@ -120,7 +104,7 @@ class QuarantinedFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.filter(pk__in=training.quarantined_drawings().values("pk"))
+            return queryset.quarantined()
         if self.value() == "low_trust":
             return queryset.filter(user__trust__score__lt=settings.RECOGNIZER_TRUST_THRESHOLD)
         return queryset
@@ -205,11 +189,9 @@ class DrawingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Drawing, form, change: bool) -> None:
         if change and {"label", "status"} & set(form.changed_data):
-            obj.reviewer, obj.reviewed_at = request.user, timezone.now()
-            if "label" in form.changed_data:
-                obj.labelled_at = timezone.now()
-        super().save_model(request, obj, form, change)
-        transaction.on_commit(tasks.request_threshold_check)
+            feedback.review_drawing(obj, request.user, label_changed="label" in form.changed_data)
+        else:
+            super().save_model(request, obj, form, change)
 
     @admin.action(description="Approve the labels (trusted for training)")
     def approve(self, request, queryset):
@@ -252,11 +234,11 @@ class UserTrustAdmin(admin.ModelAdmin):
 
     @admin.display(description="pending labels")
     def pending_labels(self, obj: UserTrust) -> int:
-        return Drawing.objects.filter(user_id=obj.user_id, label__isnull=False, status=Drawing.Status.PENDING).count()
+        return Drawing.objects.filter(user_id=obj.user_id).pending().count()
 
     @admin.display(description="quarantined")
     def quarantined(self, obj: UserTrust) -> int:
-        return training.quarantined_drawings().filter(user_id=obj.user_id).count()
+        return Drawing.objects.filter(user_id=obj.user_id).quarantined().count()
 
     @admin.display(description="drawings")
     def drawings_link(self, obj: UserTrust) -> str:
@@ -310,7 +292,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = queryset.get()
         try:
-            training.activate_for_staff(version)
+            versions.activate(version, by=request.user)
         except (CorruptModelError, OSError) as exc:
             self.message_user(request, f"Model v{version.pk} cannot be activated: {exc}", messages.ERROR)
             return
@@ -356,7 +338,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return [path("retrain/", view, name="recognizer_trainingrun_retrain")] + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "live_run": training.live_run(),
+        extra_context = {**(extra_context or {}), "live_run": retraining.live_run(),
                          "retrain_kind": settings.RECOGNIZER_RETRAIN_KIND}
         return super().changelist_view(request, extra_context)
 
@@ -364,8 +346,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         if not request.user.is_staff:
             return HttpResponseRedirect(reverse("admin:index"))
         try:
-            run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
-        except training.TrainingUnavailable as exc:
+            run, created = retraining.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        except retraining.TrainingUnavailable as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:recognizer_trainingrun_changelist"))
         if created:

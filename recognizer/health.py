@@ -13,7 +13,7 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
-from recognizer import services
+from recognizer import serving
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,13 @@ def database_state() -> dict:
 
 def model_state() -> dict:
     try:
-        loaded = services.model_cache.get()
-    except services.NoActiveModel:
-        return {"ok": False, "status": "unavailable", "error": services.model_cache.last_error or services.NO_MODEL_YET}
+        loaded = serving.model_cache.get()
+    except serving.NoActiveModel:
+        return {"ok": False, "status": "unavailable", "error": serving.model_cache.last_error or serving.NO_MODEL_YET}
     state = {"ok": True, "version": loaded.version_id}
-    if services.model_cache.last_error:
+    if serving.model_cache.last_error:
         # Serving the last good model while a newer one could not be loaded.
-        state.update(status="degraded", warning=services.model_cache.last_error)
+        state.update(status="degraded", warning=serving.model_cache.last_error)
     return state
 
 

@@ -106,8 +106,7 @@ def accuracy_history(limit: int = 30) -> dict:
 
 def _labelled(queryset=None):
     # Rejected labels are ones staff judged wrong: they say nothing about the model.
-    return (queryset if queryset is not None else Drawing.objects).filter(label__isnull=False).exclude(
-        status=Drawing.Status.REJECTED)
+    return (queryset if queryset is not None else Drawing.objects.all()).not_rejected()
 
 
 def user_confusion(version: ModelVersion) -> list[list[int]]:

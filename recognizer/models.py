@@ -9,23 +9,23 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class User(AbstractUser):
     """The site's user; custom from the first migration so it can grow without a painful swap."""
 
 
-def drawing_upload_path(instance: "Drawing", filename: str) -> str:
+def drawing_upload_path(instance: Drawing, filename: str) -> str:
     # Unguessable names, and the files are served only through a permission-checked view.
     return f"drawings/{instance.user_id}/{uuid.uuid4().hex}.png"
 
 
 class ModelVersion(models.Model):
-    """One trained model, written once to its own file under MEDIA_ROOT/models/."""
+    """One trained model, written once to its own file in the model storage (recognizer.modelfiles)."""
 
     kind = models.CharField(max_length=16, default="knn")
-    file = models.CharField(max_length=255, unique=True, help_text="Path relative to MEDIA_ROOT.")
+    file = models.CharField(max_length=255, unique=True, help_text="Name in the model storage (recognizer.modelfiles).")
     sha256 = models.CharField(max_length=64)
     data_source = models.CharField(max_length=32, default="mnist")
     metadata = models.JSONField(default=dict, blank=True)
@@ -42,6 +42,61 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.pk} ({self.kind}{', active' if self.is_active else ''})"
+
+
+class DrawingQuerySet(models.QuerySet):
+    """The filters the feedback loop, the pages, the API and the admin share, written once."""
+
+    def labelled(self) -> DrawingQuerySet:
+        return self.filter(label__isnull=False)
+
+    def unlabelled(self) -> DrawingQuerySet:
+        return self.filter(label__isnull=True)
+
+    def wrong(self) -> DrawingQuerySet:
+        """Labelled, and the label differs from what the model answered."""
+        return self.labelled().exclude(label=F("predicted_digit"))
+
+    def right(self) -> DrawingQuerySet:
+        return self.filter(label=F("predicted_digit"))
+
+    def of_digit(self, digit: int) -> DrawingQuerySet:
+        """A drawing's digit is its label when it has one, otherwise what the model said."""
+        return self.filter(Q(label=digit) | Q(label__isnull=True, predicted_digit=digit))
+
+    def not_rejected(self) -> DrawingQuerySet:
+        """Labels staff have not judged wrong (what a user's own predictions and the figures use)."""
+        return self.labelled().exclude(status=Drawing.Status.REJECTED)
+
+    def pending(self) -> DrawingQuerySet:
+        return self.labelled().filter(status=Drawing.Status.PENDING)
+
+    def quarantined(self) -> DrawingQuerySet:
+        """Labels the ranking found suspicious from an account whose trust is below the threshold, not yet
+        reviewed: they stay out of the global model (training and the held-out set) until staff approve them.
+        An account with no trust measured yet is not low-trust."""
+        return self.pending().filter(suspicious=True, user__trust__score__lt=settings.RECOGNIZER_TRUST_THRESHOLD)
+
+    def trusted(self) -> DrawingQuerySet:
+        """Drawings whose label may be trained on.
+
+        Approved by staff always counts. Without RECOGNIZER_REQUIRE_REVIEW an owner's label also counts
+        unless staff rejected it, or it is quarantined: suspicious, from a low-trust account, and not yet
+        approved. Suspicious labels of trusted accounts still count (the flag puts them in the review
+        queue): they are mostly writer styles the model does not know yet, what the feedback loop learns
+        from (bench/feedback_loop.py), and the caps and the gate bound what they can do.
+        """
+        labelled = self.labelled()
+        if settings.RECOGNIZER_REQUIRE_REVIEW:
+            return labelled.filter(status=Drawing.Status.APPROVED)
+        return labelled.exclude(status=Drawing.Status.REJECTED).exclude(
+            pk__in=Drawing.objects.quarantined().values("pk"))
+
+    def visible_to(self, user) -> DrawingQuerySet:
+        """Its owner's and staff's: anyone else sees none (the API answers 404, never "not yours")."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self if user.is_staff else self.filter(user=user)
 
 
 class Drawing(models.Model):
@@ -78,6 +133,8 @@ class Drawing(models.Model):
                   "(y down), t in ms since the drawing started; null when the client sent only the image.",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = DrawingQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -178,6 +235,37 @@ class UserTrust(models.Model):
 
     def __str__(self) -> str:
         return f"Trust of user {self.user_id}: {self.score:.2f}"
+
+
+class LabelEvidence(models.Model):
+    """What the label ranking searched for one drawing, kept so the next ranking searches only drawings
+    that are new to it (recognizer.feedback.flag_suspicious_labels).
+
+    Arrays are raw native-endian bytes: under a kilobyte a drawing with 80 features, several as JSON. Valid only under the ids they were computed with: `model` for the probabilities (the whole
+    estimator), `space` for the features and the neighbour list (its feature space; a promoted model
+    has another PCA basis, so everything is searched again once). Deleted with the drawing, and by the
+    ranking when the drawing is rejected (a drawing that comes back is new: it was in no one's list).
+    """
+
+    drawing = models.OneToOneField(Drawing, on_delete=models.CASCADE, primary_key=True,
+                                   related_name="label_evidence")
+    model = models.CharField(max_length=64, help_text="recognizer.trust.model_id of the estimator.")
+    space = models.CharField(max_length=64, blank=True,
+                             help_text="recognizer.trust.feature_space_id; empty when the model has no features.")
+    probabilities = models.BinaryField(help_text="10 float64: out-of-sample probabilities, own account left out.")
+    features = models.BinaryField(blank=True, help_text="float32: the drawing in the feature space.")
+    neighbour_ids = models.BinaryField(
+        blank=True, help_text="int64, trust.PEER_KEPT of them: the nearest other accounts' drawings, nearest "
+                              "first, -1 padded; entries deleted or rejected since are skipped when used.")
+    neighbour_distances = models.BinaryField(blank=True, help_text="float32, one per neighbour id (inf: padding).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "label evidence"
+        verbose_name_plural = "label evidence"
+
+    def __str__(self) -> str:
+        return f"Label evidence of drawing {self.drawing_id}"
 
 
 class PredictRequest(models.Model):

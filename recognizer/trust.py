@@ -1,7 +1,7 @@
 """Who the global model listens to: per-account trust, how suspicious each label is, caps on one
 account's share of a digit, and a k-NN candidate's figures with accounts left out.
 
-recognizer.training calls these at every label ranking and retrain; everything here takes arrays, so
+recognizer.feedback and recognizer.promotion call these at every label ranking and retrain; everything here takes arrays, so
 tests and benchmarks can call it too. The numbers below were set with bench/poisoning.py.
 
 - Evidence for a label: the k-NN's out-of-sample probabilities (the account's own drawings and
@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from recognizer.ml.knn import N_CLASSES, _knn_sorted, _vote
+from recognizer.ml.knn import N_CLASSES
+from recognizer.ml.knn import knn_sorted as _knn_sorted  # local names kept: only the import moved to the public ones
+from recognizer.ml.knn import vote as _vote
 
 # A new account starts at 0.8 trust, worth 10 checked labels.
 PRIOR_AGREE, PRIOR_DISAGREE = 8.0, 2.0
@@ -37,6 +40,13 @@ MODEL_SMOOTHING = 0.2
 # Other accounts' drawings searched for each label, and the weight of "no other account drew this".
 PEER_NEIGHBOURS = 30
 PEER_PRIOR = 1.0
+# Neighbour lists kept between rankings hold this many more: a few of a drawing's neighbours deleted or
+# rejected then leave its nearest PEER_NEIGHBOURS still known, with no new search.
+PEER_SPARE = 10
+PEER_KEPT = PEER_NEIGHBOURS + PEER_SPARE
+# Part of every cached evidence's id: bumped when features or searches change meaning, so that the next
+# ranking searches everything again instead of mixing old and new evidence.
+EVIDENCE_VERSION = 1
 
 
 # --- k-NN searches that leave accounts out -------------------------------------------------------
@@ -233,30 +243,36 @@ def suspicion(evidence: np.ndarray, labels: np.ndarray, trust: np.ndarray) -> np
     return wrong / np.maximum(wrong + trust * p, 1e-12)
 
 
-def _trust_from(evidence, labels, users, approved, rejected_by_user, accounts) -> dict[int, AccountTrust]:
+def _trust_from(evidence, labels, users_at, approved, rejected_by_user, accounts) -> dict[int, AccountTrust]:
+    """`users_at`: each drawing's account as an index into `accounts` (counted with bincount: one pass
+    over the drawings, not one per account)."""
     confident = evidence.max(axis=1) >= CONFIDENT
     agree = confident & (evidence.argmax(axis=1) == labels)
     disagree = confident & ~agree
     agree, disagree = agree | approved, disagree & ~approved  # staff have the last word
+    n = len(accounts)
+    n_agree = np.bincount(users_at, weights=agree, minlength=n)
+    n_disagree = np.bincount(users_at, weights=disagree, minlength=n)
+    n_rows = np.bincount(users_at, minlength=n)
     out = {}
-    for user in accounts:
-        rows = users == user
+    for i, user in enumerate(accounts):
         rejected = int(rejected_by_user.get(int(user), 0))
-        a, d = int(agree[rows].sum()), int(disagree[rows].sum()) + rejected
+        a, d = int(n_agree[i]), int(n_disagree[i]) + rejected
         out[int(user)] = AccountTrust(score=(PRIOR_AGREE + a) / (PRIOR_AGREE + PRIOR_DISAGREE + a + d),
-                                      n_labels=int(rows.sum()) + rejected, n_agree=a, n_disagree=d)
+                                      n_labels=int(n_rows[i]) + rejected, n_agree=a, n_disagree=d)
     return out
 
 
-def rank_labels(labels, users, p_model, features: np.ndarray | None = None, *, radius: float | None = None,
-                approved=None, rejected_by_user: dict | None = None, threshold: float = 0.5,
-                rounds: int = 2) -> Ranking:
+def rank_labels(labels, users, p_model, features: np.ndarray | None = None, *, neighbours=None,
+                radius: float | None = None, approved=None, rejected_by_user: dict | None = None,
+                threshold: float = 0.5, rounds: int = 2) -> Ranking:
     """Trust every account and rank every label (see the module docstring).
 
     `p_model`: out-of-sample probabilities (neighbour_probabilities with users); `features`: the drawings
-    in the model's feature space, for other accounts' similar drawings (None: the model alone);
-    `approved`: bool per drawing (staff approved it: never suspicious, and agreement);
-    `rejected_by_user`: rejected labels per account (disagreement).
+    in the model's feature space, for other accounts' similar drawings; or `neighbours`: (rows, distances)
+    of each drawing's nearest other-account drawings as peer_neighbours finds them, -1 where one is gone
+    (kept between rankings); neither: the model alone. `approved`: bool per drawing (staff approved it:
+    never suspicious, and agreement); `rejected_by_user`: rejected labels per account (disagreement).
     """
     labels = np.asarray(labels, np.int64)
     users = np.asarray(users, np.int64)
@@ -265,19 +281,24 @@ def rank_labels(labels, users, p_model, features: np.ndarray | None = None, *, r
     approved = np.zeros(len(labels), bool) if approved is None else np.asarray(approved, bool)
     rejected_by_user = rejected_by_user or {}
     accounts = sorted({int(u) for u in users} | {int(u) for u in rejected_by_user})
+    users_at = np.searchsorted(np.asarray(accounts, np.int64), users)
+    if neighbours is None and features is not None and len(labels):
+        neighbours = peer_neighbours(features, users, k=PEER_NEIGHBOURS)  # one search for both rounds
+    peers = neighbours is not None and len(labels) > 0
     trust = {u: AccountTrust(prior_trust()) for u in accounts}
     evidence = combine_evidence(p_model)
-    for _ in range(rounds if features is not None and len(labels) else 1):
-        if features is not None and len(labels):
-            row_trust = np.array([trust[int(u)].score for u in users])
-            votes, mass = peer_votes(features, users, labels, row_trust, radius)
+    for _ in range(rounds if peers else 1):
+        if peers:
+            row_trust = np.array([trust[u].score for u in accounts], np.float64)[users_at]
+            votes, mass = votes_from_neighbours(neighbours[0], neighbours[1], users, labels, row_trust, radius)
             evidence = combine_evidence(p_model, votes, mass)
-        trust = _trust_from(evidence, labels, users, approved, rejected_by_user, accounts)
-    row_trust = np.array([trust[int(u)].score for u in users])
+        trust = _trust_from(evidence, labels, users_at, approved, rejected_by_user, accounts)
+    row_trust = np.array([trust[u].score for u in accounts], np.float64)[users_at]
     scores = suspicion(evidence, labels, row_trust) if len(labels) else np.zeros(0)
     flagged = (scores >= threshold) & ~approved
-    for user in accounts:
-        trust[user].n_flagged = int(flagged[users == user].sum())
+    n_flagged = np.bincount(users_at, weights=flagged, minlength=len(accounts))
+    for i, user in enumerate(accounts):
+        trust[user].n_flagged = int(n_flagged[i])
     return Ranking(suspicion=scores, suspicious=flagged, evidence=evidence, trust=trust)
 
 
@@ -291,6 +312,178 @@ def vote_weights(users, trust: dict[int, float], threshold: float, approved=None
     if approved is not None:
         w[np.asarray(approved, bool)] = 1.0
     return w
+
+
+# --- Neighbour lists kept between rankings ----------------------------------------------------------
+#
+# peer_votes searches every drawing's neighbours, twice a ranking: N searches of N drawings. The lists
+# below are what those searches find, kept per drawing so that a ranking searches only new drawings
+# (and inserts them into the old lists they fall into); the votes are then arithmetic on the lists.
+
+
+def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (m, k) int64, distances (m, k) float32): for each of `rows` (default: every drawing), the k
+    nearest drawings of other accounts among all `features`, nearest first; -1 and inf where there are fewer."""
+    F = np.ascontiguousarray(features, np.float32)
+    sq = np.einsum("ij,ij->i", F, F)
+    users = np.asarray(users, np.int64)
+    rows = np.arange(len(F)) if rows is None else np.asarray(rows, np.int64)
+    idx_out = np.full((len(rows), k), -1, np.int64)
+    dist_out = np.full((len(rows), k), np.inf, np.float32)
+    q_users = users[rows]
+    accounts, counts = np.unique(users, return_counts=True)
+    for user in np.unique(q_users):
+        mine = np.flatnonzero(q_users == user)
+        own = int(counts[np.searchsorted(accounts, user)])
+        kk = min(k, len(F) - own)
+        if kk <= 0:
+            continue
+        if own <= 1024:  # search everything and drop the account's own: at most `own` of kk + own are its
+            idx, dist = _knn_sorted(F[rows[mine]], F, sq, min(len(F), kk + own))
+            keep = np.argsort(users[idx] == user, axis=1, kind="stable")[:, :kk]
+            idx, dist = np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
+        else:  # a big account: search the others only
+            others = np.flatnonzero(users != user)
+            sub, dist = _knn_sorted(F[rows[mine]], F[others], sq[others], kk)
+            idx = others[sub]
+        idx_out[mine, :kk], dist_out[mine, :kk] = idx, dist
+    return idx_out, dist_out
+
+
+def neighbours_reached(features: np.ndarray, users, sources, targets, reach, block: int = 1 << 22
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source rows, target rows, distances) of every `sources` drawing closer to a `targets` drawing of
+    another account than that target's `reach` (the distance of its list's last entry; inf when its
+    list holds every other account's drawing): the old lists a new drawing enters. m x n distances, in
+    blocks of about `block` of them."""
+    F = np.ascontiguousarray(features, np.float32)
+    users = np.asarray(users, np.int64)
+    sources, targets = np.asarray(sources, np.int64), np.asarray(targets, np.int64)
+    reach = np.asarray(reach, np.float32)
+    out_s, out_t, out_d = [], [], []
+    if not len(sources) or not len(targets):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    T = F[targets]
+    t_sq = np.einsum("ij,ij->i", T, T)
+    t_users = users[targets]
+    step = max(1, block // len(targets))
+    for s in range(0, len(sources), step):
+        src = sources[s: s + step]
+        Q = F[src]
+        D = Q @ T.T  # the same arithmetic as knn_sorted, so a pair's distance reads the same both ways
+        D *= -2.0
+        D += t_sq[None, :]
+        D += np.einsum("ij,ij->i", Q, Q)[:, None]
+        np.sqrt(np.maximum(D, 0.0, out=D), out=D)
+        hit = (D < reach[None, :]) & (users[src][:, None] != t_users[None, :])
+        i, j = np.nonzero(hit)
+        out_s.append(src[i])
+        out_t.append(targets[j])
+        out_d.append(D[i, j])
+    return np.concatenate(out_s), np.concatenate(out_t), np.concatenate(out_d).astype(np.float32)
+
+
+def merge_neighbours(idx: np.ndarray, dist: np.ndarray, rows, new_idx, new_dist) -> np.ndarray:
+    """Merges candidates (list `rows`[i] gains `new_idx`[i] at `new_dist`[i]) into the lists `idx`, `dist`
+    (n, k; -1 and inf pad) in place, keeping each list's k nearest, nearest first; a candidate a list
+    already holds is skipped. Returns the rows whose list changed."""
+    rows, new_idx = np.asarray(rows, np.int64), np.asarray(new_idx, np.int64)
+    new_dist = np.asarray(new_dist, np.float32)
+    fresh = ~(idx[rows] == new_idx[:, None]).any(axis=1)
+    rows, new_idx, new_dist = rows[fresh], new_idx[fresh], new_dist[fresh]
+    if not len(rows):
+        return np.zeros(0, np.int64)
+    order = np.lexsort((new_dist, rows))
+    rows, new_idx, new_dist = rows[order], new_idx[order], new_dist[order]
+    changed, start, count = np.unique(rows, return_index=True, return_counts=True)
+    slot = np.arange(len(rows)) - np.repeat(start, count)
+    line = np.repeat(np.arange(len(changed)), count)
+    cand_i = np.full((len(changed), int(count.max())), -1, np.int64)
+    cand_d = np.full(cand_i.shape, np.inf, np.float32)
+    cand_i[line, slot], cand_d[line, slot] = new_idx, new_dist
+    all_i = np.concatenate([idx[changed], cand_i], axis=1)
+    all_d = np.concatenate([dist[changed], cand_d], axis=1)
+    keep = np.argsort(all_d, axis=1, kind="stable")[:, : idx.shape[1]]  # a tie keeps the listed one first
+    merged = np.take_along_axis(all_i, keep, axis=1)
+    moved = (merged != idx[changed]).any(axis=1)  # candidates all beyond a full list's end change nothing
+    changed = changed[moved]
+    idx[changed] = merged[moved]
+    dist[changed] = np.take_along_axis(all_d, keep, axis=1)[moved]
+    return changed
+
+
+def lists_to_research(stored_idx: np.ndarray, present_rows: np.ndarray, k: int = PEER_NEIGHBOURS) -> np.ndarray:
+    """Bool per list: too many of its drawings are gone (deleted, rejected) to know the k nearest left.
+
+    `stored_idx`: the lists as kept (-1 pad); `present_rows`: the same entries, -1 where the drawing is
+    gone. A list that is not full held every other account's drawing: what is left of it is complete.
+    A full one knows every drawing nearer than its last entry, so its first k present are the k nearest
+    as long as k are present."""
+    full = stored_idx[:, -1] >= 0
+    return full & ((present_rows >= 0).sum(axis=1) < k)
+
+
+def votes_from_neighbours(neighbours: np.ndarray, dist: np.ndarray, users, labels, row_trust,
+                          radius: float | None = None, k: int = PEER_NEIGHBOURS, block: int = 4096
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """peer_votes from neighbour lists (peer_neighbours' rows; -1 where a drawing is gone, skipped): the
+    first k present of each list, those within `radius`, one trust-weighted vote per account."""
+    users = np.asarray(users, np.int64)
+    labels = np.asarray(labels, np.int64)
+    row_trust = np.asarray(row_trust, np.float64)
+    n = len(neighbours)
+    votes = np.zeros((n, N_CLASSES))
+    mass = np.zeros(n)
+    limit = np.inf if radius is None else float(radius)
+    for s in range(0, n, block):
+        nb, d = neighbours[s: s + block], dist[s: s + block]
+        present = nb >= 0
+        valid = present & (np.cumsum(present, axis=1) <= k) & (d <= limit)
+        at = np.where(valid, nb, 0)
+        acc = users[at]
+        same = (acc[:, :, None] == acc[:, None, :]) & valid[:, None, :]
+        share = np.where(valid, row_trust[at] / np.maximum(same.sum(axis=2), 1), 0.0)
+        flat = (np.arange(len(nb))[:, None] * N_CLASSES + labels[at]).ravel()
+        votes[s: s + len(nb)] = np.bincount(flat, weights=share.ravel(),
+                                            minlength=len(nb) * N_CLASSES).reshape(-1, N_CLASSES)
+        mass[s: s + len(nb)] = share.sum(axis=1)
+    return votes, mass
+
+
+def _array_digest(h, a) -> None:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+
+
+def feature_space_id(estimator) -> str | None:
+    """Names the space estimator.transform maps drawings into (equal ids: the same drawing has the same
+    features, so neighbour lists stay valid); None when the estimator has no such space.
+
+    A retrain that promotes a model fits a new PCA basis: another id, and every drawing is searched again."""
+    if not hasattr(estimator, "transform"):
+        return None
+    h = hashlib.sha256(f"evidence v{EVIDENCE_VERSION} k{PEER_KEPT} {type(estimator).__module__}."
+                       f"{type(estimator).__qualname__}".encode())
+    if hasattr(estimator, "mean_") and hasattr(estimator, "components_"):
+        h.update(repr((getattr(estimator, "features", "pixels"), getattr(estimator, "deskew", None),
+                       getattr(estimator, "blur_sigma", None))).encode())
+        _array_digest(h, estimator.mean_)
+        _array_digest(h, estimator.components_)
+        if getattr(estimator, "cnn", None) is not None:  # the deep k-NN's features come out of its network
+            h.update(pickle.dumps(estimator.cnn, protocol=5))
+    else:  # a transform this module does not know: only the whole estimator names it
+        h.update(pickle.dumps(estimator, protocol=5))
+    return h.hexdigest()
+
+
+def model_id(estimator) -> str:
+    """Names what the out-of-sample probabilities depend on: the estimator's whole fitted state (training
+    features, labels, weights, groups, the stroke model), not only its feature space."""
+    h = hashlib.sha256(f"evidence v{EVIDENCE_VERSION}".encode())
+    h.update(pickle.dumps(estimator, protocol=5))
+    return h.hexdigest()
 
 
 # --- Caps and the per-digit held-out set -----------------------------------------------------------

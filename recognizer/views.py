@@ -19,8 +19,9 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from recognizer import insights, userdata
+from recognizer.api.filters import DrawingFilter
 from recognizer.api.throttles import LoginThrottle
-from recognizer.forms import DeleteAccountForm, DrawingFilterForm, SignUpForm
+from recognizer.forms import DeleteAccountForm, SignUpForm
 from recognizer.models import Drawing
 
 DRAWINGS_PER_PAGE = 24
@@ -79,8 +80,9 @@ class ThrottledLoginView(LoginView):
 
 @login_required
 def my_drawings(request: HttpRequest) -> HttpResponse:
-    form = DrawingFilterForm(request.GET or None)
-    drawings = form.filter(Drawing.objects.filter(user=request.user).select_related("model_version"))
+    filters = DrawingFilter(request.GET, queryset=Drawing.objects.filter(user=request.user).select_related("model_version"))
+    form = filters.form  # the page shows its digit and result fields
+    drawings = filters.qs if filters.is_valid() else filters.queryset
     page = Paginator(drawings, DRAWINGS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     delay = float(os.environ.get("SLOW_TRAINING_SECONDS") or 0)
     if delay:
-        from recognizer.ml import model
+        from recognizer.ml import kinds
 
-        real_train_model = model.train_model
+        real_train_model = kinds.train_model
 
         def slow_train_model(*args, **kwargs):
             if kwargs.get("progress"):
@@ -25,7 +25,7 @@ def main() -> None:
             time.sleep(delay)
             return real_train_model(*args, **kwargs)
 
-        model.train_model = slow_train_model
+        kinds.train_model = slow_train_model
     from celery.bin.celery import main as celery_main
 
     sys.argv = ["celery", "-A", "digitsite", "worker", "--pool=solo", "--loglevel=INFO", "--without-mingle",

@@ -12,6 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+# Fixtures kept next to their helpers (tiny_training, fallback_data; redis_url, site), available to every
+# test module without importing them (an imported fixture is a name ruff rightly calls unused).
+pytest_plugins = ["tests.training_helpers", "tests.redis_helpers"]
+
+
+@pytest.fixture
+def fresh_throttles():
+    """An empty cache around a test, so throttle counts from earlier tests do not refuse its requests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
 
 @pytest.fixture
 def alice(django_user_model):
@@ -34,7 +48,7 @@ def small_training_result():
     from recognizer.ml import mnist, model
 
     data = mnist.load_fallback_digits()
-    return data, model.train_model(data.train_images / 255.0, data.train_labels, cv=False)
+    return data, model.train_knn(data.train_images / 255.0, data.train_labels, cv=False)
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +68,13 @@ def fused_training_result(small_training_result):
 
 
 def _activate(settings, data, estimator):
-    from recognizer import services
+    from recognizer import serving, versions
     from recognizer.ml import store
 
     saved = store.save_model(estimator, {"data_source": data.source}, settings.RECOGNIZER_MODEL_DIR)
-    version = services.register_model(saved, kind="knn", data_source=data.source, metrics={})
-    services.activate_version(version)
-    services.model_cache.clear()
+    version = versions.register_model(saved, kind="knn", data_source=data.source, metrics={})
+    versions.activate(version)
+    serving.model_cache.clear()
     return version
 
 
@@ -68,20 +82,20 @@ def _activate(settings, data, estimator):
 def active_model(db, settings, small_training_result):
     """A stored, registered and active model version, as the site would have after train_model
     (an image-only k-NN: it does not read strokes)."""
-    from recognizer import services
+    from recognizer import serving
 
     data, result = small_training_result
     yield _activate(settings, data, result.estimator)
-    services.model_cache.clear()
+    serving.model_cache.clear()
 
 
 @pytest.fixture
 def fused_active_model(db, settings, fused_training_result):
     """Like active_model, but the model reads pen strokes too (image and stroke k-NN fused)."""
-    from recognizer import services
+    from recognizer import serving
 
     yield _activate(settings, *fused_training_result)
-    services.model_cache.clear()
+    serving.model_cache.clear()
 
 
 def draw_digit_png(digit: int = 1, size: int = 280, background=(0, 0, 0, 0), ink=(0, 0, 0, 255)) -> bytes:

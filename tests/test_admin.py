@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from recognizer import services
+from recognizer import versions
 from recognizer.models import Drawing, ModelVersion, TrainingRun
-from tests.training_helpers import fallback_data, make_drawing  # noqa: F401
+from tests.training_helpers import make_drawing
 
 pytestmark = pytest.mark.django_db
 
@@ -93,9 +93,9 @@ def test_staff_roll_back_from_the_admin(admin_client_logged_in, active_model, sm
     from recognizer.ml import store
 
     data, result = small_training_result
-    newer = services.register_model(store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR),
+    newer = versions.register_model(store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR),
                                     kind="knn", data_source="x", metrics={})
-    services.activate_version(newer)
+    versions.activate(newer)
     admin_client_logged_in.post(reverse("admin:recognizer_modelversion_changelist"),
                                 {"action": "activate", "_selected_action": [active_model.pk]})
     assert ModelVersion.objects.get(is_active=True).pk == active_model.pk

@@ -6,28 +6,20 @@ import base64
 import io
 
 import pytest
-from django.core.cache import cache
 from PIL import Image
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import feedback, serving
 from recognizer.api import throttles
 from recognizer.models import Drawing
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 
 PREDICT = "/api/v1/predict"
 
 
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def client_for(user) -> APIClient:
 
 
 def make_drawing(user, digit_png, active_model, digit=1) -> Drawing:
-    return services.predict_image(digit_png(digit), user).drawing
+    return serving.predict_image(digit_png(digit), user).drawing
 
 
 # --- POST /api/v1/predict ----------------------------------------------------------------------
@@ -85,6 +77,23 @@ def test_a_logged_in_users_drawing_is_stored_with_the_answer(alice, active_model
     assert drawing.confidence == pytest.approx(body["confidence"])
     assert drawing.model_version_id == active_model.pk
     assert drawing.image.name.endswith(".png")
+
+
+def test_the_answer_names_where_to_label_each_stored_drawing(api, alice, active_model, digit_png):
+    client = client_for(alice)
+    body = client.post(PREDICT, {"image": data_url(digit_png(1))}, format="json").json()
+    assert body["label_url"] == f"/api/v1/drawings/{body['drawing']}/label"
+    assert client.post(body["label_url"], {"label": 7}, format="json").status_code == 200
+    assert Drawing.objects.get(pk=body["drawing"]).label == 7
+    number = client.post(PREDICT, {"image": data_url(digit_png(1)), "mode": "number"}, format="json").json()
+    assert number["digits"]
+    assert [d["label_url"] for d in number["digits"]] == [f"/api/v1/drawings/{d['drawing']}/label"
+                                                          for d in number["digits"]]
+    # Nothing stored (a live preview, a visitor who is not logged in): nothing to label.
+    preview = client.post(PREDICT, {"image": data_url(digit_png(1)), "store": False}, format="json").json()
+    assert preview["label_url"] is None
+    anonymous = api.post(PREDICT, {"image": data_url(digit_png(1)), "mode": "number"}, format="json").json()
+    assert [d["label_url"] for d in anonymous["digits"]] == [None] * len(anonymous["digits"])
 
 
 def test_a_live_preview_with_store_false_is_not_stored(alice, active_model, digit_png):
@@ -204,7 +213,7 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(api, active_model)
 
 
 def test_no_active_model_is_a_503_with_a_clear_message(api, db, digit_png):
-    services.model_cache.clear()
+    serving.model_cache.clear()
     response = api.post(PREDICT, {"image": data_url(digit_png(1))}, format="json")
     assert response.status_code == 503
     assert response.json()["code"] == "no_active_model"
@@ -259,8 +268,8 @@ def test_the_drawing_list_is_paginated(alice, active_model, digit_png):
 
 def test_the_drawing_list_filters_by_label_prediction_and_review_state(alice, active_model, digit_png):
     a, b, c = (make_drawing(alice, digit_png, active_model) for _ in range(3))
-    services.label_drawing(a, a.predicted_digit)
-    services.label_drawing(b, (b.predicted_digit + 1) % 10)
+    feedback.label_drawing(a, a.predicted_digit)
+    feedback.label_drawing(b, (b.predicted_digit + 1) % 10)
     Drawing.objects.filter(pk=a.pk).update(status=Drawing.Status.APPROVED)
     client = client_for(alice)
 

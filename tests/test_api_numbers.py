@@ -10,7 +10,7 @@ from django.core.cache import cache
 from PIL import Image, ImageDraw
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import serving
 from recognizer.models import Drawing
 from tests.test_api import PREDICT, client_for, data_url
 
@@ -153,7 +153,7 @@ def test_a_bad_mode_is_a_400(active_model, mode):
 
 
 def test_unreadable_and_no_model_errors_are_the_same_as_digit_mode(db):
-    services.model_cache.clear()
+    serving.model_cache.clear()
     response = APIClient().post(PREDICT, {"image": data_url(b"not a png"), "mode": "number"}, format="json")
     assert response.status_code == 400
     response = APIClient().post(PREDICT, {"image": data_url(number_png("17")), "mode": "number"}, format="json")

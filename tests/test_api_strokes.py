@@ -10,12 +10,12 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import serving
 from recognizer.ml.strokes import MAX_POINTS, MAX_STROKES, parse_strokes, strokes_to_json
 from recognizer.models import Drawing
-from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
+from tests.test_api import client_for, data_url
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 
 PREDICT = "/api/v1/predict"
 
@@ -76,7 +76,7 @@ def test_strokes_that_are_not_pen_trajectories_are_a_400_invalid_strokes(api, ac
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_tokens_in_a_json_body_are_refused(api, active_model, digit_png, token):
     # Python's json would read these tokens as floats; the API's strict JSON parser refuses the body.
-    body = '{"image": "%s", "strokes": [[[140, %s, 0]]]}' % (data_url(digit_png(1)), token)
+    body = f'{{"image": "{data_url(digit_png(1))}", "strokes": [[[140, {token}, 0]]]}}'
     response = post_raw(api, body)
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
@@ -84,7 +84,7 @@ def test_nan_and_infinity_tokens_in_a_json_body_are_refused(api, active_model, d
 
 def test_a_number_too_large_for_a_float_is_infinite_and_refused(api, active_model, digit_png):
     # 1e999 is valid JSON syntax that even a strict parser reads as infinity: parse_strokes refuses it.
-    body = '{"image": "%s", "strokes": [[[140, 1e999, 0]]]}' % data_url(digit_png(1))
+    body = f'{{"image": "{data_url(digit_png(1))}", "strokes": [[[140, 1e999, 0]]]}}'
     response = post_raw(api, body)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_strokes"
@@ -183,7 +183,7 @@ def image_only_model(active_model):
     """conftest's k-NN, which reads images only: `predict_one(image28, strokes=...)` would be a TypeError.
     These tests are about models without `reads_strokes`: should conftest's model ever read strokes, point
     this fixture at an image-only one."""
-    assert not getattr(services.model_cache.get().estimator, "reads_strokes", False)
+    assert not getattr(serving.model_cache.get().estimator, "reads_strokes", False)
     return active_model
 
 
@@ -202,7 +202,7 @@ def test_the_image_only_model_answers_the_same_with_or_without_strokes(api, alic
 def test_a_caller_sending_only_the_image_gets_the_same_answer_as_before(api, image_only_model, digit_png):
     # "Before": the serving model called on the preprocessed image alone, as the API always did.
     png = digit_png(7)
-    prediction = services.model_cache.get().estimator.predict_one(services.preprocess_upload(png))
+    prediction = serving.model_cache.get().estimator.predict_one(serving.preprocess_upload(png))
     body = post_json(api, {"image": data_url(png)}).json()
     assert body["digit"] == prediction.digit
     assert body["probabilities"] == pytest.approx(prediction.probabilities)
@@ -215,7 +215,7 @@ def test_a_caller_sending_only_the_image_gets_the_same_answer_as_before(api, ima
 @pytest.fixture
 def stroke_model(fused_active_model):
     """The real model kind that reads strokes (conftest: image k-NN + stroke k-NN, fused), active and served."""
-    assert services.model_cache.get().estimator.reads_strokes
+    assert serving.model_cache.get().estimator.reads_strokes
     return fused_active_model
 
 
@@ -238,11 +238,11 @@ def test_a_stroke_reading_model_stores_what_it_read(alice, stroke_model, digit_p
 
 def test_the_service_passes_parsed_strokes_only_to_a_model_that_reads_them(stroke_model, small_training_result,
                                                                         digit_png):
-    image28 = services.preprocess_upload(digit_png(1))
-    loaded = services.model_cache.get()
+    image28 = serving.preprocess_upload(digit_png(1))
+    loaded = serving.model_cache.get()
     strokes = parse_strokes(SEVEN)
-    assert services.predict_array(image28, loaded, {}, strokes=strokes).strokes_used is True
-    image_only = services.LoadedModel(version_id=0, sha256="", estimator=small_training_result[1].estimator)
-    result = services.predict_array(image28, image_only, {}, strokes=strokes)  # no `strokes=` for the k-NN
+    assert serving.predict_array(image28, loaded, {}, strokes=strokes).strokes_used is True
+    image_only = serving.LoadedModel(version_id=0, sha256="", estimator=small_training_result[1].estimator)
+    result = serving.predict_array(image28, image_only, {}, strokes=strokes)  # no `strokes=` for the k-NN
     assert result.strokes_used is False
     assert result.digit == small_training_result[1].estimator.predict_one(image28).digit

@@ -7,13 +7,13 @@ import signal
 
 import pytest
 
-from tests.redis_helpers import redis_url, site, wait_for  # noqa: F401
+from tests.redis_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
-START = "from recognizer import training; run, created = training.start_retrain('staff'); print(run.pk)"
-SERVE = ("from recognizer import services; from tests.conftest import draw_digit_png; "
-         "print(services.predict_image(draw_digit_png(1)).model_version)")
+START = "from recognizer import retraining; run, created = retraining.start_retrain('staff'); print(run.pk)"
+SERVE = ("from recognizer import serving; from tests.conftest import draw_digit_png; "
+         "print(serving.predict_image(draw_digit_png(1)).model_version)")
 
 
 def test_a_retrain_sent_through_redis_activates_a_new_version(site):
@@ -51,10 +51,10 @@ def test_killing_the_worker_mid_training_leaves_the_old_model_serving(site):
     assert row["status"] == "promoted", row
 
 
-LABEL = ("from django.contrib.auth import get_user_model; from recognizer import services; "
+LABEL = ("from django.contrib.auth import get_user_model; from recognizer import feedback, serving; "
          "from recognizer.models import TrainingRun; from tests.conftest import draw_digit_png; "
          "carol = get_user_model().objects.create_user('carol', password='carol-password-1'); "
-         "services.label_drawing(services.predict_image(draw_digit_png(1), carol).drawing, 1); "
+         "feedback.label_drawing(serving.predict_image(draw_digit_png(1), carol).drawing, 1); "
          "print(TrainingRun.objects.count())")
 
 

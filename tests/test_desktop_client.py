@@ -355,9 +355,9 @@ def test_prediction_with_a_token_is_stored_and_can_be_labelled(live_server, acti
     assert drawing.predicted_digit == answer["digit"]
     assert drawing.label is None
     assert drawing.strokes == sketch.stroke_data()
-    from recognizer import services
+    from recognizer import serving
 
-    assert answer["strokes_used"] is getattr(services.model_cache.get().estimator, "reads_strokes", False)
+    assert answer["strokes_used"] is getattr(serving.model_cache.get().estimator, "reads_strokes", False)
 
     client.label(answer["drawing"], 4)
     drawing.refresh_from_db()

@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from recognizer.models import Drawing
-from tests.training_helpers import fallback_data, make_drawing  # noqa: F401
+from tests.training_helpers import make_drawing
 
 BEFORE = [("recognizer", "0002_training_run_lock")]
 

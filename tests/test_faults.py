@@ -21,11 +21,10 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import modelfiles, serving, training, versions
 from recognizer.ml import store as ml_store
 from recognizer.models import ModelVersion, TrainingRun
-from tests.redis_helpers import free_port, redis_url  # noqa: F401
-from tests.training_helpers import tiny_training  # noqa: F401
+from tests.redis_helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -206,8 +205,8 @@ def test_a_broken_newly_active_file_leaves_the_last_good_model_serving_and_healt
     before = api.post("/api/v1/predict", image_payload(digit_png), format="json").json()
     data, result = small_training_result
     saved = ml_store.save_model(result.estimator, {"data_source": data.source}, settings.RECOGNIZER_MODEL_DIR)
-    newer = services.register_model(saved, kind="knn", data_source=data.source, metrics={})
-    path = Path(saved.path)
+    newer = versions.register_model(saved, kind="knn", data_source=data.source, metrics={})
+    path = Path(settings.RECOGNIZER_MODEL_DIR) / newer.file  # where it was published
     if damage == "missing":
         path.unlink()
     elif damage == "truncated":
@@ -237,8 +236,8 @@ def test_a_process_starting_with_a_broken_active_file_says_so_with_a_503(alice, 
                                                                          fresh_throttles, digit_png):
     # No last good model in memory: nothing to serve, and every caller is told which version failed (not
     # the file's path: that is for staff and the log).
-    services.model_cache.clear()
-    truncate(services.model_path(active_model.file))
+    serving.model_cache.clear()
+    truncate(modelfiles.local_copy(active_model.file, active_model.sha256))
     predicted = token_client(alice).post("/api/v1/predict", image_payload(digit_png), format="json")
     assert predicted.status_code == 503 and f"v{active_model.pk}" in predicted.json()["detail"]
     assert active_model.file not in predicted.json()["detail"]
@@ -292,7 +291,7 @@ def test_a_full_disk_while_saving_a_model_leaves_no_partial_file_and_the_old_mod
         monkeypatch.setattr(ml_store.os, "fsync", fail_on_call(os.fsync, 2))
 
     with pytest.raises(OSError) as raised:
-        services.train_new_model(limit=400, activate=True, cv=False)
+        training.train_new_model(limit=400, activate=True, cv=False)
     assert raised.value.errno == errno.ENOSPC
 
     assert sorted(p.name for p in model_dir.iterdir()) == files_before  # no .tmp, no orphan model or sidecar

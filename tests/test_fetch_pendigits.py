@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from recognizer import services
+from recognizer import training
 from recognizer.ml import pendigits as pdg
 from recognizer.ml.mnist import FetchError
 
@@ -487,11 +487,11 @@ def test_the_command_downloads_from_url_into_dest(server, tmp_path, settings):
 def test_the_command_downloads_into_the_data_dir_by_default(server, tmp_path, settings):
     settings.PENDIGITS_DIR = ""
     settings.RECOGNIZER_DATA_DIR = tmp_path / "data"
-    assert services.pendigits_path() is None
+    assert training.pendigits_path() is None
     run("--url", server.url(f"/raw/{NAME}"))
     assert (tmp_path / "data" / "pendigits" / NAME).read_bytes() == CONTENT
-    assert services.pendigits_path() == tmp_path / "data" / "pendigits"
-    assert len(pdg.load_pendigits(services.pendigits_path())) == 3
+    assert training.pendigits_path() == tmp_path / "data" / "pendigits"
+    assert len(pdg.load_pendigits(training.pendigits_path())) == 3
 
 
 def test_the_command_fails_with_the_clear_message(server, tmp_path, settings):
@@ -535,8 +535,8 @@ def test_pendigits_path_prefers_pendigits_dir_over_the_fetched_file(tmp_path, se
     settings.RECOGNIZER_DATA_DIR = tmp_path / "data"
     (tmp_path / "data" / "pendigits").mkdir(parents=True)
     settings.PENDIGITS_DIR = ""
-    assert services.pendigits_path() is None  # the folder alone is not enough
+    assert training.pendigits_path() is None  # the folder alone is not enough
     (tmp_path / "data" / "pendigits" / NAME).write_bytes(CONTENT)
-    assert services.pendigits_path() == tmp_path / "data" / "pendigits"
+    assert training.pendigits_path() == tmp_path / "data" / "pendigits"
     settings.PENDIGITS_DIR = str(tmp_path / "elsewhere")
-    assert services.pendigits_path() == tmp_path / "elsewhere"
+    assert training.pendigits_path() == tmp_path / "elsewhere"

@@ -50,13 +50,13 @@ def schema():
 @pytest.fixture
 def world(active_model, alice, bob, staff, digit_png):
     """Drawings of two users (labelled and not), so ids the fuzzer tries exist, belong to others, or do not."""
-    from recognizer import services
+    from recognizer import feedback, serving
 
     cache.clear()  # throttle counters from other tests
     for user in (alice, bob, alice, bob):
-        result = services.predict_image(digit_png(1), user)
-        services.label_drawing(result.drawing, 1)
-    services.predict_image(digit_png(7), alice)
+        result = serving.predict_image(digit_png(1), user)
+        feedback.label_drawing(result.drawing, 1)
+    serving.predict_image(digit_png(7), alice)
     return {"anonymous": {}, **{user.username: {"Authorization": f"Token {Token.objects.create(user=user).key}"}
                                  for user in (alice, staff)}}
 
@@ -147,7 +147,7 @@ def cmyk_jpeg() -> bytes:
 
 
 def test_a_logged_in_users_cmyk_jpeg_is_predicted_and_stored_not_a_500(world, alice):
-    # The decoder reads a CMYK JPEG; storing it as PNG (services.as_png) must convert it first.
+    # The decoder reads a CMYK JPEG; storing it as PNG (serving.as_png) must convert it first.
     client = APIClient(raise_request_exception=False)
     client.force_authenticate(alice)
     response = client.post("/api/v1/predict", {"image": base64.b64encode(cmyk_jpeg()).decode()}, format="json")

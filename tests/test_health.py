@@ -9,8 +9,8 @@ import logging
 import pytest
 from django.db import DatabaseError
 
-from recognizer import services
-from recognizer.ml import store as ml_store
+from recognizer import modelfiles, serving
+from recognizer.models import ModelVersion
 
 
 @pytest.mark.django_db
@@ -26,7 +26,7 @@ def test_healthz_is_200_with_the_serving_version_when_a_model_is_active(client, 
 
 @pytest.mark.django_db
 def test_healthz_is_503_and_tells_staff_why_when_no_model_is_active(client, admin_client):
-    services.model_cache.clear()
+    serving.model_cache.clear()
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["can_predict"] is False
@@ -34,12 +34,12 @@ def test_healthz_is_503_and_tells_staff_why_when_no_model_is_active(client, admi
     assert "train_model" in admin_client.get("/healthz").json()["model"]["error"]
 
 
-def break_the_active_model(active_model, digit_png) -> services.ModelVersion:
+def break_the_active_model(active_model, digit_png) -> ModelVersion:
     """Serve the good model, then activate a version whose file is missing (as another process would)."""
-    services.predict_image(digit_png(1))
-    broken = services.ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
-    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
-    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
+    serving.predict_image(digit_png(1))
+    broken = ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
     return broken
 
 
@@ -83,85 +83,85 @@ def test_a_broken_model_file_is_read_and_logged_once_not_at_every_check(active_m
     settings.RECOGNIZER_MODEL_CHECK_SECONDS = 0.0
     settings.RECOGNIZER_MODEL_RETRY_SECONDS = 3600
     loads = []
-    real_load = ml_store.load_model
-    monkeypatch.setattr(ml_store, "load_model", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
-    with caplog.at_level(logging.ERROR, logger="recognizer.services"):
+    real_fetch = modelfiles.local_copy
+    monkeypatch.setattr(modelfiles, "local_copy", lambda *a, **k: loads.append(a[0]) or real_fetch(*a, **k))
+    with caplog.at_level(logging.ERROR, logger="recognizer.serving"):
         broken = break_the_active_model(active_model, digit_png)
         for _ in range(20):
-            assert services.predict_image(digit_png(1)).model_version == active_model.pk
-    assert [str(path) for path in loads].count(str(services.model_path(broken.file))) == 1
+            assert serving.predict_image(digit_png(1)).model_version == active_model.pk
+    assert loads.count(broken.file) == 1
     assert len([r for r in caplog.records if f"v{broken.pk}" in r.getMessage()]) == 1
-    assert f"v{broken.pk}" in services.model_cache.last_error  # still reported
+    assert f"v{broken.pk}" in serving.model_cache.last_error  # still reported
 
 
 @pytest.mark.django_db
 def test_a_broken_model_file_is_tried_again_after_the_back_off(active_model, settings, digit_png, monkeypatch):
     settings.RECOGNIZER_MODEL_RETRY_SECONDS = 600
     broken = break_the_active_model(active_model, digit_png)
-    services.predict_image(digit_png(1))
+    serving.predict_image(digit_png(1))
     loads = []
-    real_load = ml_store.load_model
-    monkeypatch.setattr(ml_store, "load_model", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
-    services.predict_image(digit_png(1))
+    real_fetch = modelfiles.local_copy
+    monkeypatch.setattr(modelfiles, "local_copy", lambda *a, **k: loads.append(a[0]) or real_fetch(*a, **k))
+    serving.predict_image(digit_png(1))
     assert loads == []
-    now = services.time.monotonic()
-    monkeypatch.setattr(services.time, "monotonic", lambda: now + 601)
-    services.predict_image(digit_png(1))
-    assert loads == [services.model_path(broken.file)]
+    now = serving.time.monotonic()
+    monkeypatch.setattr(serving.time, "monotonic", lambda: now + 601)
+    serving.predict_image(digit_png(1))
+    assert loads == [broken.file]
 
 
 @pytest.mark.django_db
 def test_a_broken_version_made_active_again_is_tried_again(active_model, settings, digit_png, monkeypatch):
     settings.RECOGNIZER_MODEL_RETRY_SECONDS = 3600
     broken = break_the_active_model(active_model, digit_png)
-    services.predict_image(digit_png(1))
+    serving.predict_image(digit_png(1))
     # Staff roll back to the good version, then someone activates the broken one again.
-    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=False)
-    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=True)
-    services.predict_image(digit_png(1))
-    assert services.model_cache.last_error == ""
+    ModelVersion.objects.filter(pk=broken.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=True)
+    serving.predict_image(digit_png(1))
+    assert serving.model_cache.last_error == ""
     loads = []
-    real_load = ml_store.load_model
-    monkeypatch.setattr(ml_store, "load_model", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
-    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
-    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
-    services.predict_image(digit_png(1))
-    assert loads == [services.model_path(broken.file)]
+    real_fetch = modelfiles.local_copy
+    monkeypatch.setattr(modelfiles, "local_copy", lambda *a, **k: loads.append(a[0]) or real_fetch(*a, **k))
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
+    serving.predict_image(digit_png(1))
+    assert loads == [broken.file]
 
 
 @pytest.mark.django_db
 def test_a_database_outage_keeps_the_loaded_model_serving(active_model, settings, monkeypatch, digit_png):
-    first = services.predict_image(digit_png(1))
+    first = serving.predict_image(digit_png(1))
     settings.RECOGNIZER_MODEL_CHECK_SECONDS = 0.0
 
     def database_down(*args, **kwargs):
         raise DatabaseError("connection refused")
 
-    monkeypatch.setattr(services.ModelVersion.objects, "filter", database_down)
-    second = services.predict_image(digit_png(1))
+    monkeypatch.setattr(ModelVersion.objects, "filter", database_down)
+    second = serving.predict_image(digit_png(1))
     assert second.model_version == first.model_version == active_model.pk
-    assert "database" in services.model_cache.last_error
+    assert "database" in serving.model_cache.last_error
 
 
 @pytest.mark.django_db
 def test_a_corrupt_new_version_leaves_the_previous_model_serving(active_model, settings, digit_png):
-    services.predict_image(digit_png(1))
-    broken = services.ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
-    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
-    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
-    result = services.predict_image(digit_png(1))
+    serving.predict_image(digit_png(1))
+    broken = ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
+    result = serving.predict_image(digit_png(1))
     assert result.model_version == active_model.pk
-    assert f"v{broken.pk}" in services.model_cache.last_error
+    assert f"v{broken.pk}" in serving.model_cache.last_error
 
 
 @pytest.mark.django_db
 def test_the_admin_says_when_the_last_good_model_is_serving_in_place_of_a_broken_one(admin_client, active_model,
                                                                                      digit_png):
-    services.predict_image(digit_png(1))
+    serving.predict_image(digit_png(1))
     assert 'id="model-health"' not in admin_client.get("/admin/").content.decode()
-    broken = services.ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
-    services.ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
-    services.ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
+    broken = ModelVersion.objects.create(file="models/missing.joblib", sha256="0" * 64)
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=broken.pk).update(is_active=True)
     html = admin_client.get("/admin/").content.decode()
     assert f"Serving v{active_model.pk}, the last good model." in html
     assert f"Model v{broken.pk} could not be loaded" in html
@@ -169,5 +169,5 @@ def test_the_admin_says_when_the_last_good_model_is_serving_in_place_of_a_broken
 
 @pytest.mark.django_db
 def test_the_admin_says_when_no_model_can_serve(admin_client):
-    services.model_cache.clear()
+    serving.model_cache.clear()
     assert "No model can serve predictions" in admin_client.get("/admin/").content.decode()

@@ -13,9 +13,11 @@ from rest_framework.test import APIClient
 
 from recognizer import idempotency, tasks
 from recognizer.models import Drawing, PredictRequest
-from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
+from tests.test_api import client_for, data_url
 
 PREDICT = "/api/v1/predict"
+# Each test starts with no throttle counts left over from earlier tests.
+pytestmark = pytest.mark.usefixtures("fresh_throttles")
 
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from io import StringIO
 
-import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from recognizer import services, training
+from recognizer import retraining, serving, training, versions
 from recognizer.ml import SvmDigitClassifier
 from recognizer.models import ModelVersion
-from tests.training_helpers import fallback_data, make_drawing, tiny_training  # noqa: F401
+from tests.training_helpers import make_drawing
 
 
 @pytest.fixture
@@ -38,14 +37,14 @@ def test_train_model_kind_svm_registers_activates_and_serves_an_svm(offline, dig
     hp = version.metadata["hyperparameters"]
     assert hp["kind"] == "svm" and hp["train_samples"] == version.metadata["counts"]["mnist_train"]
     assert version.metrics["mnist_test"]["accuracy"] > 0.9
-    services.model_cache.clear()
-    assert isinstance(services.model_cache.get().estimator, SvmDigitClassifier)
-    result = services.predict_image(digit_png(1), store=False)
+    serving.model_cache.clear()
+    assert isinstance(serving.model_cache.get().estimator, SvmDigitClassifier)
+    result = serving.predict_image(digit_png(1), store=False)
     assert result.model_version == version.pk
     assert 0 <= result.digit <= 9 and len(result.probabilities) == 10
     assert sum(result.probabilities) == pytest.approx(1.0)
     assert result.confidence == pytest.approx(max(result.probabilities))
-    services.model_cache.clear()
+    serving.model_cache.clear()
 
 
 @pytest.mark.django_db
@@ -54,14 +53,14 @@ def test_an_svm_serves_a_user_with_labelled_drawings(offline, alice, fallback_da
     train("--kind", "svm")
     for i in range(5):
         make_drawing(alice, fallback_data.train_images[i], int(fallback_data.train_labels[i]))
-    services.model_cache.clear()
-    loaded = services.model_cache.get()
-    assert training.personal_predict_kwargs(alice, loaded)  # the extras are really passed
-    mine = services.predict_image(digit_png(7), user=alice)
-    anonymous = services.predict_image(digit_png(7), store=False)
+    serving.model_cache.clear()
+    loaded = serving.model_cache.get()
+    assert serving.personal_predict_kwargs(alice, loaded)  # the extras are really passed
+    mine = serving.predict_image(digit_png(7), user=alice)
+    anonymous = serving.predict_image(digit_png(7), store=False)
     assert mine.drawing is not None and mine.drawing.model_version_id == loaded.version_id
     assert mine.probabilities == anonymous.probabilities
-    services.model_cache.clear()
+    serving.model_cache.clear()
 
 
 @pytest.mark.django_db
@@ -69,12 +68,12 @@ def test_an_svm_version_is_stored_beside_the_active_knn_and_activated_on_request
     train("--kind", "svm")
     svm = ModelVersion.objects.get(kind="svm")
     assert not svm.is_active and ModelVersion.objects.get(is_active=True) == active_model
-    services.activate_version(svm)
+    versions.activate(svm)
     assert ModelVersion.objects.get(is_active=True) == svm
-    assert services.predict_image(digit_png(0), store=False).model_version == svm.pk
-    services.activate_version(active_model)  # and back (a rollback is an activation too)
-    assert services.predict_image(digit_png(0), store=False).model_version == active_model.pk
-    services.model_cache.clear()
+    assert serving.predict_image(digit_png(0), store=False).model_version == svm.pk
+    versions.activate(active_model)  # and back (a rollback is an activation too)
+    assert serving.predict_image(digit_png(0), store=False).model_version == active_model.pk
+    serving.model_cache.clear()
 
 
 @pytest.mark.django_db
@@ -82,22 +81,22 @@ def test_an_unknown_kind_is_refused(offline):
     with pytest.raises(CommandError, match="invalid choice"):
         train("--kind", "forest")
     with pytest.raises(ValueError, match="unknown model kind"):
-        services.train_new_model(kind="forest")
+        training.train_new_model(kind="forest")
     assert not ModelVersion.objects.exists()
 
 
 @pytest.mark.django_db
 def test_the_retrain_trains_a_knn_and_gates_it_against_an_active_svm(tiny_training, alice, bob, fallback_data):
-    svm = services.train_new_model(kind="svm", cv=False, activate=True).version
+    svm = training.train_new_model(kind="svm", cv=False, activate=True).version
     assert svm.kind == "svm" and svm.is_active
     for user, start in ((alice, 0), (bob, 20)):
         for i in range(start, start + 20):
             make_drawing(user, fallback_data.test_images[i], int(fallback_data.test_labels[i]))
-    run, created = training.retrain_in_foreground()
+    run, created = retraining.retrain_in_foreground()
     assert created and run.status in ("promoted", "not_promoted"), run.error
     candidate = ModelVersion.objects.get(pk=run.model_version_id)
     assert candidate.kind == "knn"
     assert run.decision["active"]["version"] == svm.pk
     assert 0.9 < run.decision["active"]["mnist_test"] <= 1.0  # the SVM was really evaluated by the gate
     assert (ModelVersion.objects.get(is_active=True).pk == candidate.pk) == (run.status == "promoted")
-    services.model_cache.clear()
+    serving.model_cache.clear()

@@ -4,51 +4,51 @@ from __future__ import annotations
 
 import pytest
 
-from recognizer import services, training
+from recognizer import feedback, serving
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_correction_changes_the_users_next_prediction(alice, bob, active_model, digit_png):
     png = digit_png(1)
-    before = services.predict_image(png, user=alice)
+    before = serving.predict_image(png, user=alice)
     wrong_guess = (before.digit + 5) % 10
-    services.label_drawing(before.drawing, wrong_guess)  # "this is my way of writing a 6"
-    assert services.predict_image(png, user=alice).digit == wrong_guess
-    assert services.predict_image(png, user=bob).digit == before.digit
-    assert services.predict_image(png).digit == before.digit
+    feedback.label_drawing(before.drawing, wrong_guess)  # "this is my way of writing a 6"
+    assert serving.predict_image(png, user=alice).digit == wrong_guess
+    assert serving.predict_image(png, user=bob).digit == before.digit
+    assert serving.predict_image(png).digit == before.digit
 
 
 def test_a_rejected_drawing_stops_counting(alice, active_model, digit_png):
     png = digit_png(1)
-    before = services.predict_image(png, user=alice)
-    services.label_drawing(before.drawing, (before.digit + 5) % 10)
+    before = serving.predict_image(png, user=alice)
+    feedback.label_drawing(before.drawing, (before.digit + 5) % 10)
     before.drawing.status = "rejected"
     before.drawing.save()
-    assert services.predict_image(png, user=alice).digit == before.digit
+    assert serving.predict_image(png, user=alice).digit == before.digit
 
 
 def test_personal_examples_are_cached_until_the_users_labels_change(alice, active_model, digit_png):
-    training.personal_examples.clear()
-    first = services.predict_image(digit_png(1), user=alice)
-    services.label_drawing(first.drawing, 1)
-    assert training.personal_examples.get(alice)[1].tolist() == [1]
-    cached = training.personal_examples.get(alice)
-    assert training.personal_examples.get(alice)[0] is cached[0]  # same arrays: nothing re-read
-    second = services.predict_image(digit_png(7), user=alice)
-    services.label_drawing(second.drawing, 7)
-    assert sorted(training.personal_examples.get(alice)[1].tolist()) == [1, 7]
+    serving.personal_examples.clear()
+    first = serving.predict_image(digit_png(1), user=alice)
+    feedback.label_drawing(first.drawing, 1)
+    assert serving.personal_examples.get(alice)[1].tolist() == [1]
+    cached = serving.personal_examples.get(alice)
+    assert serving.personal_examples.get(alice)[0] is cached[0]  # same arrays: nothing re-read
+    second = serving.predict_image(digit_png(7), user=alice)
+    feedback.label_drawing(second.drawing, 7)
+    assert sorted(serving.personal_examples.get(alice)[1].tolist()) == [1, 7]
 
 
 def test_the_users_features_are_computed_once_per_model(alice, active_model, digit_png, monkeypatch):
-    training.personal_examples.clear()
-    first = services.predict_image(digit_png(1), user=alice)
-    services.label_drawing(first.drawing, 1)
-    services.predict_image(digit_png(7), user=alice, store=False)
-    entry = training.personal_examples.entry(alice)
+    serving.personal_examples.clear()
+    first = serving.predict_image(digit_png(1), user=alice)
+    feedback.label_drawing(first.drawing, 1)
+    serving.predict_image(digit_png(7), user=alice, store=False)
+    entry = serving.personal_examples.entry(alice)
     assert set(entry.features) == {active_model.pk}
     calls = []
-    estimator = services.model_cache.get().estimator
+    estimator = serving.model_cache.get().estimator
     monkeypatch.setattr(estimator, "transform", lambda X, _real=estimator.transform: calls.append(len(X)) or _real(X))
-    services.predict_image(digit_png(7), user=alice, store=False)
+    serving.predict_image(digit_png(7), user=alice, store=False)
     assert calls == [1]  # only the query itself; the user's drawing was not projected again

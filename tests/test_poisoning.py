@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from recognizer import services, training, trust
-from recognizer.ml import store
+from recognizer import feedback, promotion, retraining, serving, trust, versions
 from recognizer.models import Drawing, ModelVersion, UserTrust
-from tests.training_helpers import fallback_data, make_drawing, tiny_training  # noqa: F401
+from tests.training_helpers import make_drawing
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:WARNING. MNIST was NOT found:RuntimeWarning")]
 
@@ -46,7 +45,7 @@ def honest_rows(data, n, start=0):
 def candidate_estimator(run_or_version):
     pk = run_or_version if isinstance(run_or_version, int) else run_or_version.model_version_id
     version = ModelVersion.objects.get(pk=pk)
-    return store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
+    return versions.load_estimator(version.file, version.sha256)
 
 
 # --- trust ---
@@ -56,7 +55,7 @@ def test_trust_drops_for_an_account_labelling_against_confident_predictions(tiny
                                                                             mallory, fallback_data):
     draw(alice, fallback_data, honest_rows(fallback_data, 60))
     bad = draw(mallory, fallback_data, rows_of(fallback_data, 1, 30), label=7)
-    summary = training.flag_suspicious_labels()
+    summary = feedback.flag_suspicious_labels()
     alice_trust, mallory_trust = UserTrust.objects.get(user=alice), UserTrust.objects.get(user=mallory)
     assert alice_trust.score >= 0.9 > tiny_training.RECOGNIZER_TRUST_THRESHOLD > 0.3 > mallory_trust.score
     assert mallory_trust.n_disagree >= 25 and alice_trust.n_agree >= 50
@@ -68,10 +67,10 @@ def test_trust_drops_for_an_account_labelling_against_confident_predictions(tiny
 
 def test_staff_rejections_lower_trust_and_approvals_raise_it(tiny_training, active_model, alice, fallback_data):
     drawings = draw(alice, fallback_data, honest_rows(fallback_data, 20))
-    training.flag_suspicious_labels()
+    feedback.flag_suspicious_labels()
     before = UserTrust.objects.get(user=alice).score
     Drawing.objects.filter(pk__in=[d.pk for d in drawings[:15]]).update(status=Drawing.Status.REJECTED)
-    training.flag_suspicious_labels()
+    feedback.flag_suspicious_labels()
     assert UserTrust.objects.get(user=alice).score < before - 0.2
 
 
@@ -125,19 +124,19 @@ def test_quarantined_labels_do_not_train_until_approved(tiny_training, active_mo
     tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
     draw(alice, fallback_data, honest_rows(fallback_data, 60))
     bad = draw(mallory, fallback_data, rows_of(fallback_data, 1, 30), label=7)
-    run, _ = training.retrain_in_foreground()
-    quarantined = set(training.quarantined_drawings().values_list("pk", flat=True))
+    run, _ = retraining.retrain_in_foreground()
+    quarantined = set(Drawing.objects.quarantined().values_list("pk", flat=True))
     assert len(quarantined & {d.pk for d in bad}) >= 27
     assert run.data_counts["quarantined"] == len(quarantined)
     assert run.data_counts["quarantined_by_user"] == {str(mallory.pk): len(quarantined)}
     groups = candidate_estimator(run).train_groups_
     assert (groups == mallory.pk).sum() == 30 - len(quarantined)  # only what the ranking did not flag
-    assert not set(training.trusted_drawings().values_list("pk", flat=True)) & quarantined
+    assert not set(Drawing.objects.trusted().values_list("pk", flat=True)) & quarantined
 
     Drawing.objects.filter(pk__in=quarantined).update(status=Drawing.Status.APPROVED)  # staff vouch for them
-    assert set(training.trusted_drawings().values_list("pk", flat=True)) >= quarantined
-    services.activate_version(active_model)
-    run, _ = training.retrain_in_foreground()
+    assert set(Drawing.objects.trusted().values_list("pk", flat=True)) >= quarantined
+    versions.activate(active_model)
+    run, _ = retraining.retrain_in_foreground()
     first = run.decision["attempts"][0]["candidate"]  # approved 1 -> 7 labels: the gate refuses them, see below
     assert (candidate_estimator(first).train_groups_ == mallory.pk).sum() == 30
 
@@ -146,9 +145,9 @@ def test_a_quarantined_account_still_personalises_its_own_answers(tiny_training,
                                                                    fallback_data):
     draw(alice, fallback_data, honest_rows(fallback_data, 60))
     draw(mallory, fallback_data, rows_of(fallback_data, 1, 20), label=7)
-    training.flag_suspicious_labels()
-    assert training.quarantined_drawings().filter(user=mallory).exists()
-    kwargs = training.personal_predict_kwargs(mallory, services.model_cache.get())
+    feedback.flag_suspicious_labels()
+    assert Drawing.objects.quarantined().filter(user=mallory).exists()
+    kwargs = serving.personal_predict_kwargs(mallory, serving.model_cache.get())
     assert len(kwargs["extra_y"]) == 20 and set(kwargs["extra_y"]) == {7}
 
 
@@ -157,7 +156,7 @@ def test_a_quarantined_account_still_personalises_its_own_answers(tiny_training,
 
 def test_caps_limit_one_accounts_share_of_a_digit(tiny_training, alice, bob, carol, mallory, fallback_data,
                                                   monkeypatch):
-    monkeypatch.setattr(training, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
     tiny_training.RECOGNIZER_USER_CLASS_SHARE = 0.25
     tiny_training.RECOGNIZER_USER_CLASS_FLOOR = 5
     tiny_training.RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = 4
@@ -168,7 +167,7 @@ def test_caps_limit_one_accounts_share_of_a_digit(tiny_training, alice, bob, car
     many = draw(mallory, fallback_data, threes[20:40])
     Drawing.objects.filter(pk=many[-1].pk).update(status=Drawing.Status.APPROVED)  # staff-approved: always kept
     Drawing.objects.filter(pk__in=[d.pk for d in many[:10]]).update(suspicion_score=0.9)  # the most suspicious
-    data = training.assemble_training_data()
+    data = feedback.assemble_training_data()
     mine = data.train.ids[data.train.users == mallory.pk]
     cap = int(np.ceil(16 / 3))  # a quarter of the digit's training drawings: a third of the others'
     assert len(mine) == cap
@@ -191,7 +190,7 @@ def test_low_trust_accounts_vote_with_less_weight():
 
 
 def test_the_held_out_set_has_every_digit_users_drew(tiny_training, alice, bob, carol, fallback_data, monkeypatch):
-    monkeypatch.setattr(training, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
     tiny_training.RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = 4
     for digit in range(5):
         draw(alice, fallback_data, rows_of(fallback_data, digit, 6))
@@ -199,7 +198,7 @@ def test_the_held_out_set_has_every_digit_users_drew(tiny_training, alice, bob, 
         draw(bob, fallback_data, rows_of(fallback_data, digit, 6, start=6))
         if digit != 9:  # only bob drew 9s
             draw(carol, fallback_data, rows_of(fallback_data, digit, 6, start=12))
-    data = training.assemble_training_data()
+    data = feedback.assemble_training_data()
     held = data.holdout.by_label()
     assert set(held) == {str(d) for d in range(10)}
     assert all(held[str(d)] == 6 for d in range(5))  # alice's own, nobody else's
@@ -213,14 +212,14 @@ def test_the_held_out_set_has_every_digit_users_drew(tiny_training, alice, bob, 
 
 def test_a_low_trust_account_never_fills_the_held_out_set(tiny_training, alice, bob, mallory, fallback_data,
                                                           monkeypatch):
-    monkeypatch.setattr(training, "is_holdout_user", lambda user_id: False)
+    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: False)
     # mallory would be the first account the per-digit user split holds out for 2s, were she trusted
     accounts = sorted([alice, bob, mallory], key=lambda u: trust._digit_user_order(2, u.pk))
     low = accounts[0]
     for i, user in enumerate(accounts):
         draw(user, fallback_data, rows_of(fallback_data, 2, 10, start=10 * i))
     UserTrust.objects.create(user=low, score=0.1)
-    data = training.assemble_training_data()
+    data = feedback.assemble_training_data()
     assert len(data.holdout) and low.pk not in set(data.holdout.users)
 
 
@@ -236,11 +235,11 @@ def test_a_drop_in_one_digit_blocks_even_when_the_average_holds(settings):
     settings.RECOGNIZER_PROMOTION_TOLERANCE, settings.RECOGNIZER_DIGIT_TOLERANCE = 0.003, 0.02
     active = figures(0.970, {str(d): 0.97 for d in range(10)})
     same_average = {**{str(d): 0.9755 for d in range(10)}, "1": 0.92}  # 1s lose 5 points, the rest gain
-    decision = training.gate(figures(0.970, same_average), active)
+    decision = promotion.gate(figures(0.970, same_average), active)
     assert not decision["promote"]
     assert decision["reasons"][0].startswith("MNIST test accuracy on 1s drops by 5.00 points")
     assert decision["failed"][0]["digit"] == "1"
-    assert training.gate(figures(0.970, {**same_average, "1": 0.955}), active)["promote"]
+    assert promotion.gate(figures(0.970, {**same_average, "1": 0.955}), active)["promote"]
 
 
 def test_a_held_out_digit_blocks_only_beyond_tolerance_and_a_few_drawings(settings):
@@ -248,33 +247,33 @@ def test_a_held_out_digit_blocks_only_beyond_tolerance_and_a_few_drawings(settin
     by_digit = {str(d): 0.97 for d in range(10)}
     active = figures(0.97, by_digit, 0.90, {"1": {"accuracy": 0.95, "n": 20}, "4": {"accuracy": 0.9, "n": 10}})
     one_lost = figures(0.97, by_digit, 0.90, {"1": {"accuracy": 0.90, "n": 20}, "4": {"accuracy": 0.9, "n": 10}})
-    assert training.gate(one_lost, active)["promote"]  # one drawing of 20: noise
+    assert promotion.gate(one_lost, active)["promote"]  # one drawing of 20: noise
     targeted = figures(0.97, by_digit, 0.90, {"1": {"accuracy": 0.50, "n": 20}, "4": {"accuracy": 1.0, "n": 10}})
-    decision = training.gate(targeted, active)
+    decision = promotion.gate(targeted, active)
     assert not decision["promote"] and "held-out drawings accuracy on 1s" in decision["reasons"][0]
     assert decision["failed"][0]["lost"] == 9
 
 
 def test_a_fallback_digits_candidate_never_replaces_an_mnist_model(settings):
     better = figures(0.99, {str(d): 0.99 for d in range(10)}, 0.99, source="sklearn-digits")
-    decision = training.gate(better, figures(0.90, {str(d): 0.9 for d in range(10)}, 0.80, source="mnist"))
+    decision = promotion.gate(better, figures(0.90, {str(d): 0.9 for d in range(10)}, 0.80, source="mnist"))
     assert not decision["promote"]
     assert decision["reasons"][0] == "the candidate trained on sklearn-digits cannot replace a model trained on mnist"
-    upgrade = training.gate(figures(0.99, {}, source="mnist"), figures(0.5, {}, source="sklearn-digits"))
+    upgrade = promotion.gate(figures(0.99, {}, source="mnist"), figures(0.5, {}, source="sklearn-digits"))
     assert upgrade["promote"]
 
 
 def test_mnist_test_figures_are_compared_only_on_the_same_test_set():
     active = {**figures(0.99, {}), "test_set": "mnist"}
     candidate = {**figures(0.50, {}), "test_set": "sklearn-digits", "data_source": "mnist"}
-    decision = training.gate(candidate, active)
+    decision = promotion.gate(candidate, active)
     assert decision["promote"] and any("different test sets" in r for r in decision["reasons"])
 
 
 def test_a_retrain_on_fallback_digits_never_replaces_an_mnist_model(tiny_training, active_model, alice, fallback_data):
     ModelVersion.objects.filter(pk=active_model.pk).update(data_source="mnist")
     draw(alice, fallback_data, honest_rows(fallback_data, 30))
-    run, _ = training.retrain_in_foreground()
+    run, _ = retraining.retrain_in_foreground()
     assert run.status == "not_promoted"
     assert "cannot replace a model trained on mnist" in run.decision["reasons"][0]
     assert run.decision["retries"] == 0  # no account can fix that: not retried
@@ -285,12 +284,12 @@ def test_a_gate_failure_retries_without_the_culprit_and_records_it(tiny_training
                                                                    fallback_data, monkeypatch):
     # Staff approved mallory's batch by mistake (approved labels skip the quarantine and the caps): the
     # candidate reads the held-out user's 1s as 7s. The retry leaves mallory out and the honest drawings land.
-    monkeypatch.setattr(training, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
     ones = rows_of(fallback_data, 1)
     draw(alice, fallback_data, ones[:20])
     draw(bob, fallback_data, [i for i in range(120) if fallback_data.test_labels[i] != 1])
     draw(mallory, fallback_data, ones, label=7, status=Drawing.Status.APPROVED)
-    run, _ = training.retrain_in_foreground()
+    run, _ = retraining.retrain_in_foreground()
     decision = run.decision
     assert run.status == "promoted", decision["reasons"]
     first, last = decision["attempts"]
@@ -308,12 +307,12 @@ def test_a_gate_failure_retries_without_the_culprit_and_records_it(tiny_training
 def test_without_the_retry_the_same_attack_freezes_learning(tiny_training, active_model, alice, bob, mallory,
                                                             fallback_data, monkeypatch):
     tiny_training.RECOGNIZER_GATE_RETRIES = 0
-    monkeypatch.setattr(training, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
     ones = rows_of(fallback_data, 1)
     draw(alice, fallback_data, ones[:20])
     draw(bob, fallback_data, [i for i in range(120) if fallback_data.test_labels[i] != 1])
     draw(mallory, fallback_data, ones, label=7, status=Drawing.Status.APPROVED)
-    run, _ = training.retrain_in_foreground()
+    run, _ = retraining.retrain_in_foreground()
     assert run.status == "not_promoted" and run.decision["left_out"] == []
 
 
@@ -339,7 +338,7 @@ def test_the_ranking_leaves_the_users_own_strokes_out(small_training_result):
     image = np.zeros((1, 28, 28), np.float32)
     query = [drawings[mine[0]]]
     p_own = trust.neighbour_probabilities(estimator, image, query)
-    p_out = training.out_of_sample_probabilities(estimator, image, np.array([5]), strokes=query)
+    p_out = feedback.out_of_sample_probabilities(estimator, image, np.array([5]), strokes=query)
     assert p_own[0].argmax() == 7 and p_out[0].argmax() == 1
 
 

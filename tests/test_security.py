@@ -17,8 +17,9 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import serving
 from recognizer.api import throttles
+from recognizer.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +86,7 @@ def test_every_form_accepts_the_same_post_with_the_csrf_token(form, alice):
 
 
 def test_a_session_users_label_needs_the_csrf_token(alice, active_model, digit_png):
-    drawing = services.predict_image(digit_png(1), alice).drawing
+    drawing = serving.predict_image(digit_png(1), alice).drawing
     client = csrf_client(alice)
     url = f"/api/v1/drawings/{drawing.pk}/label"
     refused = client.post(url, {"label": 4}, content_type="application/json")
@@ -103,7 +104,7 @@ def test_a_staff_sessions_writes_need_the_csrf_token(url, staff, active_model):
     client = csrf_client(staff)
     response = client.post(url.format(version=active_model.pk))
     assert response.status_code == 403 and "CSRF" in response.json()["detail"]
-    assert not services.ModelVersion.objects.filter(is_active=True).exclude(pk=active_model.pk).exists()
+    assert not ModelVersion.objects.filter(is_active=True).exclude(pk=active_model.pk).exists()
     from recognizer.models import TrainingRun
 
     assert not TrainingRun.objects.exists()
@@ -126,7 +127,7 @@ def api_as(user) -> APIClient:
 
 
 def test_another_users_drawings_do_not_show_through_the_list_filters(alice, bob, active_model, digit_png):
-    services.predict_image(digit_png(1), alice)
+    serving.predict_image(digit_png(1), alice)
     as_bob = api_as(bob)
     for query in ("", "?user=alice", "?label=1", "?predicted_digit=1", "?labelled=false", "?page_size=100"):
         response = as_bob.get(f"/api/v1/drawings{query}")
@@ -135,7 +136,7 @@ def test_another_users_drawings_do_not_show_through_the_list_filters(alice, bob,
 
 
 def test_a_guessed_image_url_of_another_user_is_the_same_404_as_a_missing_one(alice, bob, active_model, digit_png):
-    drawing = services.predict_image(digit_png(1), alice).drawing
+    drawing = serving.predict_image(digit_png(1), alice).drawing
     body = api_as(alice).get(f"/api/v1/drawings/{drawing.pk}").json()
     assert "/media/" not in body["image_url"] and not body["image_url"].endswith(drawing.image.name)
     as_bob = api_as(bob)
@@ -145,7 +146,7 @@ def test_a_guessed_image_url_of_another_user_is_the_same_404_as_a_missing_one(al
 
 
 def test_session_users_cannot_reach_another_users_drawing_either(alice, bob, active_model, digit_png):
-    drawing = services.predict_image(digit_png(1), alice).drawing
+    drawing = serving.predict_image(digit_png(1), alice).drawing
     client = csrf_client(bob)
     token = csrf_token(client)
     for response in (client.get(f"/api/v1/drawings/{drawing.pk}"),
@@ -159,7 +160,7 @@ def test_session_users_cannot_reach_another_users_drawing_either(alice, bob, act
 
 
 def test_nothing_under_media_is_served_not_even_the_model_files(alice, active_model, digit_png, client):
-    drawing = services.predict_image(digit_png(1), alice).drawing
+    drawing = serving.predict_image(digit_png(1), alice).drawing
     client.force_login(alice)
     for path in (drawing.image.name, active_model.file, f"{active_model.file}.json", "models/", ""):
         assert client.get(f"/media/{path}").status_code == 404, path

@@ -12,7 +12,6 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from digitsite.env import cache_from_url, env_bool, env_int, env_list
-from tests.redis_helpers import redis_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from recognizer import services, tasks, training
+from recognizer import dispatch, feedback, promotion, retraining, serving, tasks, training, versions
 from recognizer.models import Drawing, ModelVersion, TrainingRun
-from tests.training_helpers import fallback_data, make_drawing, tiny_training  # noqa: F401
+from tests.training_helpers import make_drawing
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:WARNING. MNIST was NOT found:RuntimeWarning")]
 
@@ -29,7 +29,7 @@ def test_an_owner_label_is_trusted_without_review(settings, alice, fallback_data
     make_drawing(alice, fallback_data.test_images[2], None)
     flagged = make_drawing(alice, fallback_data.test_images[3], 5)
     Drawing.objects.filter(pk=flagged.pk).update(suspicious=True)  # flagged for review first, still the owner's label
-    assert set(training.trusted_drawings()) == {kept, flagged}
+    assert set(Drawing.objects.trusted()) == {kept, flagged}
 
 
 def test_only_approved_labels_are_trusted_when_review_is_required(settings, alice, fallback_data):
@@ -38,25 +38,25 @@ def test_only_approved_labels_are_trusted_when_review_is_required(settings, alic
     approved = make_drawing(alice, fallback_data.test_images[1], 4, status=Drawing.Status.APPROVED)
     approved.suspicious = True  # staff have the last word over the ranking
     approved.save()
-    assert list(training.trusted_drawings()) == [approved]
+    assert list(Drawing.objects.trusted()) == [approved]
 
 
 def test_the_holdout_is_deterministic_and_splits_by_user(settings):
     settings.RECOGNIZER_HOLDOUT_SHARE = 0.3
-    first = [training.is_holdout_user(u) for u in range(1, 201)]
-    assert first == [training.is_holdout_user(u) for u in range(1, 201)]
+    first = [feedback.is_holdout_user(u) for u in range(1, 201)]
+    assert first == [feedback.is_holdout_user(u) for u in range(1, 201)]
     assert 0.2 < sum(first) / len(first) < 0.4
     settings.RECOGNIZER_HOLDOUT_SHARE = 0.0
-    assert not any(training.is_holdout_user(u) for u in range(1, 50))
+    assert not any(feedback.is_holdout_user(u) for u in range(1, 50))
 
 
 def test_a_held_out_users_drawings_are_never_trained_on(settings, alice, bob, fallback_data):
     settings.RECOGNIZER_HOLDOUT_SHARE = 0.5
     label_some(alice, fallback_data, 5)
     label_some(bob, fallback_data, 5, start=5)
-    train, holdout = training.split_trusted()
+    train, holdout = feedback.split_trusted()
     assert len(train) + len(holdout) == 10
-    held_users = {u for u in (alice.pk, bob.pk) if training.is_holdout_user(u)}
+    held_users = {u for u in (alice.pk, bob.pk) if feedback.is_holdout_user(u)}
     assert not set(train.users) & held_users
     assert held_users <= set(holdout.users)  # training users' drawings join it only for digits it lacks
 
@@ -65,8 +65,8 @@ def test_a_held_out_users_drawings_are_never_trained_on(settings, alice, bob, fa
 
 
 def test_a_second_retrain_request_gets_the_running_ones_id(staff):
-    first, created = training.start_retrain(TrainingRun.Trigger.STAFF, staff, enqueue=False)
-    second, created_again = training.start_retrain(TrainingRun.Trigger.SCHEDULE, enqueue=False)
+    first, created = retraining.start_retrain(TrainingRun.Trigger.STAFF, staff, enqueue=False)
+    second, created_again = retraining.start_retrain(TrainingRun.Trigger.SCHEDULE, enqueue=False)
     assert created and not created_again
     assert second.pk == first.pk and second.task_id == first.task_id
 
@@ -76,10 +76,10 @@ def test_a_run_with_a_stale_heartbeat_is_failed_and_frees_the_lock(settings):
 
     from django.utils import timezone
 
-    run, _ = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    run, _ = retraining.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
     TrainingRun.objects.filter(pk=run.pk).update(
         status="running", heartbeat_at=timezone.now() - timedelta(seconds=settings.RECOGNIZER_RETRAIN_LOCK_TIMEOUT + 5))
-    fresh, created = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    fresh, created = retraining.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
     run.refresh_from_db()
     assert created and fresh.pk != run.pk
     assert run.status == "failed" and not run.holds_lock and "heartbeat" in run.error
@@ -91,21 +91,21 @@ def test_a_run_whose_local_worker_process_died_is_failed_at_once():
 
     child = subprocess.Popen(["true"])
     child.wait()
-    run, _ = training.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
+    run, _ = retraining.start_retrain(TrainingRun.Trigger.STAFF, enqueue=False)
     TrainingRun.objects.filter(pk=run.pk).update(status="running", worker=f"{socket.gethostname()}:{child.pid}")
-    assert training.reap_stale_runs() == [run.pk]
+    assert retraining.reap_stale_runs() == [run.pk]
     run.refresh_from_db()
     assert run.status == "failed" and "died" in run.error
 
 
 def test_a_retrain_that_could_not_be_queued_is_sent_again_once_the_broker_is_back(staff):
     unsent = TrainingRun.objects.create(trigger="staff", started_by=staff, status="failed",
-                                        error=f"{training.UNQUEUED}: Error 111 connecting to 127.0.0.1:6379.")
-    retried = training.retry_unqueued_retrain()
+                                        error=f"{retraining.UNQUEUED}: Error 111 connecting to 127.0.0.1:6379.")
+    retried = retraining.retry_unqueued_retrain()
     assert retried is not None and retried.pk != unsent.pk
     assert retried.status == "queued" and retried.holds_lock
     assert retried.trigger == "staff" and retried.started_by == staff
-    assert training.retry_unqueued_retrain() is None  # the new run supersedes it: sent once, not every minute
+    assert retraining.retry_unqueued_retrain() is None  # the new run supersedes it: sent once, not every minute
 
 
 def test_only_a_recent_unqueued_retrain_is_sent_again(staff):
@@ -114,10 +114,10 @@ def test_only_a_recent_unqueued_retrain_is_sent_again(staff):
     from django.utils import timezone
 
     TrainingRun.objects.create(trigger="staff", status="failed", error="ValueError: the training data is empty")
-    assert training.retry_unqueued_retrain() is None  # failed for another reason: not retried
-    old = TrainingRun.objects.create(trigger="staff", status="failed", error=f"{training.UNQUEUED}: refused")
+    assert retraining.retry_unqueued_retrain() is None  # failed for another reason: not retried
+    old = TrainingRun.objects.create(trigger="staff", status="failed", error=f"{retraining.UNQUEUED}: refused")
     TrainingRun.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
-    assert training.retry_unqueued_retrain() is None
+    assert retraining.retry_unqueued_retrain() is None
     assert not TrainingRun.objects.filter(holds_lock=True).exists()
 
 
@@ -135,19 +135,19 @@ def test_the_database_allows_only_one_run_to_hold_the_lock():
 def test_the_gate_promotes_within_the_tolerance(settings):
     settings.RECOGNIZER_PROMOTION_TOLERANCE = 0.003
     settings.RECOGNIZER_HOLDOUT_TOLERANCE = 0.01
-    assert training.gate({"mnist_test": 0.9675, "holdout": 0.80}, {"mnist_test": 0.97, "holdout": 0.805})["promote"]
+    assert promotion.gate({"mnist_test": 0.9675, "holdout": 0.80}, {"mnist_test": 0.97, "holdout": 0.805})["promote"]
 
 
 def test_the_gate_refuses_a_drop_on_either_set(settings):
     settings.RECOGNIZER_PROMOTION_TOLERANCE = 0.003
     settings.RECOGNIZER_HOLDOUT_TOLERANCE = 0.01
-    assert not training.gate({"mnist_test": 0.96, "holdout": 0.9}, {"mnist_test": 0.97, "holdout": 0.8})["promote"]
-    worse_holdout = training.gate({"mnist_test": 0.98, "holdout": 0.7}, {"mnist_test": 0.97, "holdout": 0.8})
+    assert not promotion.gate({"mnist_test": 0.96, "holdout": 0.9}, {"mnist_test": 0.97, "holdout": 0.8})["promote"]
+    worse_holdout = promotion.gate({"mnist_test": 0.98, "holdout": 0.7}, {"mnist_test": 0.97, "holdout": 0.8})
     assert not worse_holdout["promote"] and "held-out" in worse_holdout["reasons"][0]
 
 
 def test_the_gate_promotes_the_first_model():
-    assert training.gate({"mnist_test": 0.5, "holdout": None}, None)["promote"]
+    assert promotion.gate({"mnist_test": 0.5, "holdout": None}, None)["promote"]
 
 
 # --- retraining end to end (eager) ---
@@ -167,14 +167,14 @@ def test_a_retrain_trains_on_user_drawings_and_promotes_the_candidate(tiny_train
     assert {"mnist_test", "holdout"} <= set(run.decision["candidate"])
     new = ModelVersion.objects.get(is_active=True)
     assert new.pk == run.model_version_id != active_model.pk
-    assert services.model_cache.get().version_id == new.pk
+    assert serving.model_cache.get().version_id == new.pk
     assert run.duration_seconds > 0
 
 
 def test_a_worse_candidate_is_not_promoted(tiny_training, active_model, alice, fallback_data):
     tiny_training.RECOGNIZER_TRAIN_LIMIT = 40  # a candidate that saw 40 digits is far worse
     label_some(alice, fallback_data, 10)
-    run, created = training.retrain_in_foreground()
+    run, created = retraining.retrain_in_foreground()
     assert created and run.status == "not_promoted"
     assert not run.decision["promote"] and "MNIST test accuracy drops" in run.decision["reasons"][0]
     assert run.decision["candidate"]["mnist_test"] < run.decision["active"]["mnist_test"]
@@ -186,11 +186,11 @@ def test_a_failing_retrain_is_recorded_and_the_old_model_keeps_serving(tiny_trai
     def boom(**kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "train_new_model", boom)
-    run, _ = training.retrain_in_foreground()
+    monkeypatch.setattr(training, "train_new_model", boom)
+    run, _ = retraining.retrain_in_foreground()
     assert run.status == "failed" and "disk full" in run.error and not run.holds_lock
     assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
-    assert training.live_run() is None
+    assert retraining.live_run() is None
 
 
 def test_an_activation_during_training_stops_the_promotion(tiny_training, active_model, small_training_result,
@@ -199,16 +199,16 @@ def test_an_activation_during_training_stops_the_promotion(tiny_training, active
 
     data, result = small_training_result
     saved = store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR)
-    other = services.register_model(saved, kind="knn", data_source="x", metrics={})
-    real_train = services.train_new_model
+    other = versions.register_model(saved, kind="knn", data_source="x", metrics={})
+    real_train = training.train_new_model
 
     def train_then_someone_activates(**kwargs):
         outcome = real_train(**kwargs)
-        services.activate_version(other)
+        versions.activate(other)
         return outcome
 
-    monkeypatch.setattr(services, "train_new_model", train_then_someone_activates)
-    run, _ = training.retrain_in_foreground()
+    monkeypatch.setattr(training, "train_new_model", train_then_someone_activates)
+    run, _ = retraining.retrain_in_foreground()
     assert ModelVersion.objects.get(is_active=True).pk == other.pk
     assert run.status == "not_promoted"
 
@@ -218,7 +218,7 @@ def test_enough_new_labels_start_a_retrain_early(tiny_training, active_model, al
     tiny_training.RECOGNIZER_RETRAIN_AFTER = 3
     drawings = label_some(alice, fallback_data, 3)
     with django_capture_on_commit_callbacks(execute=True):
-        services.label_drawing(drawings[0], drawings[0].label)
+        feedback.label_drawing(drawings[0], drawings[0].label)
     run = TrainingRun.objects.get()
     assert run.trigger == "threshold" and run.status in ("promoted", "not_promoted")
 
@@ -228,7 +228,7 @@ def test_fewer_new_labels_do_not_start_a_retrain(tiny_training, alice, fallback_
     tiny_training.RECOGNIZER_RETRAIN_AFTER = 5
     drawings = label_some(alice, fallback_data, 3)
     with django_capture_on_commit_callbacks(execute=True):
-        services.label_drawing(drawings[0], 1)
+        feedback.label_drawing(drawings[0], 1)
     assert not TrainingRun.objects.exists()
 
 
@@ -240,13 +240,13 @@ def test_a_label_makes_no_count_and_queues_one_delayed_check_for_a_worker(alice,
 
     settings.RECOGNIZER_RETRAIN_AFTER = 1
     settings.RECOGNIZER_RETRAIN_CHECK_DELAY = 30
-    cache.delete(tasks.THRESHOLD_CHECK_QUEUED)
+    cache.delete(dispatch.THRESHOLD_CHECK_QUEUED)
     sent = []
     monkeypatch.setattr(tasks.check_retrain_threshold, "apply_async", lambda **kw: sent.append(kw))
     drawings = label_some(alice, fallback_data, 3)
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         for drawing in drawings:
-            services.label_drawing(drawing, drawing.label)
+            feedback.label_drawing(drawing, drawing.label)
     # The labels count nothing and touch no run: that is the worker's, 30 s later, once for all three.
     sql = [q["sql"] for q in queries.captured_queries]
     assert sql and not [q for q in sql if "COUNT(" in q.upper() or "recognizer_trainingrun" in q]
@@ -263,7 +263,7 @@ def test_a_label_whose_check_could_not_be_queued_lets_the_next_label_try_again(a
     from kombu.exceptions import OperationalError
 
     settings.RECOGNIZER_RETRAIN_CHECK_DELAY = 30
-    cache.delete(tasks.THRESHOLD_CHECK_QUEUED)
+    cache.delete(dispatch.THRESHOLD_CHECK_QUEUED)
     attempts = []
 
     def broker_down(**kw):
@@ -273,8 +273,8 @@ def test_a_label_whose_check_could_not_be_queued_lets_the_next_label_try_again(a
     monkeypatch.setattr(tasks.check_retrain_threshold, "apply_async", broker_down)
     first, second = label_some(alice, fallback_data, 2)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.label_drawing(first, 1).label == 1  # the label is kept
-        services.label_drawing(second, 2)
+        assert feedback.label_drawing(first, 1).label == 1  # the label is kept
+        feedback.label_drawing(second, 2)
     assert len(attempts) == 2
 
 
@@ -285,7 +285,7 @@ def test_labels_the_model_strongly_disagrees_with_are_flagged(tiny_training, act
                                                               fallback_data):
     good = label_some(alice, fallback_data, 60)
     bad = label_some(bob, fallback_data, 15, start=60, wrong=True)
-    summary = training.flag_suspicious_labels()
+    summary = feedback.flag_suspicious_labels()
     assert summary["ranked"] == 75
     flagged = set(Drawing.objects.filter(suspicious=True).values_list("id", flat=True))
     assert len(flagged & {d.pk for d in bad}) >= 12
@@ -298,27 +298,26 @@ def test_a_user_cannot_vouch_for_their_own_wrong_labels(tiny_training, active_mo
     tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
     label_some(alice, fallback_data, 40)
     bad = label_some(bob, fallback_data, 40, start=40, wrong=True)  # many, consistent, all wrong
-    run, _ = training.retrain_in_foreground()  # bob's labels were not yet flagged: this model learned them
-    est = services.model_cache.get().estimator if run.status == "promoted" else None
+    run, _ = retraining.retrain_in_foreground()  # bob's labels were not yet flagged: this model learned them
+    est = serving.model_cache.get().estimator if run.status == "promoted" else None
     if est is None:
-        from recognizer.ml import store
 
         version = ModelVersion.objects.get(pk=run.model_version_id)
-        est = store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
-    training.flag_suspicious_labels(est)
+        est = versions.load_estimator(version.file, version.sha256)
+    feedback.flag_suspicious_labels(est)
     flagged = set(Drawing.objects.filter(suspicious=True).values_list("id", flat=True))
     assert len(flagged & {d.pk for d in bad}) >= 30
 
 
 def test_a_run_reaped_while_training_does_not_touch_the_active_model(tiny_training, active_model, monkeypatch):
-    real_train = services.train_new_model
+    real_train = training.train_new_model
 
     def train_then_get_reaped(**kwargs):
         outcome = real_train(**kwargs)
         TrainingRun.objects.update(status="failed", holds_lock=False, error="reaped")
         return outcome
 
-    monkeypatch.setattr(services, "train_new_model", train_then_get_reaped)
-    run, _ = training.retrain_in_foreground()
+    monkeypatch.setattr(training, "train_new_model", train_then_get_reaped)
+    run, _ = retraining.retrain_in_foreground()
     assert run.status == "failed" and "lost the retrain lock" in run.error
     assert ModelVersion.objects.get(is_active=True).pk == active_model.pk

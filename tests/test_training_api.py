@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
-from recognizer import services
+from recognizer import serving, versions
 from recognizer.models import ModelVersion, TrainingRun
-from tests.training_helpers import tiny_training  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:WARNING. MNIST was NOT found:RuntimeWarning")]
 
@@ -56,13 +57,13 @@ def test_staff_roll_back_to_an_earlier_version(staff, active_model, small_traini
     from recognizer.ml import store
 
     data, result = small_training_result
-    newer = services.register_model(store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR),
+    newer = versions.register_model(store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR),
                                     kind="knn", data_source="x", metrics={})
-    services.activate_version(newer)
+    versions.activate(newer)
     response = client_for(staff).post(f"/api/v1/models/{active_model.pk}/activate")
     assert response.status_code == 200 and response.json()["is_active"] is True
     assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
-    assert services.model_cache.get().version_id == active_model.pk
+    assert serving.model_cache.get().version_id == active_model.pk
 
 
 def test_a_corrupt_version_is_refused_with_a_json_error(staff, active_model, small_training_result, settings):
@@ -70,8 +71,8 @@ def test_a_corrupt_version_is_refused_with_a_json_error(staff, active_model, sma
 
     data, result = small_training_result
     saved = store.save_model(result.estimator, {}, settings.RECOGNIZER_MODEL_DIR)
-    broken = services.register_model(saved, kind="knn", data_source="x", metrics={})
-    saved.path.write_bytes(b"not a model")
+    broken = versions.register_model(saved, kind="knn", data_source="x", metrics={})
+    (Path(settings.RECOGNIZER_MODEL_DIR) / broken.file).write_bytes(b"not a model")  # the published file
     response = client_for(staff).post(f"/api/v1/models/{broken.pk}/activate")
     assert response.status_code == 409 and "cannot be activated" in response.json()["detail"]
     assert response.json()["code"] == "model_unusable"

@@ -7,9 +7,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from recognizer import training
+from recognizer import retraining
 from recognizer.models import TrainingRun
-from tests.training_helpers import tiny_training  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:WARNING. MNIST was NOT found:RuntimeWarning")]
 
@@ -23,6 +22,6 @@ def test_the_retrain_command_reports_the_decision(tiny_training, active_model):
 
 
 def test_the_retrain_command_refuses_while_another_runs(tiny_training):
-    running, _ = training.start_retrain("staff", enqueue=False)
+    running, _ = retraining.start_retrain("staff", enqueue=False)
     with pytest.raises(CommandError, match=f"run {running.pk}"):
         call_command("retrain", verbosity=0)

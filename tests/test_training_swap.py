@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from recognizer import services
+from recognizer import serving, versions
 from recognizer.ml import store
 
 
@@ -20,7 +20,7 @@ def activate_retrying(version, attempts: int = 50) -> None:
 
     for _ in range(attempts):
         try:
-            services.activate_version(version)
+            versions.activate(version)
             return
         except OperationalError:
             time.sleep(0.01)
@@ -33,19 +33,19 @@ def test_predictions_during_activations_never_fail_or_mix_models(settings, small
     # Two models that cannot be confused: the second learned every label shifted by one.
     from recognizer.ml import model as ml_model
 
-    other = ml_model.train_model(data.train_images / 255.0, (data.train_labels + 1) % 10, cv=False).estimator
-    versions = []
+    other = ml_model.train_knn(data.train_images / 255.0, (data.train_labels + 1) % 10, cv=False).estimator
+    stored = []
     for estimator in (result.estimator, other):
         saved = store.save_model(estimator, {}, settings.RECOGNIZER_MODEL_DIR)
-        versions.append(services.register_model(saved, kind="knn", data_source="x", metrics={}))
-    services.activate_version(versions[0])
-    services.model_cache.clear()
+        stored.append(versions.register_model(saved, kind="knn", data_source="x", metrics={}))
+    versions.activate(stored[0])
+    serving.model_cache.clear()
     image = digit_png(7)
-    image28 = services.preprocess_upload(image)
-    expected = {v.pk: est.predict_one(image28).probabilities for v, est in zip(versions, (result.estimator, other))}
-    assert expected[versions[0].pk] != expected[versions[1].pk]
+    image28 = serving.preprocess_upload(image)
+    expected = {v.pk: est.predict_one(image28).probabilities for v, est in zip(stored, (result.estimator, other))}
+    assert expected[stored[0].pk] != expected[stored[1].pk]
 
-    services.predict_image(image)  # a serving worker has loaded its model before the swaps begin
+    serving.predict_image(image)  # a serving worker has loaded its model before the swaps begin
     answers, errors, stop = [], [], threading.Event()
 
     def predict_until_stopped():
@@ -53,7 +53,7 @@ def test_predictions_during_activations_never_fail_or_mix_models(settings, small
 
         try:
             while not stop.is_set():
-                answer = services.predict_image(image)
+                answer = serving.predict_image(image)
                 answers.append((answer.model_version, answer.probabilities))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
@@ -65,13 +65,13 @@ def test_predictions_during_activations_never_fail_or_mix_models(settings, small
         t.start()
     try:
         for i in range(20):
-            activate_retrying(versions[(i + 1) % 2])
+            activate_retrying(stored[(i + 1) % 2])
     finally:
         stop.set()
         for t in threads:
             t.join(30)
     assert not errors
-    assert {version for version, _ in answers} == {v.pk for v in versions}
+    assert {version for version, _ in answers} == {v.pk for v in stored}
     for version, probabilities in answers:
         assert np.allclose(probabilities, expected[version])
-    services.model_cache.clear()
+    serving.model_cache.clear()

@@ -16,20 +16,20 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from recognizer import services, training, userdata
+from recognizer import feedback, serving, userdata
 from recognizer.api import throttles
 from recognizer.models import Drawing, PredictRequest
-from tests.test_api import client_for, data_url, fresh_throttles  # noqa: F401 (autouse: a clean throttle cache)
-from tests.training_helpers import fallback_data, make_drawing  # noqa: F401
+from tests.test_api import client_for, data_url
+from tests.training_helpers import make_drawing
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 
 EXPORT = "/api/v1/drawings/export"
 
 
 
 def stored(user, digit_png, digit: int = 1) -> Drawing:
-    return services.predict_image(digit_png(digit), user).drawing
+    return serving.predict_image(digit_png(digit), user).drawing
 
 
 def image_file(drawing: Drawing) -> Path:
@@ -101,26 +101,26 @@ def test_the_admin_deleting_a_drawing_removes_its_file_too(admin_client, alice, 
 
 def test_a_deleted_drawing_stops_counting_for_the_owners_predictions(alice, active_model, digit_png):
     png = digit_png(1)
-    before = services.predict_image(png, user=alice)
-    services.label_drawing(before.drawing, (before.digit + 5) % 10)  # "my way of writing it"
-    assert services.predict_image(png, user=alice, store=False).digit == (before.digit + 5) % 10
-    labels_before = len(training.personal_examples.entry(alice).labels)
+    before = serving.predict_image(png, user=alice)
+    feedback.label_drawing(before.drawing, (before.digit + 5) % 10)  # "my way of writing it"
+    assert serving.predict_image(png, user=alice, store=False).digit == (before.digit + 5) % 10
+    labels_before = len(serving.personal_examples.entry(alice).labels)
     userdata.delete_drawing(before.drawing)
     # The cache is keyed by an aggregate over the user's drawings: the deletion shows at the next prediction.
-    entry = training.personal_examples.entry(alice)
+    entry = serving.personal_examples.entry(alice)
     assert entry is None or len(entry.labels) == labels_before - 1
-    assert services.predict_image(png, user=alice, store=False).digit == before.digit
+    assert serving.predict_image(png, user=alice, store=False).digit == before.digit
 
 
 def test_the_next_retrain_no_longer_trains_on_deleted_drawings(settings, alice, bob, fallback_data):  # noqa: F811
     settings.RECOGNIZER_REQUIRE_REVIEW = False
     mine = [make_drawing(alice, fallback_data.test_images[i], int(fallback_data.test_labels[i])) for i in range(4)]
     theirs = [make_drawing(bob, fallback_data.test_images[i], int(fallback_data.test_labels[i])) for i in range(4, 7)]
-    train, held = training.split_trusted()
+    train, held = feedback.split_trusted()
     assert len(train) + len(held) == 7
     userdata.delete_drawing(mine[0])
     userdata.delete_account(alice)
-    train, held = training.split_trusted()
+    train, held = feedback.split_trusted()
     assert len(train) + len(held) == 3
     assert set(train.ids) | set(held.ids) == {d.pk for d in theirs}
 
@@ -177,7 +177,7 @@ def test_after_deleting_the_page_never_redirects_off_site(client, alice, active_
 def test_the_api_deletes_the_account_and_everything_that_is_theirs(alice, bob, staff, active_model, digit_png,
                                                                    django_capture_on_commit_callbacks, settings,
                                                                    tmp_path):
-    services.predict_image(digit_png(1))  # the model is loaded: the media directory can move
+    serving.predict_image(digit_png(1))  # the model is loaded: the media directory can move
     settings.MEDIA_ROOT = tmp_path  # an empty one, so the user's image directory can be seen to go
     token = Token.objects.create(user=alice)
     api = APIClient()
@@ -250,7 +250,7 @@ def read_zip(response) -> zipfile.ZipFile:
 
 def test_the_download_has_each_drawing_with_its_label_as_png_csv_and_json(alice, bob, active_model, digit_png):
     first, second = stored(alice, digit_png, 1), stored(alice, digit_png, 7)
-    services.label_drawing(second, 4)
+    feedback.label_drawing(second, 4)
     stored(bob, digit_png)
     response = client_for(alice).get(EXPORT)
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"

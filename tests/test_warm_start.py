@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recognizer import services
+from recognizer import training
 from recognizer.ml import warmstart
 from tests.stroke_helpers import jittered, unipen_text
 
@@ -53,7 +53,7 @@ def test_a_damaged_cache_is_rendered_again(pen_dir, tmp_path):
 def test_the_default_model_trains_on_the_pen_writers_and_reads_strokes(settings, pen_dir):
     settings.RECOGNIZER_PEN_WARM_START = True
     settings.PENDIGITS_DIR = str(pen_dir)
-    outcome = services.train_new_model(limit=600, cv=False)
+    outcome = training.train_new_model(limit=600, cv=False)
     meta = outcome.version.metadata
     assert meta["pen_data"]["pendigits_writers"] == [11, 12, 13]
     assert meta["counts"]["pen_train"] == 90 * len(warmstart.PEN_VARIANTS)
@@ -74,7 +74,7 @@ def test_the_default_model_trains_on_the_pen_writers_and_reads_strokes(settings,
 def test_without_pen_data_it_trains_on_mnist_alone_and_says_so(settings, tmp_path):
     settings.RECOGNIZER_PEN_WARM_START = True
     settings.PENDIGITS_DIR = str(tmp_path / "nowhere")
-    outcome = services.train_new_model(limit=300, cv=False)
+    outcome = training.train_new_model(limit=300, cv=False)
     assert "no pen data" in outcome.warning and "MNIST alone" in outcome.warning
     assert outcome.version.metadata["pen_data"] is None
     assert not outcome.extra["estimator"].reads_strokes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from digitsite.env import cache_from_url, env_bool, env_float, env_int, env_list, env_str
+from digitsite.env import cache_from_url, env_bool, env_float, env_int, env_list, env_str, model_storage_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -144,6 +144,20 @@ RECOGNIZER_DATA_DIR = Path(env_str("RECOGNIZER_DATA_DIR", str(BASE_DIR / "data")
 MNIST_DIR = env_str("MNIST_DIR", "")
 PENDIGITS_DIR = env_str("PENDIGITS_DIR", "")
 RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
+# Model files are read and written through Django's storage API (recognizer/modelfiles.py), under this
+# STORAGES alias. Not configured: a FileSystemStorage at RECOGNIZER_MODEL_DIR, read in place (a volume
+# every machine mounts). RECOGNIZER_MODEL_STORAGE_URL=s3://bucket/prefix?endpoint_url=... keeps them in a
+# bucket through django-storages instead; each machine then loads verified copies from
+# RECOGNIZER_MODEL_CACHE_DIR (blank: RECOGNIZER_DATA_DIR/model-cache).
+RECOGNIZER_MODEL_STORAGE = "models"
+RECOGNIZER_MODEL_CACHE_DIR = env_str("RECOGNIZER_MODEL_CACHE_DIR", "")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+_model_storage = model_storage_from_url("RECOGNIZER_MODEL_STORAGE_URL", env_str("RECOGNIZER_MODEL_STORAGE_URL", ""))
+if _model_storage is not None:
+    STORAGES[RECOGNIZER_MODEL_STORAGE] = _model_storage
 # Train on the pendigits training writers' trajectories replayed as canvas drawings next to MNIST
 # (the canvas-domain warm start) when the file is there; their renderings are cached under
 # RECOGNIZER_DATA_DIR/cache.
@@ -191,6 +205,12 @@ RECOGNIZER_RETRAIN_CV = env_bool("RECOGNIZER_RETRAIN_CV", True)
 # The model kind the retrain trains: knn (instant personalisation, seconds to retrain), svm, or cnn (needs
 # `pip install -r requirements-cnn.txt` on the Celery workers; web workers serve a CNN without it).
 RECOGNIZER_RETRAIN_KIND = env_str("RECOGNIZER_RETRAIN_KIND", "knn")
+# Keep the active k-NN's feature space and hyperparameters when it trained on the same data sets, and
+# featurise only drawings new to it (recognizer.training.refit_in_space); false: every retrain from scratch.
+RECOGNIZER_RETRAIN_INCREMENTAL = env_bool("RECOGNIZER_RETRAIN_INCREMENTAL", True)
+# The gate judges candidates on at most this many held-out drawings (at most a tenth of it per digit;
+# 0: all of them), so a retrain's evaluation stops growing with the drawings users made.
+RECOGNIZER_GATE_HOLDOUT_MAX = env_int("RECOGNIZER_GATE_HOLDOUT_MAX", 10000)
 
 # The feedback loop against one bad account (issue 10, recognizer/trust.py, bench/poisoning.py).
 # A label is suspicious when the chance that it is wrong (out-of-sample model, other accounts' labels of

@@ -15,7 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from recognizer.idempotency import InvalidKey, KeyReused
 from recognizer.ml.preprocess import DrawingError, EmptyDrawing, ImageTooLarge, UnreadableImage
 from recognizer.ml.strokes import InvalidStrokes
-from recognizer.services import NoActiveModel
+from recognizer.serving import NoActiveModel
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,4 @@ from recognizer.models import Drawing
 
 
 def visible_drawings(user) -> QuerySet[Drawing]:
-    drawings = Drawing.objects.select_related("user", "model_version")
-    if user is None or not user.is_authenticated:
-        return drawings.none()
-    return drawings if user.is_staff else drawings.filter(user=user)
+    return Drawing.objects.select_related("user", "model_version").visible_to(user)

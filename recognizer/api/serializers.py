@@ -1,5 +1,5 @@
 """Serializers of the public API: what a prediction request may contain, and how drawings, predictions
-and model versions are shown. Decoding and predicting stay in recognizer.services."""
+and model versions are shown. Decoding and predicting stay in recognizer.serving, labelling in recognizer.feedback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from recognizer import services
+from recognizer import feedback, serving
 from recognizer.ml import strokes as ml_strokes
 from recognizer.ml.preprocess import ImageTooLarge
 from recognizer.models import Drawing, ModelVersion
@@ -138,13 +138,19 @@ class PredictRequestSerializer(serializers.Serializer):
                   "`number` mode reads the image only and ignores them.",
     )
 
-    def create(self, validated_data) -> "services.PredictionResult | services.NumberResult":
+    def create(self, validated_data) -> serving.PredictionResult | serving.NumberResult:
         user = validated_data.get("user")
         if validated_data["mode"] == "number":
             # Numbers are split from the image alone: strokes are validated but neither used nor stored.
-            return services.predict_number(validated_data["image"], user, store=validated_data["store"])
-        return services.predict_image(validated_data["image"], user, store=validated_data["store"],
+            return serving.predict_number(validated_data["image"], user, store=validated_data["store"])
+        return serving.predict_image(validated_data["image"], user, store=validated_data["store"],
                                       strokes=validated_data.get("strokes"))
+
+
+def label_url(drawing: Drawing | None) -> str | None:
+    """Where a stored drawing is labelled, so that no client builds the URL itself. A path, not an absolute URL:
+    an Idempotency-Key retry replays the stored answer, whatever host the retry comes through."""
+    return reverse("api-drawing-label", args=[drawing.pk]) if drawing is not None else None
 
 
 class TopGuessSerializer(serializers.Serializer):
@@ -163,9 +169,15 @@ class PredictionSerializer(serializers.Serializer):
     strokes_used = serializers.BooleanField(
         help_text="The serving model read the strokes sent with the image, not only the image. False without "
                   "strokes, and always false for a model that reads images only.")
+    label_url = serializers.SerializerMethodField(
+        help_text="Where to POST the right digit (`{\"label\": 7}`) for the stored drawing; null when nothing was "
+                  "stored.")
 
     def get_drawing(self, result) -> int | None:
         return result.drawing.pk if result.drawing is not None else None
+
+    def get_label_url(self, result) -> str | None:
+        return label_url(result.drawing)
 
 
 class NumberDigitSerializer(serializers.Serializer):
@@ -178,10 +190,15 @@ class NumberDigitSerializer(serializers.Serializer):
     box = serializers.ListField(child=serializers.IntegerField(), min_length=4, max_length=4,
                                 help_text="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive).")
     drawing = serializers.SerializerMethodField(help_text="This digit's stored drawing; null for anonymous callers. "
-                                                          "Correct it with /drawings/{id}/label.")
+                                                          "Correct it at `label_url`.")
+    label_url = serializers.SerializerMethodField(help_text="Where to POST this digit's right label; null when "
+                                                            "nothing was stored.")
 
     def get_drawing(self, digit) -> int | None:
         return digit.result.drawing.pk if digit.result.drawing is not None else None
+
+    def get_label_url(self, digit) -> str | None:
+        return label_url(digit.result.drawing)
 
 
 class NumberPredictionSerializer(serializers.Serializer):
@@ -218,7 +235,7 @@ class LabelSerializer(serializers.Serializer):
     label = serializers.IntegerField(min_value=0, max_value=9, help_text="The digit it really is (0-9).")
 
     def update(self, drawing: Drawing, validated_data) -> Drawing:
-        return services.label_drawing(drawing, validated_data["label"])
+        return feedback.label_drawing(drawing, validated_data["label"])
 
 
 class AccountDeleteSerializer(serializers.Serializer):

@@ -15,7 +15,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recognizer import training
+from recognizer import retraining, versions
 from recognizer.ml.store import CorruptModelError
 from recognizer.models import ModelVersion, TrainingRun
 
@@ -75,8 +75,8 @@ class RetrainView(StaffView, APIView):
     @extend_schema(request=None, responses={202: RETRAIN, 401: ERROR, 403: ERROR, 503: ERROR})
     def post(self, request):
         try:
-            run, created = training.start_retrain(TrainingRun.Trigger.STAFF, request.user)
-        except training.TrainingUnavailable as exc:
+            run, created = retraining.start_retrain(TrainingRun.Trigger.STAFF, request.user)
+        except retraining.TrainingUnavailable as exc:
             raise TrainingQueueDown(str(exc)) from exc
         body = {"task_id": run.task_id, "training_run": run.pk, "status": run.status, "created": created}
         if not created:
@@ -102,7 +102,7 @@ class ActivateVersionView(StaffView, APIView):
     def post(self, request, pk: int):
         version = get_object_or_404(ModelVersion, pk=pk)
         try:
-            version = training.activate_for_staff(version)
+            versions.activate(version, by=request.user)
         except (CorruptModelError, OSError) as exc:
             raise VersionUnusable(f"Model v{pk} cannot be activated: {exc}") from exc
         return Response({"id": version.pk, "is_active": version.is_active, "activated_at": version.activated_at,

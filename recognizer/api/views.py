@@ -1,5 +1,5 @@
 """REST API views (/api/v1/): thin wrappers that validate input with a serializer and call
-recognizer.services. Errors are shaped by recognizer.api.errors.exception_handler."""
+recognizer.serving and recognizer.feedback. Errors are shaped by recognizer.api.errors.exception_handler."""
 
 from __future__ import annotations
 
@@ -251,10 +251,10 @@ class DrawingImage(ApiView, generics.GenericAPIView):
         drawing = self.get_object()
         try:
             handle = drawing.image.open("rb")
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError) as exc:
             from rest_framework.exceptions import NotFound
 
-            raise NotFound("The image file of this drawing is missing.")
+            raise NotFound("The image file of this drawing is missing.") from exc
         response = FileResponse(handle, content_type="image/png")
         response["Cache-Control"] = "private, max-age=3600"
         response["X-Content-Type-Options"] = "nosniff"

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from recognizer import services
-from recognizer.ml import mnist
-from recognizer.ml import store
+from recognizer import training, versions
+from recognizer.ml import mnist, store
 from recognizer.ml.evaluate import format_evaluation
 from recognizer.models import ModelVersion
 
@@ -22,14 +21,14 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError("No such model version." if options["model_version"] else "No model is active: run train_model.")
         try:
-            estimator = store.load_model(services.model_path(version.file), expected_sha256=version.sha256)
+            estimator = versions.load_estimator(version.file, version.sha256)
         except (store.CorruptModelError, OSError) as exc:
             raise CommandError(f"Model v{version.pk} cannot be loaded: {exc}") from exc
-        data = mnist.load_training_data(services.mnist_directory())
+        data = mnist.load_training_data(training.mnist_directory())
         if getattr(data, "warning", ""):
             self.stderr.write(self.style.WARNING(data.warning))
         seen = (version.metadata.get("pen_data") or {}).get("pendigits_writers", ())
-        metrics = services.evaluation_metrics(estimator, data, seen_writers=seen)
+        metrics = training.evaluation_metrics(estimator, data, seen_writers=seen)
         self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(metrics))
         if options["save"]:
             version.metrics = metrics

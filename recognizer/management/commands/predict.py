@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from recognizer import services
+from recognizer import serving
 from recognizer.ml.preprocess import DrawingError
 
 
@@ -18,12 +18,12 @@ class Command(BaseCommand):
         failures = 0
         for name in options["files"]:
             try:
-                result = services.predict_image(Path(name).read_bytes())
+                result = serving.predict_image(Path(name).read_bytes())
             except (OSError, DrawingError) as exc:
                 failures += 1
                 self.report_error(name, exc, options["json"])
                 continue
-            except services.NoActiveModel as exc:
+            except serving.NoActiveModel as exc:
                 raise CommandError(str(exc)) from exc
             if options["json"]:
                 line = {"file": name, "digit": result.digit, "confidence": round(result.confidence, 4),

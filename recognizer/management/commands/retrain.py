@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from recognizer import training
+from recognizer import retraining
 from recognizer.management.progress import progress_bar
 from recognizer.models import TrainingRun
 
@@ -11,7 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         with progress_bar("Retraining", enabled=options["verbosity"] > 0) as progress:
-            run, created = training.retrain_in_foreground(TrainingRun.Trigger.COMMAND, echo=progress)
+            run, created = retraining.retrain_in_foreground(TrainingRun.Trigger.COMMAND, echo=progress)
         if not created:
             raise CommandError(f"A retrain is already {run.status}: run {run.pk} (task {run.task_id}).")
         if run.status == TrainingRun.Status.FAILED:

@@ -1,10 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from recognizer import services
+from recognizer import training
 from recognizer.management.progress import progress_bar
-from recognizer.ml.cnn import CnnUnavailable, require_backend
+from recognizer.ml.common import KindUnavailable
 from recognizer.ml.evaluate import format_evaluation
-from recognizer.ml.model import MODEL_KINDS
+from recognizer.ml.kinds import MODEL_KINDS, get_kind
+from recognizer.models import ModelVersion
 
 
 class Command(BaseCommand):
@@ -26,17 +27,16 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from django.conf import settings
 
-        if options["if_none"] and services.ModelVersion.objects.filter(is_active=True).exists():
+        if options["if_none"] and ModelVersion.objects.filter(is_active=True).exists():
             self.stdout.write("An active model exists; nothing to train.")
             return
-        if options["kind"] == "cnn":
-            try:
-                require_backend()
-            except CnnUnavailable as exc:
-                raise CommandError(str(exc)) from exc
+        try:
+            get_kind(options["kind"]).require_available()
+        except KindUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         limit = options["limit"] if options["limit"] is not None else settings.RECOGNIZER_TRAIN_LIMIT
         with progress_bar("Training", enabled=options["verbosity"] > 0) as progress:
-            outcome = services.train_new_model(
+            outcome = training.train_new_model(
                 limit=limit, activate=True if options["activate"] else None, cv=not options["no_cv"], progress=progress,
                 kind=options["kind"],
             )

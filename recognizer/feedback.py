@@ -1,0 +1,474 @@
+"""The feedback loop's data: labelling (by owners and staff), which labels are trusted, the held-out users,
+the label ranking and per-account trust (recognizer.trust does the arithmetic), and the training data a
+retrain assembles from all that with bounded influence per account."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+from threadpoolctl import threadpool_limits
+
+from recognizer import dispatch, serving, trust
+from recognizer.ml import preprocess as ml_preprocess
+from recognizer.models import Drawing, LabelEvidence, UserTrust
+from recognizer.serving import stored_strokes
+
+logger = logging.getLogger(__name__)
+
+
+# --- Labels ----------------------------------------------------------------------------------------
+
+
+def label_drawing(drawing: Drawing, label: int) -> Drawing:
+    """The owner (or staff through the API) says which digit the drawing really is."""
+    if not 0 <= int(label) <= 9:
+        raise ValueError("A label is a digit from 0 to 9.")
+    drawing.label = int(label)
+    drawing.labelled_at = timezone.now()
+    drawing.save(update_fields=["label", "labelled_at"])
+    labels_changed()
+    return drawing
+
+
+def review(drawings: QuerySet, reviewer, status: str, label: int | None = None) -> int:
+    """Staff approve or reject drawings, relabelling them first when `label` is given; how many changed.
+    Approving needs a label: unlabelled drawings are left as they are."""
+    now = timezone.now()
+    fields = {"status": status, "reviewer": reviewer, "reviewed_at": now}
+    if label is not None:
+        if not 0 <= int(label) <= 9:
+            raise ValueError("A label is a digit from 0 to 9.")
+        fields.update(label=int(label), labelled_at=now)
+    elif status == Drawing.Status.APPROVED:
+        drawings = drawings.labelled()
+    count = drawings.update(**fields)
+    labels_changed()
+    return count
+
+
+def review_drawing(drawing: Drawing, reviewer, *, label_changed: bool) -> Drawing:
+    """Staff edited one drawing's label or status (the admin's change form): stamp and save it."""
+    now = timezone.now()
+    drawing.reviewer, drawing.reviewed_at = reviewer, now
+    if label_changed:
+        drawing.labelled_at = now
+    drawing.save()
+    labels_changed()
+    return drawing
+
+
+def reject_pending_labels_of(user_ids, reviewer) -> int:
+    """Bulk reject by account: every labelled drawing of these users that staff have not approved."""
+    return review(Drawing.objects.filter(user_id__in=list(user_ids)).pending(), reviewer, Drawing.Status.REJECTED)
+
+
+def labels_changed() -> None:
+    # Enough new trusted drawings start a retrain before the nightly one. A worker counts them, after
+    # this transaction commits: the request makes no count, and at most one broker call a window.
+    transaction.on_commit(dispatch.request_threshold_check)
+
+
+# --- Which labels are trusted, and who is held out ----------------------------------------------
+
+
+def is_holdout_user(user_id: int) -> bool:
+    """Deterministic by-user split: the same user's drawings are always on the same side."""
+    digest = hashlib.sha256(f"digitsite-holdout:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < settings.RECOGNIZER_HOLDOUT_SHARE
+
+
+@dataclass
+class DrawingSet:
+    images: np.ndarray  # (n, 28, 28) float32 in [0, 1], exactly what the model saw at prediction time
+    labels: np.ndarray
+    users: np.ndarray
+    ids: np.ndarray
+    strokes: list | None = None  # per drawing: its pen strokes (list of arrays) or None
+    approved: np.ndarray | None = None  # per drawing: staff approved its label
+    suspicion: np.ndarray | None = None  # per drawing: the last ranking's chance that its label is wrong (0: none)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def by_label(self) -> dict[str, int]:
+        values, counts = np.unique(self.labels, return_counts=True)
+        return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+    def pick(self, mask) -> DrawingSet:
+        mask = np.asarray(mask)
+        rows = np.flatnonzero(mask) if mask.dtype == bool else mask
+        return DrawingSet(
+            self.images[rows], self.labels[rows], self.users[rows], self.ids[rows],
+            None if self.strokes is None else [self.strokes[i] for i in rows],
+            None if self.approved is None else self.approved[rows],
+            None if self.suspicion is None else self.suspicion[rows],
+        )
+
+    def __add__(self, other: DrawingSet) -> DrawingSet:
+        def both(a, b, n_a, n_b, fill):
+            if a is None and b is None:
+                return None
+            a = np.full(n_a, fill) if a is None else a
+            b = np.full(n_b, fill) if b is None else b
+            return np.concatenate([a, b])
+
+        n, m = len(self), len(other)
+        return DrawingSet(
+            np.concatenate([self.images, other.images]), np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.users, other.users]), np.concatenate([self.ids, other.ids]),
+            (self.strokes or [None] * n) + (other.strokes or [None] * m),
+            both(self.approved, other.approved, n, m, False), both(self.suspicion, other.suspicion, n, m, 0.0),
+        )
+
+
+def drawing_set(drawings) -> DrawingSet:
+    fields = ("id", "user_id", "label", "preprocessed", "strokes", "status", "suspicion_score")
+    rows = list(drawings.values_list(*fields)) if isinstance(drawings, QuerySet) \
+        else [tuple(getattr(d, f) for f in fields) for d in drawings]
+    images = np.empty((len(rows), 28, 28), np.float32)
+    for i, row in enumerate(rows):
+        images[i] = ml_preprocess.from_uint8(bytes(row[3]))
+    return DrawingSet(
+        images=images,
+        labels=np.array([r[2] for r in rows], np.int64),
+        users=np.array([r[1] for r in rows], np.int64),
+        ids=np.array([r[0] for r in rows], np.int64),
+        strokes=[stored_strokes(r[4]) for r in rows],
+        approved=np.array([r[5] == Drawing.Status.APPROVED for r in rows], bool),
+        suspicion=np.array([r[6] or 0.0 for r in rows], np.float64),
+    )
+
+
+def stored_trust(user_ids=None) -> dict[int, float]:
+    """{user: trust score} as the last ranking stored it (accounts not ranked yet are absent)."""
+    qs = UserTrust.objects.all()
+    if user_ids is not None:
+        qs = qs.filter(user_id__in=[int(u) for u in user_ids])
+    return dict(qs.values_list("user_id", "score"))
+
+
+@dataclass
+class TrainingData:
+    """What a retrain trains on and judges with, after the quarantine, the caps and the per-digit fill."""
+
+    train: DrawingSet
+    holdout: DrawingSet
+    weights: np.ndarray  # per training drawing: its vote weight
+    trust: dict  # {user: trust score} of the accounts in it
+    report: dict
+
+    def without(self, accounts) -> TrainingData:
+        """The same data with every drawing of `accounts` left out (a retry after the gate)."""
+        accounts = np.asarray(sorted(int(a) for a in accounts), np.int64)
+        keep_train = ~np.isin(self.train.users, accounts)
+        keep_held = ~np.isin(self.holdout.users, accounts)
+        report = {**self.report, "left_out_accounts": [int(a) for a in accounts],
+                  "left_out_drawings": int((~keep_train).sum() + (~keep_held).sum())}
+        return TrainingData(self.train.pick(keep_train), self.holdout.pick(keep_held), self.weights[keep_train],
+                            self.trust, report)
+
+
+def assemble_training_data() -> TrainingData:
+    """The trusted drawings split into training and held-out drawings, with bounded influence.
+
+    - Held-out users' drawings are only validated on (is_holdout_user).
+    - No account supplies more than RECOGNIZER_USER_CLASS_SHARE of a digit's drawings on either side
+      (or RECOGNIZER_USER_CLASS_FLOOR drawings when that is more); its least suspicious ones are kept,
+      and staff-approved ones always are.
+    - Every digit users drew has held-out drawings: when held-out users drew fewer than
+      RECOGNIZER_HOLDOUT_MIN_PER_DIGIT of it, training accounts' drawings of that digit are held out
+      (trust.holdout_fill; never a low-trust account's).
+    - A training drawing's vote weight is RECOGNIZER_USER_SAMPLE_WEIGHT scaled down by its account's
+      trust below RECOGNIZER_TRUST_THRESHOLD (staff-approved drawings keep the full weight).
+    """
+    trusted = drawing_set(Drawing.objects.trusted().order_by("id"))
+    scores = stored_trust(np.unique(trusted.users))
+    threshold = settings.RECOGNIZER_TRUST_THRESHOLD
+    held = np.array([is_holdout_user(int(u)) for u in trusted.users], bool)
+    train, holdout = trusted.pick(~held), trusted.pick(held)
+    caps = {"share": settings.RECOGNIZER_USER_CLASS_SHARE, "floor": settings.RECOGNIZER_USER_CLASS_FLOOR}
+    keep, capped_train = trust.cap_accounts(train.users, train.labels, train.suspicion, train.approved, **caps)
+    train = train.pick(keep)
+    keep, capped_held = trust.cap_accounts(holdout.users, holdout.labels, holdout.suspicion, holdout.approved, **caps)
+    holdout = holdout.pick(keep)
+    eligible = {int(u) for u in np.unique(train.users) if scores.get(int(u), 1.0) >= threshold}
+    move, filled = trust.holdout_fill(train.users, train.labels, train.ids, holdout.labels, eligible,
+                                      min_per_digit=settings.RECOGNIZER_HOLDOUT_MIN_PER_DIGIT,
+                                      share=settings.RECOGNIZER_HOLDOUT_SHARE or 0.2)
+    if move.any():
+        holdout, train = holdout + train.pick(move), train.pick(~move)
+    weights = (settings.RECOGNIZER_USER_SAMPLE_WEIGHT
+               * trust.vote_weights(train.users, scores, threshold, approved=train.approved)).astype(np.float32)
+    quarantined = dict(Drawing.objects.quarantined().values("user_id").annotate(n=Count("id")).values_list("user_id", "n"))
+    report = {
+        "quarantined": int(sum(quarantined.values())),
+        "quarantined_by_user": {str(u): n for u, n in quarantined.items()},
+        "capped": {str(u): d for u, d in capped_train.items()},
+        "capped_holdout": {str(u): d for u, d in capped_held.items()},
+        "holdout_filled": filled,
+        "low_trust_users": sorted(int(u) for u, s in scores.items() if s < threshold),
+        "down_weighted": int((weights < settings.RECOGNIZER_USER_SAMPLE_WEIGHT - 1e-6).sum()),
+    }
+    return TrainingData(train, holdout, weights, scores, report)
+
+
+def split_trusted() -> tuple[DrawingSet, DrawingSet]:
+    """(training drawings, held-out drawings) among the trusted ones (assemble_training_data)."""
+    data = assemble_training_data()
+    return data.train, data.holdout
+
+
+# --- Suspicious labels and trust -----------------------------------------------------------------
+
+
+def out_of_sample_probabilities(estimator, images: np.ndarray, users: np.ndarray, strokes=None,
+                                features: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities for users' drawings from neighbours that are not their own drawings, fused
+    with the stroke model's (again without their own strokes) for drawings that have strokes.
+
+    Leaving out the whole user (not just the one drawing) is what stops one person from vouching
+    for their own labels: a user who labels many 1s as 7 gets no support from those same 7s.
+    MNIST (group -1) and the pendigits writers (groups <= -1000) are never anyone's own.
+    """
+    return trust.neighbour_probabilities(estimator, images, strokes, users=users, features=features)
+
+
+def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Boolean mask of likely wrong labels by the model alone (recorded next to the ranking for comparison).
+
+    cleanlab's confident learning (per-class thresholds from the out-of-sample probabilities, then
+    pruning by the estimated noise rate) when it is installed and there is enough data for it;
+    otherwise the plain rule it generalises: the model gives the given label under 5 %.
+    """
+    strong_disagreement = probabilities[np.arange(len(labels)), labels] < 0.05
+    if len(labels) >= 20 and len(np.unique(labels)) >= 2:
+        try:
+            from cleanlab.filter import find_label_issues as cleanlab_issues
+
+            return np.asarray(cleanlab_issues(labels, probabilities, filter_by="prune_by_noise_rate"), bool)
+        except ImportError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - cleanlab rejects some degenerate inputs
+            logger.warning("cleanlab could not rank the labels (%s); using the plain rule", exc)
+    return strong_disagreement
+
+
+# New drawings are decoded, projected and searched this many at a time: it bounds the images held at
+# once, and stays under SQLite's 999 variables in an IN list.
+_BATCH = 900
+
+
+@dataclass
+class _Evidence:
+    """Per ranked drawing, in id order: what the ranking's searches found, cached or new."""
+
+    ids: np.ndarray
+    probabilities: np.ndarray  # (n, 10) out of sample
+    neighbour_ids: np.ndarray | None  # (n, trust.PEER_KEPT) drawing ids, -1 pad; None: the model has no features
+    neighbour_dist: np.ndarray | None
+    write: list  # LabelEvidence rows to store
+    orphans: list  # drawing ids whose stored evidence is no longer ranked (rejected): to delete
+    counts: dict
+
+
+def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
+    """The stored evidence of `ids` that is still valid, as arrays; stored evidence of other drawings is
+    returned as orphans (those not ranked now: whoever is ranked again later is new to everyone's list)."""
+    n, K = len(ids), trust.PEER_KEPT
+    out = {"p": np.zeros((n, trust.N_CLASSES)), "has_p": np.zeros(n, bool), "has_peers": np.zeros(n, bool),
+           "F": None, "nb": np.full((n, K), -1, np.int64), "nd": np.full((n, K), np.inf, np.float32),
+           "orphans": []}
+    rows = LabelEvidence.objects.values_list("drawing_id", "model", "space", "probabilities", "features",
+                                             "neighbour_ids", "neighbour_distances").iterator(chunk_size=2000)
+    while chunk := list(itertools.islice(rows, 10000)):
+        pks = np.array([r[0] for r in chunk], np.int64)
+        at = np.minimum(np.searchsorted(ids, pks), max(n - 1, 0))
+        ranked = (ids[at] == pks) if n else np.zeros(len(pks), bool)
+        out["orphans"] += pks[~ranked].tolist()
+        p_ok = [j for j, r in enumerate(chunk) if ranked[j] and r[1] == model and len(r[3]) == 8 * trust.N_CLASSES]
+        if p_ok:
+            out["p"][at[p_ok]] = np.frombuffer(b"".join(chunk[j][3] for j in p_ok), np.float64).reshape(-1, trust.N_CLASSES)
+            out["has_p"][at[p_ok]] = True
+        s_ok = [j for j, r in enumerate(chunk)
+                if ranked[j] and space is not None and r[2] == space and len(r[5]) == 8 * K and len(r[4])]
+        if s_ok:
+            F = np.frombuffer(b"".join(chunk[j][4] for j in s_ok), np.float32).reshape(len(s_ok), -1)
+            if out["F"] is None:
+                out["F"] = np.zeros((n, F.shape[1]), np.float32)
+            out["F"][at[s_ok]] = F
+            out["nb"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][5] for j in s_ok), np.int64).reshape(-1, K)
+            out["nd"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][6] for j in s_ok), np.float32).reshape(-1, K)
+            out["has_peers"][at[s_ok]] = True
+    return out
+
+
+def _rows_of(ids: np.ndarray, neighbour_ids: np.ndarray) -> np.ndarray:
+    """Neighbour lists of drawing ids as rows of `ids` (sorted): -1 for padding and for drawings not ranked now."""
+    at = np.minimum(np.searchsorted(ids, neighbour_ids), max(len(ids) - 1, 0))
+    found = (neighbour_ids >= 0) & (ids[at] == neighbour_ids) if len(ids) else np.zeros(neighbour_ids.shape, bool)
+    return np.where(found, at, -1)
+
+
+def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
+    """The searches of a ranking of the drawings `ids` (sorted; `users` their accounts), from stored
+    evidence where it is valid: only drawings new to it (never ranked, or ranked under another model or
+    feature space) are decoded and searched, and the stored lists they fall into are updated.
+
+    A drawing deleted meanwhile is left out of the result (compare its ids with `ids`).
+    """
+    model, space = trust.model_id(estimator), trust.feature_space_id(estimator)
+    ev = _load_evidence(ids, model, space)
+    p, has_p, F, nb, nd, has_peers = ev["p"], ev["has_p"], ev["F"], ev["nb"], ev["nd"], ev["has_peers"]
+    new = ~has_peers if space is not None else np.zeros(len(ids), bool)
+    here = np.ones(len(ids), bool)
+    decode = np.flatnonzero(~has_p | new)
+    # by account: the out-of-sample search runs once per account in a batch, not per drawing
+    decode = decode[np.argsort(users[decode], kind="stable")]
+    for s in range(0, len(decode), _BATCH):
+        rows = np.sort(decode[s: s + _BATCH])  # in id order, as drawing_set returns them
+        ds = drawing_set(Drawing.objects.filter(pk__in=ids[rows].tolist()).order_by("id"))
+        found = np.isin(ids[rows], ds.ids)
+        here[rows[~found]] = False
+        rows = rows[found]
+        if not len(rows):
+            continue
+        features = estimator.transform(ds.images) if space is not None else None
+        if features is not None:
+            if F is None:
+                F = np.zeros((len(ids), features.shape[1]), np.float32)
+            fresh = ~has_peers[rows]  # a drawing's cached features are kept: it sits in others' lists there
+            F[rows[fresh]] = features[fresh]
+        need = ~has_p[rows]
+        if need.any():
+            sub = ds.pick(need)
+            p[rows[need]] = out_of_sample_probabilities(estimator, sub.images, sub.users, sub.strokes,
+                                                        features=None if features is None else features[need])
+    if not here.all():
+        ids, users, p, has_p, nb, nd, has_peers, new = (a[here] for a in (ids, users, p, has_p, nb, nd, has_peers, new))
+        F = None if F is None else F[here]
+    searched = ~has_p | new
+    stale = np.zeros(len(ids), bool)
+    entered = np.zeros(0, np.int64)
+    if space is not None and len(ids):
+        stale = has_peers & trust.lists_to_research(nb, _rows_of(ids, nb))
+        search = np.flatnonzero(new | stale)
+        if len(search):
+            idx, dist = trust.peer_neighbours(F, users, rows=search)
+            nb[search] = np.where(idx >= 0, ids[np.maximum(idx, 0)], -1)
+            nd[search] = dist
+        # Old lists the new drawings enter: a search from the new drawings into the old ones, not of all.
+        old = np.flatnonzero(has_peers & ~stale)
+        src, dst, dist = trust.neighbours_reached(F, users, np.flatnonzero(new), old, nd[old, -1])
+        entered = trust.merge_neighbours(nb, nd, dst, ids[src], dist)
+        searched |= stale
+    changed = searched.copy()
+    changed[entered] = True
+    write = [LabelEvidence(drawing_id=int(ids[i]), model=model, space=space or "",
+                           probabilities=p[i].astype(np.float64).tobytes(),
+                           features=b"" if space is None else F[i].tobytes(),
+                           neighbour_ids=b"" if space is None else nb[i].tobytes(),
+                           neighbour_distances=b"" if space is None else nd[i].tobytes())
+             for i in np.flatnonzero(changed)]
+    counts = {"searched": int(searched.sum()), "reused": int((~searched).sum()),
+              "lists_entered": len(entered), "lists_searched_again": int(stale.sum())}
+    return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, ev["orphans"],
+                     counts)
+
+
+def _store_evidence(evidence: _Evidence) -> None:
+    """In the ranking's transaction, after its first write (on SQLite the write lock: no drawing can be
+    deleted under it now; elsewhere the drawings are locked)."""
+    for s in range(0, len(evidence.orphans), _BATCH):
+        LabelEvidence.objects.filter(pk__in=evidence.orphans[s: s + _BATCH]).delete()
+    for s in range(0, len(evidence.write), _BATCH):
+        batch = evidence.write[s: s + _BATCH]
+        alive = set(Drawing.objects.select_for_update().filter(pk__in=[e.drawing_id for e in batch])
+                    .values_list("pk", flat=True))
+        LabelEvidence.objects.bulk_create(
+            [e for e in batch if e.drawing_id in alive], update_conflicts=True, unique_fields=["drawing"],
+            update_fields=["model", "space", "probabilities", "features", "neighbour_ids", "neighbour_distances",
+                           "updated_at"])
+
+
+def _write_suspicion(updates: list[tuple[bool, float, int]]) -> None:
+    """(suspicious, suspicion_score, id) per drawing, as one prepared UPDATE: bulk_update builds a CASE
+    of every row in Python, 2 s for 2,000 drawings, and most scores move a little at every ranking."""
+    if not updates:
+        return
+    meta = Drawing._meta
+    qn = connection.ops.quote_name
+    sql = (f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('suspicious').column)} = %s, "
+           f"{qn(meta.get_field('suspicion_score').column)} = %s WHERE {qn(meta.pk.column)} = %s")
+    with connection.cursor() as cursor:
+        for s in range(0, len(updates), 5000):
+            cursor.executemany(sql, updates[s: s + 5000])
+
+
+def flag_suspicious_labels(estimator=None) -> dict:
+    """Rank every labelled, not-rejected drawing and measure every account's trust (recognizer.trust).
+
+    Stored: on the drawings, suspicious and suspicion_score (the chance the label is wrong, from the
+    out-of-sample model, other accounts' labels of similar drawings and the account's trust), and one
+    UserTrust per account. The admin sorts suspicious drawings first; suspicious labels of low-trust
+    accounts are quarantined (DrawingQuerySet.trusted).
+
+    The searches behind it (the out-of-sample probabilities, each drawing's nearest other-account
+    drawings) are kept in LabelEvidence: a ranking searches only drawings new to it (label_evidence),
+    then recomputes votes, trust and suspicion of every drawing from the kept evidence and the current
+    labels, statuses and accounts: the same decisions as searching everything again, at the cost of
+    the new drawings' searches plus arithmetic over all of them.
+    """
+    if estimator is None:
+        try:
+            estimator = serving.model_cache.get().estimator
+        except serving.NoActiveModel:
+            return {"ranked": 0, "suspicious": 0}
+    fields = ("id", "user_id", "label", "status", "suspicious", "suspicion_score")
+    rows = list(Drawing.objects.not_rejected().order_by("id").values_list(*fields))
+    rejected = dict(Drawing.objects.labelled().filter(status=Drawing.Status.REJECTED)
+                    .values("user_id").annotate(n=Count("id")).values_list("user_id", "n"))
+    if not rows and not rejected:
+        LabelEvidence.objects.all().delete()
+        return {"ranked": 0, "suspicious": 0}
+    ids = np.array([r[0] for r in rows], np.int64)
+    users = np.array([r[1] for r in rows], np.int64)
+    # One BLAS thread: on a busy 2-core machine a threaded product of one account's few new drawings with
+    # every drawing took 12 ms against 0.3 ms (bench/ranking.py), and large blocks gain nothing either.
+    with threadpool_limits(limits=1, user_api="blas"):
+        evidence = label_evidence(estimator, ids, users)
+    keep = np.isin(ids, evidence.ids)  # drawings deleted while it searched are left out
+    rows = [r for r, k in zip(rows, keep) if k]
+    ids, users = ids[keep], users[keep]
+    labels = np.array([r[2] for r in rows], np.int64)
+    approved = np.array([r[3] == Drawing.Status.APPROVED for r in rows], bool)
+    probabilities = evidence.probabilities
+    neighbours = None
+    if evidence.neighbour_ids is not None and len(ids):
+        neighbours = (_rows_of(ids, evidence.neighbour_ids), evidence.neighbour_dist)
+    ranking = trust.rank_labels(labels, users, probabilities, neighbours=neighbours,
+                                radius=getattr(estimator, "novelty_distance_", None), approved=approved,
+                                rejected_by_user=rejected, threshold=settings.RECOGNIZER_SUSPICION_THRESHOLD)
+    model_alone = find_label_issues(labels, probabilities) if len(ids) else np.zeros(0, bool)
+    updates = [(bool(ranking.suspicious[i]), float(ranking.suspicion[i]), int(pk))
+               for i, (pk, r) in enumerate(zip(ids, rows))
+               if r[4] != bool(ranking.suspicious[i]) or r[5] != float(ranking.suspicion[i])]
+    with transaction.atomic():
+        _write_suspicion(updates)
+        UserTrust.objects.bulk_create(
+            [UserTrust(user_id=u, score=t.score, n_labels=t.n_labels, n_agree=t.n_agree, n_disagree=t.n_disagree,
+                       n_flagged=t.n_flagged, updated_at=timezone.now()) for u, t in ranking.trust.items()],
+            update_conflicts=True, unique_fields=["user"],
+            update_fields=["score", "n_labels", "n_agree", "n_disagree", "n_flagged", "updated_at"])
+        _store_evidence(evidence)
+    low = sorted(u for u, t in ranking.trust.items() if t.score < settings.RECOGNIZER_TRUST_THRESHOLD)
+    return {"ranked": len(ids), "suspicious": int(ranking.suspicious.sum()),
+            "model_alone_issues": int(model_alone.sum()), "accounts": len(ranking.trust), "low_trust_users": low,
+            "quarantined": Drawing.objects.quarantined().count(), **evidence.counts}
