@@ -1,0 +1,113 @@
+"""A retrain that keeps the active k-NN's feature space: it reuses the rows that model already has and
+featurises only drawings new to it (recognizer.training.refit_in_space, recognizer.ml.model.refit_knn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recognizer import promotion, retraining, serving, trust, versions
+from recognizer.ml import model as ml_model
+from recognizer.models import ModelVersion
+from tests.training_helpers import make_drawing
+
+
+def label_some(user, data, n, *, start=0):
+    return [make_drawing(user, data.test_images[i], int(data.test_labels[i])) for i in range(start, start + n)]
+
+
+def test_a_refit_on_a_models_own_rows_is_that_model(fused_training_result):
+    data, estimator = fused_training_result
+    images = data.test_images[:40] / 255.0
+    rows, stroke_rows = ml_model.knn_rows(estimator), ml_model.knn_rows(estimator.stroke_model_)
+    again = ml_model.refit_knn(estimator, rows, stroke_rows)
+    np.testing.assert_array_equal(again.train_features_, estimator.train_features_)
+    np.testing.assert_allclose(again.predict_proba(images), estimator.predict_proba(images))
+    assert again.reads_strokes and trust.feature_space_id(again) == trust.feature_space_id(estimator)
+    # rows of another space are refused, not silently mixed
+    with pytest.raises(ValueError, match="feature space"):
+        ml_model.refit_knn(estimator, ml_model.KnnRows(rows.features[:, :5], rows.labels, rows.weights,
+                                                       rows.groups, rows.ids))
+
+
+def test_a_refit_with_new_rows_answers_like_a_model_that_has_them(small_training_result):
+    data, result = small_training_result
+    estimator = result.estimator
+    rows = ml_model.knn_rows(estimator)
+    # a "user" who writes every 3 the way the training set writes 8s: after the refit their 3s vote 3
+    eights = data.train_images[data.train_labels == 8][:30] / 255.0
+    new = ml_model.KnnRows(estimator.transform(eights), np.full(30, 3), np.full(30, 5.0, np.float32),
+                           np.full(30, 7, np.int64), np.arange(1000, 1030))
+    refit = ml_model.refit_knn(estimator, rows + new)
+    assert (estimator.predict(eights) == 8).mean() > 0.8
+    assert (refit.predict(eights) == 3).mean() > 0.8
+    assert list(refit.train_ids_[-30:]) == list(range(1000, 1030)) and list(refit.train_groups_[-30:]) == [7] * 30
+
+
+@pytest.mark.django_db
+def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_training, active_model, alice, bob,
+                                                                            fallback_data, django_user_model):
+    tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
+    label_some(alice, fallback_data, 30)
+    first, _ = retraining.retrain_in_foreground()
+    assert first.status == "promoted", first.decision
+    v1 = ModelVersion.objects.get(pk=first.model_version_id)
+    assert "refit" not in v1.metadata["hyperparameters"]  # the fixture's model knew no drawing ids: from scratch
+    est1 = versions.load_estimator(v1.file, v1.sha256)
+    ids1 = set(est1.train_ids_[est1.train_ids_ >= 0].tolist())
+    assert ids1 <= set(alice.drawings.values_list("id", flat=True)) and len(ids1) == first.data_counts["user_train"]
+
+    new = label_some(bob, fallback_data, 12, start=30)
+    second, _ = retraining.retrain_in_foreground()
+    v2 = ModelVersion.objects.get(pk=second.model_version_id)
+    refit = v2.metadata["hyperparameters"]["refit"]
+    est2 = versions.load_estimator(v2.file, v2.sha256)
+    ids2 = set(est2.train_ids_[est2.train_ids_ >= 0].tolist())
+    assert len(ids2) == second.data_counts["user_train"] > len(ids1)
+    assert refit["rows"] == len(ids2 & ids1) > 0, refit  # taken from the active model, not featurised again
+    assert refit["label_evidence"] + refit["computed"] == len(ids2 - ids1) > 0, refit
+    assert refit["label_evidence"] > 0  # the label ranking had stored them in this space already
+    assert refit["feature_space"] == trust.feature_space_id(est1)
+    assert trust.feature_space_id(est2) == trust.feature_space_id(est1)
+    for drawing in [d for d in new if d.pk in ids2]:  # the new drawings are in, with what the space makes of them
+        row = int(np.flatnonzero(est2.train_ids_ == drawing.pk)[0])
+        image = np.frombuffer(bytes(drawing.preprocessed), np.uint8).reshape(28, 28) / 255.0
+        np.testing.assert_allclose(est2.train_features_[row], est1.transform(image[None])[0], atol=1e-4)
+        assert est2.train_labels_[row] == drawing.label
+    for pk in ids2 & ids1:  # the rows taken over are the active model's, bit for bit
+        np.testing.assert_array_equal(est2.train_features_[est2.train_ids_ == pk], est1.train_features_[est1.train_ids_ == pk])
+    serving.model_cache.clear()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("why", ["switched off", "other MNIST rows"])
+def test_a_retrain_starts_from_scratch_when_the_space_cannot_be_kept(why, tiny_training, active_model, alice, bob,
+                                                                     fallback_data):
+    tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
+    label_some(alice, fallback_data, 20)
+    first, _ = retraining.retrain_in_foreground()
+    assert first.status == "promoted", first.decision
+    label_some(bob, fallback_data, 5, start=20)
+    if why == "switched off":
+        tiny_training.RECOGNIZER_RETRAIN_INCREMENTAL = False
+    else:
+        tiny_training.RECOGNIZER_TRAIN_LIMIT = 1000
+    second, _ = retraining.retrain_in_foreground()
+    v2 = ModelVersion.objects.get(pk=second.model_version_id)
+    assert "refit" not in v2.metadata["hyperparameters"]
+    serving.model_cache.clear()
+
+
+def test_the_gate_judges_a_bounded_sample_of_held_out_drawings_the_same_every_time():
+    from recognizer.feedback import DrawingSet
+
+    n = 500
+    labels = np.arange(n) % 10
+    labels[:300] = 1  # most held-out drawings are 1s
+    held = DrawingSet(np.zeros((n, 28, 28), np.float32), labels, np.arange(n) % 7, np.arange(1000, 1000 + n))
+    assert promotion.judged_holdout(held, 0) is held and promotion.judged_holdout(held, n) is held
+    judged = promotion.judged_holdout(held, 100)
+    counts = np.bincount(judged.labels, minlength=10)
+    assert counts.max() == 10 and len(judged) == 100  # a tenth per digit: the 1s do not crowd the others out
+    again = promotion.judged_holdout(held.pick(np.arange(n)[::-1]), 100)
+    assert set(again.ids) == set(judged.ids)  # by drawing, not by position or chance
