@@ -241,9 +241,11 @@ class LabelEvidence(models.Model):
     """What the label ranking searched for one drawing, kept so the next ranking searches only drawings
     that are new to it (recognizer.feedback.flag_suspicious_labels).
 
-    Arrays are raw native-endian bytes: under a kilobyte a drawing with 80 features, several as JSON. Valid only under the ids they were computed with: `model` for the probabilities (the whole
-    estimator), `space` for the features and the neighbour list (its feature space; a promoted model
-    has another PCA basis, so everything is searched again once). Deleted with the drawing, and by the
+    Arrays are raw native-endian bytes: under a kilobyte a drawing with 80 features, several as JSON.
+    Valid only under the ids they were computed with: `model` for the probabilities (the whole
+    estimator), `space` for the features and the neighbour list (its feature space: a retrain that refits
+    in the active model's space keeps it; one from scratch fits another PCA basis, and everything is
+    searched again once). Deleted with the drawing, and by the
     ranking when the drawing is rejected (a drawing that comes back is new: it was in no one's list).
     """
 

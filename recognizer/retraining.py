@@ -210,9 +210,6 @@ class _RunReporter:
         return lambda stage, fraction: self(stage, start + (end - start) * fraction)
 
 
-# Which training data a model's figures can be trusted against: a candidate trained on the offline
-# fallback digits never replaces a model trained on MNIST, whatever its figures say.
-
 def _active_estimator() -> tuple[ModelVersion | None, object | None]:
     active = ModelVersion.objects.filter(is_active=True).first()
     if active is None:
@@ -326,7 +323,7 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
         decision = promotion.gate(candidate_figures, active_figures)
         attempts.append({"candidate": outcome.version.pk, "promote": decision["promote"],
                          "reasons": decision["reasons"], "left_out": [c["user"] for c in left_out],
-                         "user_train": len(data.train), "holdout": len(data.holdout)})
+                         "user_train": len(data.train), "holdout": len(data.holdout), "holdout_judged": len(judged)})
         metrics = {**outcome.metrics, "holdout": candidate_figures["holdout"]}
         ModelVersion.objects.filter(pk=outcome.version.pk).update(
             metrics=metrics, metadata={**outcome.version.metadata, "gate": decision})

@@ -190,7 +190,7 @@ def reads_strokes(estimator) -> bool:
 
 def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict,
                   strokes: list[np.ndarray] | None = None) -> PredictionResult:
-    """One preprocessed 28x28 digit through the serving model (`predict_kwargs`: personal_kwargs).
+    """One preprocessed 28x28 digit through the serving model (`predict_kwargs`: personal_predict_kwargs).
 
     `strokes` go to the model only when it reads them; any other model is called with the image alone."""
     if strokes and reads_strokes(loaded.estimator):

@@ -113,7 +113,12 @@ def _comparable(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def _same_data_sets(previous, data_source: str, n_mnist: int, pen: ExtraTrainingData | None) -> bool:
+# Below this many user drawings a space is refitted until they double from here, not from the first few.
+SPACE_MIN_USER_ROWS = 1000
+
+
+def _same_data_sets(previous, data_source: str, n_mnist: int, pen: ExtraTrainingData | None,
+                    extra: ExtraTrainingData | None) -> bool:
     """Whether a retrain may keep `previous`'s feature space: a k-NN that knows its rows' drawings, trained on
     the very MNIST and pen rows this training would use."""
     if previous is None or not settings.RECOGNIZER_RETRAIN_INCREMENTAL:
@@ -122,6 +127,12 @@ def _same_data_sets(previous, data_source: str, n_mnist: int, pen: ExtraTraining
     if (version.kind != "knn" or not isinstance(estimator, ml_model.DigitClassifier)
             or getattr(estimator, "train_ids_", None) is None):
         return False
+    n_users = 0 if extra is None else len(extra.labels)
+    if n_users > 2 * max(getattr(estimator, "space_user_rows_", 0), SPACE_MIN_USER_ROWS):
+        return False  # the basis and k were chosen for far fewer user drawings: choose them again
+    if not estimator.reads_strokes and extra is not None and extra.strokes is not None and any(
+            s is not None and len(s) for s in extra.strokes):
+        return False  # a refit keeps the stroke model it has, and this one has none
     meta = version.metadata or {}
     groups = np.asarray(estimator.train_groups_)
     return (meta.get("data_source") == data_source and (meta.get("counts") or {}).get("mnist_train") == n_mnist
@@ -152,8 +163,11 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
         missing = _fill_from(F, ids, rows, reused, "rows")
         if missing.any():
             space = trust.feature_space_id(previous)
-            stored = dict(LabelEvidence.objects.filter(drawing_id__in=[int(i) for i in ids[missing] if i >= 0],
-                                                       space=space).values_list("drawing_id", "features"))
+            wanted = [int(i) for i in ids[missing] if i >= 0]
+            stored = {}
+            for s in range(0, len(wanted), 900):  # under SQLite's 999 variables a query
+                stored.update(LabelEvidence.objects.filter(drawing_id__in=wanted[s:s + 900], space=space)
+                              .values_list("drawing_id", "features"))
             for i in np.flatnonzero(missing):
                 vector = np.frombuffer(bytes(stored.get(int(ids[i]), b"")), np.float32)
                 if len(vector) == F.shape[1]:
@@ -178,8 +192,9 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
     estimator = ml_model.refit_knn(previous, image_rows, stroke_rows)
     if progress:
         progress("done", 1.0)
-    hyper = {key: value for key, value in previous.get_params().items()}
+    hyper = dict(previous.get_params())
     hyper["refit"] = {"feature_space": trust.feature_space_id(previous), **reused}
+    hyper["stroke_model"] = None
     if previous.reads_strokes:
         hyper["stroke_model"] = {"n_train": len(stroke_rows), "n_neighbors": estimator.stroke_model_.n_neighbors,
                                  "stroke_weight": estimator.stroke_weight_, **estimator.stroke_model_.feature_params}
@@ -247,7 +262,7 @@ def train_new_model(
     if progress is not None and pen is not None:  # the first 5% went to rendering the pen data
         def train_progress(stage, fraction):
             progress(stage, 0.05 + 0.95 * fraction)
-    space = previous if kind == "knn" and _same_data_sets(previous, data.source, n_mnist, pen) else None
+    space = previous if kind == "knn" and _same_data_sets(previous, data.source, n_mnist, pen, extra) else None
     if space is not None:
         result = refit_in_space(space[1], extra, train_progress)
     else:
@@ -260,6 +275,7 @@ def train_new_model(
                              + [np.full(len(p.labels), -1, np.int64) if p.ids is None else np.asarray(p.ids, np.int64)
                                 for p in parts])
         result.estimator.train_groups_, result.estimator.train_ids_ = groups, ids
+        result.estimator.space_user_rows_ = 0 if extra is None else len(extra.labels)
         if result.estimator.reads_strokes:
             with_strokes = [i for i, s in enumerate(strokes) if s is not None and len(s)]
             result.estimator.stroke_model_.train_groups_ = groups[with_strokes]

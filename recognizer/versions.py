@@ -56,10 +56,12 @@ def activate(version: ModelVersion, *, by=None, if_active_is=ANY) -> bool:
     retrain never overrides what staff activated while it was training. `by`: the staff user, logged.
     False when the condition no longer held; raises CorruptModelError/OSError for a bad file.
     """
+    active = ModelVersion.objects.filter(is_active=True)
+    if if_active_is is not ANY and active.values_list("id", flat=True).first() != if_active_is:
+        return False  # before the file is read: nothing would be activated anyway
     _local_file(version.file, version.sha256)  # whole and unchanged, and on this machine
     with transaction.atomic():
-        current = (ModelVersion.objects.select_for_update().filter(is_active=True)
-                   .values_list("id", flat=True).first())
+        current = active.select_for_update().values_list("id", flat=True).first()
         if if_active_is is not ANY and current != if_active_is:
             return False
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)

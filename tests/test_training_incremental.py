@@ -80,17 +80,20 @@ def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_t
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("why", ["switched off", "other MNIST rows"])
+@pytest.mark.parametrize("why", ["switched off", "other MNIST rows", "user drawings more than doubled"])
 def test_a_retrain_starts_from_scratch_when_the_space_cannot_be_kept(why, tiny_training, active_model, alice, bob,
-                                                                     fallback_data):
+                                                                     fallback_data, monkeypatch):
+    from recognizer import training
+
+    monkeypatch.setattr(training, "SPACE_MIN_USER_ROWS", 1)
     tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
     label_some(alice, fallback_data, 20)
     first, _ = retraining.retrain_in_foreground()
     assert first.status == "promoted", first.decision
-    label_some(bob, fallback_data, 5, start=20)
+    label_some(bob, fallback_data, 60 if why.startswith("user") else 5, start=20)
     if why == "switched off":
         tiny_training.RECOGNIZER_RETRAIN_INCREMENTAL = False
-    else:
+    elif why == "other MNIST rows":
         tiny_training.RECOGNIZER_TRAIN_LIMIT = 1000
     second, _ = retraining.retrain_in_foreground()
     v2 = ModelVersion.objects.get(pk=second.model_version_id)

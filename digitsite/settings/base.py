@@ -200,13 +200,16 @@ RECOGNIZER_PERSONAL_WEIGHT = env_float("RECOGNIZER_PERSONAL_WEIGHT", 3.0)
 RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 200, minimum=0)
 # A queued or running retrain whose heartbeat is older than this (seconds) is dead and marked failed.
 RECOGNIZER_RETRAIN_LOCK_TIMEOUT = env_int("RECOGNIZER_RETRAIN_LOCK_TIMEOUT", 600, minimum=5)
-# Cross-validate k and the PCA size at every retrain (False reuses the active model's choice).
+# Cross-validate k and the PCA size when a retrain trains from scratch (False reuses the active model's choice);
+# an incremental retrain (below) keeps the active model's.
 RECOGNIZER_RETRAIN_CV = env_bool("RECOGNIZER_RETRAIN_CV", True)
 # The model kind the retrain trains: knn (instant personalisation, seconds to retrain), svm, or cnn (needs
 # `pip install -r requirements-cnn.txt` on the Celery workers; web workers serve a CNN without it).
 RECOGNIZER_RETRAIN_KIND = env_str("RECOGNIZER_RETRAIN_KIND", "knn")
 # Keep the active k-NN's feature space and hyperparameters when it trained on the same data sets, and
 # featurise only drawings new to it (recognizer.training.refit_in_space); false: every retrain from scratch.
+# A retrain starts from scratch anyway (new PCA basis, cross-validation) once the user drawings are more than
+# twice as many as when the space was fitted, or when they bring strokes and the active model reads none.
 RECOGNIZER_RETRAIN_INCREMENTAL = env_bool("RECOGNIZER_RETRAIN_INCREMENTAL", True)
 # The gate judges candidates on at most this many held-out drawings (at most a tenth of it per digit;
 # 0: all of them), so a retrain's evaluation stops growing with the drawings users made.

@@ -463,6 +463,7 @@ def refit_knn(previous: DigitClassifier, image_rows: KnnRows, stroke_rows: KnnRo
     weights = np.asarray(image_rows.weights, np.float32)
     est.sample_weight_ = None if np.all(weights == 1.0) else weights
     est.train_groups_, est.train_ids_ = image_rows.groups, image_rows.ids
+    est.space_user_rows_ = getattr(previous, "space_user_rows_", 0)  # when its PCA basis was fitted
     est.classes_ = np.arange(N_CLASSES)
     est.n_features_in_ = 784
     est.novelty_distance_ = est._typical_distance()
