@@ -274,7 +274,8 @@ class _Evidence:
     probabilities: np.ndarray  # (n, 10) out of sample
     neighbour_ids: np.ndarray | None  # (n, trust.PEER_KEPT) drawing ids, -1 pad; None: the model has no features
     neighbour_dist: np.ndarray | None
-    write: list  # LabelEvidence rows to store
+    write: list  # LabelEvidence rows of drawings searched now, to store
+    lists: list  # (neighbour ids, distances, drawing id) of old drawings only a new drawing's entry changed
     orphans: list  # drawing ids whose stored evidence is no longer ranked (rejected): to delete
     counts: dict
 
@@ -312,9 +313,15 @@ def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
 
 def _rows_of(ids: np.ndarray, neighbour_ids: np.ndarray) -> np.ndarray:
     """Neighbour lists of drawing ids as rows of `ids` (sorted): -1 for padding and for drawings not ranked now."""
-    at = np.minimum(np.searchsorted(ids, neighbour_ids), max(len(ids) - 1, 0))
-    found = (neighbour_ids >= 0) & (ids[at] == neighbour_ids) if len(ids) else np.zeros(neighbour_ids.shape, bool)
-    return np.where(found, at, -1)
+    if not len(ids):
+        return np.full(neighbour_ids.shape, -1, np.int64)
+    top = int(max(ids[-1], neighbour_ids.max(initial=-1)))
+    if top <= 8 * len(ids) + 1_000_000:  # ids are dense: a lookup table, not 40 binary searches a drawing
+        table = np.full(top + 2, -1, np.int64)
+        table[ids] = np.arange(len(ids))
+        return table[np.where(neighbour_ids >= 0, neighbour_ids, top + 1)]
+    at = np.minimum(np.searchsorted(ids, neighbour_ids), len(ids) - 1)
+    return np.where((neighbour_ids >= 0) & (ids[at] == neighbour_ids), at, -1)
 
 
 def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
@@ -369,18 +376,17 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
         src, dst, dist = trust.neighbours_reached(F, users, np.flatnonzero(new), old, nd[old, -1])
         entered = trust.merge_neighbours(nb, nd, dst, ids[src], dist)
         searched |= stale
-    changed = searched.copy()
-    changed[entered] = True
     write = [LabelEvidence(drawing_id=int(ids[i]), model=model, space=space or "",
                            probabilities=p[i].astype(np.float64).tobytes(),
                            features=b"" if space is None else F[i].tobytes(),
                            neighbour_ids=b"" if space is None else nb[i].tobytes(),
                            neighbour_distances=b"" if space is None else nd[i].tobytes())
-             for i in np.flatnonzero(changed)]
+             for i in np.flatnonzero(searched)]
+    lists = [(nb[i].tobytes(), nd[i].tobytes(), int(ids[i])) for i in entered if not searched[i]]
     counts = {"searched": int(searched.sum()), "reused": int((~searched).sum()),
               "lists_entered": len(entered), "lists_searched_again": int(stale.sum())}
-    return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, ev["orphans"],
-                     counts)
+    return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, lists,
+                     ev["orphans"], counts)
 
 
 def _store_evidence(evidence: _Evidence) -> None:
@@ -396,6 +402,15 @@ def _store_evidence(evidence: _Evidence) -> None:
             [e for e in batch if e.drawing_id in alive], update_conflicts=True, unique_fields=["drawing"],
             update_fields=["model", "space", "probabilities", "features", "neighbour_ids", "neighbour_distances",
                            "updated_at"])
+    # Lists a new drawing entered: the two columns, as one prepared UPDATE (a drawing deleted meanwhile
+    # updates nothing). About PEER_KEPT of them a new drawing: model instances would cost more than the search.
+    meta = LabelEvidence._meta
+    qn = connection.ops.quote_name
+    sql = (f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('neighbour_ids').column)} = %s, "
+           f"{qn(meta.get_field('neighbour_distances').column)} = %s WHERE {qn(meta.pk.column)} = %s")
+    with connection.cursor() as cursor:
+        for s in range(0, len(evidence.lists), 5000):
+            cursor.executemany(sql, evidence.lists[s: s + 5000])
 
 
 def _write_suspicion(updates: list[tuple[bool, float, int]]) -> None:

@@ -15,6 +15,10 @@ tests and benchmarks can call it too. The numbers below were set with bench/pois
   is wrong with the chance 1 - trust, then any other digit). An honest account whose style is new
   keeps a high trust, so the model disagreeing with a few of its labels does not flag them; an account
   that labels against confident predictions loses its trust, and then its every contradicted label is.
+- Kept searches: a drawing's nearest other-account drawings (peer_neighbours) do not change when labels
+  or trust do, so they are kept between rankings; new drawings are searched and put into the kept lists
+  they fall into (neighbours_reached, merge_neighbours), and the votes are arithmetic on the lists
+  (votes_from_neighbours): peer_votes' answer without searching every drawing again.
 """
 
 from __future__ import annotations
@@ -321,6 +325,11 @@ def vote_weights(users, trust: dict[int, float], threshold: float, approved=None
 # (and inserts them into the old lists they fall into); the votes are then arithmetic on the lists.
 
 
+# Accounts with at most this many drawings are searched together: one search of k + their largest count,
+# then each row drops its own account's (a site's new drawings come from many accounts, a few each).
+_SMALL_ACCOUNT = 128
+
+
 def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) -> tuple[np.ndarray, np.ndarray]:
     """(indices (m, k) int64, distances (m, k) float32): for each of `rows` (default: every drawing), the k
     nearest drawings of other accounts among all `features`, nearest first; -1 and inf where there are fewer."""
@@ -332,7 +341,19 @@ def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) 
     dist_out = np.full((len(rows), k), np.inf, np.float32)
     q_users = users[rows]
     accounts, counts = np.unique(users, return_counts=True)
-    for user in np.unique(q_users):
+    own_of = counts[np.searchsorted(accounts, q_users)]
+    everyone_small = np.flatnonzero(own_of <= _SMALL_ACCOUNT)
+    for s in range(0, len(everyone_small), 4096):  # 4,096 x (k + 128) candidates at a time
+        small = everyone_small[s: s + 4096]
+        # at most `own` of the k + own nearest are the row's own account's
+        idx, dist = _knn_sorted(F[rows[small]], F, sq, min(len(F), k + int(own_of[small].max())))
+        mine = users[idx] == q_users[small][:, None]
+        keep = np.argsort(mine, axis=1, kind="stable")[:, :k]
+        idx, dist = np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
+        gone = np.take_along_axis(mine, keep, axis=1)  # fewer than k other drawings: own ones filled in
+        idx_out[small, : idx.shape[1]] = np.where(gone, -1, idx)
+        dist_out[small, : idx.shape[1]] = np.where(gone, np.inf, dist)
+    for user in np.unique(q_users[own_of > _SMALL_ACCOUNT]):
         mine = np.flatnonzero(q_users == user)
         own = int(counts[np.searchsorted(accounts, user)])
         kk = min(k, len(F) - own)

@@ -1,0 +1,291 @@
+"""The label ranking searches only what is new to it (recognizer.feedback.label_evidence) and decides as
+if it had searched everything: the same flags, suspicion and trust as a ranking from scratch and as the
+plain two-round ranking (peer_votes searched in both rounds) that it replaces.
+
+Tiny data: the bundled digits' test images drawn by a few accounts, one of which labels 1s as 7.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from django.db.models import Count
+
+from recognizer import feedback, trust
+from recognizer.models import Drawing, LabelEvidence, UserTrust
+from tests.training_helpers import make_drawing
+
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture(scope="module")
+def estimators():
+    """Two k-NNs on the bundled digits with different PCA bases (another training set): the model a
+    retrain promotes has another feature space."""
+    from recognizer.ml import mnist
+    from recognizer.ml.model import DigitClassifier
+
+    data = mnist.load_fallback_digits()
+    first = DigitClassifier(n_components=30).fit(data.train_images / 255.0, data.train_labels)
+    second = DigitClassifier(n_components=30).fit(data.train_images[::2] / 255.0, data.train_labels[::2])
+    return first, second
+
+
+@pytest.fixture
+def accounts(django_user_model):
+    return [django_user_model.objects.create_user(name, f"{name}@example.com", f"{name}-password-1")
+            for name in ("alice", "bob", "carol", "dave", "erin", "mallory")]
+
+
+def draw(user, data, rows, label=None):
+    return [make_drawing(user, data.test_images[i], int(data.test_labels[i]) if label is None else label)
+            for i in rows]
+
+
+@pytest.fixture
+def site(tiny_training, accounts, fallback_data):
+    """Five honest accounts with 40 drawings each (every neighbour list is full), mallory's 1s labelled 7.
+    Every drawing is a different image: no two at the same distance from a third."""
+    *honest, mallory = accounts
+    for n, user in enumerate(honest):
+        draw(user, fallback_data, range(40 * n, 40 * n + 40))
+    ones = [i for i in range(200, 330) if fallback_data.test_labels[i] == 1][:10]
+    draw(mallory, fallback_data, ones, label=7)
+    spare = [i for i in range(200, 359) if i not in ones]
+    return {"honest": honest, "mallory": mallory, "spare": spare}
+
+
+def reference(estimator):
+    """The ranking as it was before evidence was kept: every drawing searched, in both rounds."""
+    from django.conf import settings
+
+    ds = feedback.drawing_set(Drawing.objects.not_rejected().order_by("id"))
+    rejected = dict(Drawing.objects.labelled().filter(status=Drawing.Status.REJECTED)
+                    .values("user_id").annotate(n=Count("id")).values_list("user_id", "n"))
+    features = estimator.transform(ds.images)
+    p = feedback.out_of_sample_probabilities(estimator, ds.images, ds.users, ds.strokes, features=features)
+    accounts = sorted({int(u) for u in ds.users} | set(rejected))
+    scores = {u: trust.prior_trust() for u in accounts}
+    for _ in range(2):
+        votes, mass = trust.peer_votes(features, ds.users, ds.labels, np.array([scores[int(u)] for u in ds.users]),
+                                       estimator.novelty_distance_)
+        evidence = trust.combine_evidence(p, votes, mass)
+        confident = evidence.max(axis=1) >= trust.CONFIDENT
+        agree = (confident & (evidence.argmax(axis=1) == ds.labels)) | ds.approved
+        disagree = confident & (evidence.argmax(axis=1) != ds.labels) & ~ds.approved
+        for u in accounts:
+            a, d = agree[ds.users == u].sum(), disagree[ds.users == u].sum() + rejected.get(u, 0)
+            scores[u] = (trust.PRIOR_AGREE + a) / (trust.PRIOR_AGREE + trust.PRIOR_DISAGREE + a + d)
+    suspicion = trust.suspicion(evidence, ds.labels, np.array([scores[int(u)] for u in ds.users]))
+    flagged = (suspicion >= settings.RECOGNIZER_SUSPICION_THRESHOLD) & ~ds.approved
+    return {"ids": list(ds.ids), "suspicion": suspicion, "suspicious": flagged, "trust": scores}
+
+
+def stored():
+    rows = list(Drawing.objects.not_rejected().order_by("id").values_list("id", "suspicious", "suspicion_score"))
+    return {"ids": [r[0] for r in rows], "suspicious": np.array([r[1] for r in rows]),
+            "suspicion": np.array([r[2] for r in rows], np.float64),
+            "trust": dict(UserTrust.objects.values_list("user_id", "score"))}
+
+
+def assert_same(got, expected):
+    assert got["ids"] == expected["ids"]
+    assert np.abs(got["suspicion"] - expected["suspicion"]).max() < 1e-6
+    assert (got["suspicious"] == expected["suspicious"]).all()
+    assert set(got["trust"]) >= set(expected["trust"])  # (an account with nothing left keeps its last row)
+    assert all(abs(got["trust"][u] - expected["trust"][u]) < 1e-9 for u in expected["trust"])
+
+
+def stored_lists():
+    return {pk: (np.frombuffer(ids, np.int64), np.frombuffer(dist, np.float32))
+            for pk, ids, dist in LabelEvidence.objects.values_list("drawing_id", "neighbour_ids", "neighbour_distances")}
+
+
+def from_scratch(estimator):
+    """What a ranking without any kept evidence stores: (figures, neighbour lists)."""
+    LabelEvidence.objects.all().delete()
+    summary = feedback.flag_suspicious_labels(estimator)
+    assert summary["reused"] == 0
+    return stored(), stored_lists()
+
+
+def assert_same_lists(got, expected):
+    """Kept lists still hold drawings deleted or rejected since (skipped when used): what is left of each
+    is the start of the list a search from scratch finds, and at least the PEER_NEIGHBOURS that count."""
+    assert set(got) == set(expected)
+    for pk, (ids, dist) in expected.items():
+        present = [(i, d) for i, d in zip(*got[pk]) if i in expected]
+        listed = [i for i in ids if i >= 0]
+        assert len(present) >= min(trust.PEER_NEIGHBOURS, len(listed)), pk
+        assert [i for i, _ in present] == listed[:len(present)], pk
+        assert np.allclose([d for _, d in present], dist[:len(present)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def searches(monkeypatch):
+    """Which drawings the ranking searched: out-of-sample probabilities (ids) and neighbour lists (count)."""
+    seen = {"probabilities": [], "lists": 0}
+    probabilities, neighbours = feedback.out_of_sample_probabilities, trust.peer_neighbours
+
+    def spy_probabilities(estimator, images, users, strokes=None, features=None):
+        seen["probabilities"].append(len(images))
+        return probabilities(estimator, images, users, strokes, features=features)
+
+    def spy_neighbours(features, users, rows=None, k=trust.PEER_KEPT):
+        seen["lists"] += len(features) if rows is None else len(rows)
+        return neighbours(features, users, rows, k)
+
+    monkeypatch.setattr(feedback, "out_of_sample_probabilities", spy_probabilities)
+    monkeypatch.setattr(trust, "peer_neighbours", spy_neighbours)
+
+    def take():
+        out = {"probabilities": sum(seen["probabilities"]), "lists": seen["lists"]}
+        seen["probabilities"].clear()
+        seen["lists"] = 0
+        return out
+
+    return take
+
+
+# --- the pure parts ---
+
+
+def test_votes_from_kept_lists_are_the_searched_votes():
+    rng = np.random.default_rng(3)
+    n = 900
+    users = rng.integers(1, 40, n)
+    users[:300] = 5  # one big account
+    features = rng.normal(size=(n, 8)).astype(np.float32)
+    labels, row_trust = rng.integers(0, 10, n), rng.random(n)
+    votes, mass = trust.peer_votes(features, users, labels, row_trust, radius=3.0)
+    rows, dist = trust.peer_neighbours(features, users)  # PEER_KEPT of them: the first 30 count
+    got_votes, got_mass = trust.votes_from_neighbours(rows, dist, users, labels, row_trust, radius=3.0)
+    assert np.allclose(got_votes, votes, atol=1e-12) and np.allclose(got_mass, mass, atol=1e-12)
+    assert not np.allclose(got_votes, trust.votes_from_neighbours(rows, dist, users, labels, row_trust, radius=2.0)[0])
+    few = np.arange(15) % 3  # three accounts of five: ten other drawings for each, fewer than kept
+    rows_few, dist_few = trust.peer_neighbours(features[:15], few)
+    assert ((rows_few >= 0).sum(axis=1) == 10).all() and (few[np.maximum(rows_few, 0)] != few[:, None])[rows_few >= 0].all()
+    assert np.allclose(trust.votes_from_neighbours(rows_few, dist_few, few, labels[:15], row_trust[:15])[0],
+                       trust.peer_votes(features[:15], few, labels[:15], row_trust[:15])[0])
+
+    # Lists of the first 850 drawings with the last 50 merged in are the lists of all 900.
+    old, new = np.arange(850), np.arange(850, 900)
+    kept, kept_dist = trust.peer_neighbours(features[old], users[old])
+    src, dst, d = trust.neighbours_reached(features, users, new, old, kept_dist[:, -1])
+    changed = trust.merge_neighbours(kept, kept_dist, dst, src, d)
+    full, full_dist = trust.peer_neighbours(features, users)
+    assert 0 < len(changed) < len(old)
+    assert (kept == full[old]).all() and np.allclose(kept_dist, full_dist[old], atol=1e-5)
+    assert not trust.merge_neighbours(kept, kept_dist, dst, src, d).size  # already listed: nothing changes
+
+
+def test_a_full_list_that_lost_too_many_is_searched_again():
+    stored_ids = np.array([[4, 5, 6, 7], [4, 5, -1, -1], [4, 5, 6, 7]])
+    present = np.array([[0, -1, -1, 3], [-1, -1, -1, -1], [0, 1, 2, -1]])
+    assert list(trust.lists_to_research(stored_ids, present, k=3)) == [True, False, False]
+
+
+def test_ids_name_the_feature_space_and_the_model(estimators):
+    first, second = estimators
+    same = copy.deepcopy(first)
+    assert trust.feature_space_id(same) == trust.feature_space_id(first) != trust.feature_space_id(second)
+    assert trust.model_id(same) == trust.model_id(first)
+    relabelled = copy.deepcopy(first)
+    relabelled.train_labels_ = (relabelled.train_labels_ + 1) % 10
+    assert trust.feature_space_id(relabelled) == trust.feature_space_id(first)
+    assert trust.model_id(relabelled) != trust.model_id(first)
+
+
+# --- a ranking searches only what is new ---
+
+
+def test_new_drawings_are_the_only_ones_searched_and_the_decisions_match_a_full_ranking(
+        site, estimators, fallback_data, django_user_model, searches):
+    est = estimators[0]
+    first = feedback.flag_suspicious_labels(est)
+    assert first["searched"] == first["ranked"] == 210 and first["reused"] == 0
+    assert first["low_trust_users"] == [site["mallory"].pk]
+    assert_same(stored(), reference(est))
+    searches()
+
+    frank = django_user_model.objects.create_user("frank", "frank@example.com", "frank-password-1")
+    draw(site["honest"][0], fallback_data, site["spare"][:4])
+    draw(frank, fallback_data, site["spare"][4:8])
+    draw(site["mallory"], fallback_data, site["spare"][8:12], label=7)
+    summary = feedback.flag_suspicious_labels(est)
+    assert summary["ranked"] == 222 and summary["searched"] == 12 and summary["reused"] == 210
+    assert searches() == {"probabilities": 12, "lists": 12}  # the new drawings' own searches, nothing else
+    assert summary["lists_entered"] > 12 and summary["lists_searched_again"] == 0
+    incremental, lists = stored(), stored_lists()
+    assert_same(incremental, reference(est))
+    scratch, scratch_lists = from_scratch(est)
+    assert_same(incremental, scratch)
+    assert_same_lists(lists, scratch_lists)  # the new drawings sit in the old lists they fall into
+
+    searches()
+    again = feedback.flag_suspicious_labels(est)  # nothing new: no search at all
+    assert again["searched"] == 0 and searches() == {"probabilities": 0, "lists": 0}
+    assert_same(stored(), scratch)
+
+
+def test_relabels_rejections_and_deletions_are_reflected(site, estimators, fallback_data):
+    est = estimators[0]
+    feedback.flag_suspicious_labels(est)
+    alice, bob, carol = site["honest"][:3]
+    before = dict(Drawing.objects.values_list("id", "suspicion_score"))
+
+    relabelled = Drawing.objects.filter(user=carol).order_by("id")[:8]
+    relabelled_ids = [d.pk for d in relabelled]
+    for d in relabelled:
+        feedback.label_drawing(d, (d.label + 5) % 10)
+    rejected = list(Drawing.objects.filter(user=alice).order_by("id").values_list("pk", flat=True)[:5])
+    Drawing.objects.filter(pk__in=rejected).update(status=Drawing.Status.REJECTED)
+    Drawing.objects.filter(user=bob).delete()  # 40 drawings: lists that held many of them are searched again
+
+    summary = feedback.flag_suspicious_labels(est)
+    assert summary["ranked"] == 210 - 5 - 40
+    assert summary["lists_searched_again"] > 0 and summary["searched"] == summary["lists_searched_again"]
+    incremental, lists = stored(), stored_lists()
+    assert_same(incremental, reference(est))
+    assert UserTrust.objects.get(user=alice).n_labels == 40  # the rejected labels still count against her
+    assert not LabelEvidence.objects.filter(drawing_id__in=rejected).exists()
+    after = dict(Drawing.objects.values_list("id", "suspicion_score"))
+    assert min(after[pk] - before[pk] for pk in relabelled_ids) > 0.1  # wrong labels now
+    scratch, scratch_lists = from_scratch(est)
+    assert_same(incremental, scratch)
+    assert_same_lists(lists, scratch_lists)
+
+    # A rejection undone: the drawing comes back as new, searched and put back into the lists it belongs to.
+    Drawing.objects.filter(pk=rejected[0]).update(status=Drawing.Status.APPROVED)
+    summary = feedback.flag_suspicious_labels(est)
+    assert summary["searched"] == 1
+    incremental, lists = stored(), stored_lists()
+    assert_same(incremental, reference(est))
+    assert sum(rejected[0] in ids for ids, _ in lists.values()) > 0
+    scratch, scratch_lists = from_scratch(est)
+    assert_same_lists(lists, scratch_lists)
+
+
+def test_another_feature_space_ranks_everything_again(site, estimators, searches):
+    first, second = estimators
+    feedback.flag_suspicious_labels(first)
+    assert feedback.flag_suspicious_labels(copy.deepcopy(first))["searched"] == 0  # the same model, loaded again
+    searches()
+    summary = feedback.flag_suspicious_labels(second)
+    assert summary["searched"] == summary["ranked"] == 210 and summary["reused"] == 0
+    assert searches() == {"probabilities": 210, "lists": 210}
+    assert set(LabelEvidence.objects.values_list("space", flat=True)) == {trust.feature_space_id(second)}
+    assert_same(stored(), reference(second))
+
+
+def test_another_model_in_the_same_space_keeps_the_lists(site, estimators, searches):
+    first = estimators[0]
+    feedback.flag_suspicious_labels(first)
+    weighted = copy.deepcopy(first)
+    weighted.sample_weight_ = np.where(weighted.train_labels_ == 1, 0.05, 1.0).astype(np.float32)
+    searches()
+    summary = feedback.flag_suspicious_labels(weighted)
+    assert summary["searched"] == 210 and searches() == {"probabilities": 210, "lists": 0}
+    assert_same(stored(), reference(weighted))
