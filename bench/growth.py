@@ -1,0 +1,235 @@
+"""Growth benchmark: what a retrain and a prediction cost as users' stored drawings grow.
+
+The site's own code in a temporary directory (its own SQLite database and media): the default model
+(MNIST plus the pen-data warm start, cross-validation off as the benchmark's only shortcut), then N
+synthetic user drawings (the pen writers' replayed renders, shifted by a pixel or two, with their
+strokes, over N/50 accounts, labelled), then:
+
+- the first retrain over them (every drawing new to the model's feature space),
+- a second retrain after 1% more drawings (incremental: only those are featurised and ranked),
+- the same second retrain from scratch (RECOGNIZER_RETRAIN_INCREMENTAL off), with --from-scratch,
+
+and for the model serving afterwards: predict p50/p99 (the page's path, one PNG, one thread), the model file
+size, the memory of a process that loads it, and accuracy on writers in no training set (image + strokes).
+One table; the first row is the model before any user drawing.
+
+    MNIST_DIR=/work/shared/data/mnist PENDIGITS_DIR=/work/shared/data/pendigits \\
+        nice -n 10 .venv/bin/python -m bench.growth [--sizes 10000,100000] [--from-scratch] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bench._common import data_dirs, log
+
+warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
+
+UNSEEN_WRITERS = 6
+
+
+def configure(tmp: Path, mnist_limit: int) -> None:
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "digitsite.settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "DJANGO_MEDIA_ROOT": str(tmp / "media"),
+        "DJANGO_DEBUG": "false",
+        "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
+        "RECOGNIZER_RETRAIN_CV": "false",
+        "RECOGNIZER_PEN_WARM_START": "true",
+        "RECOGNIZER_DATA_DIR": str(Path(".cache/bench").resolve()),  # the pen renderings' cache
+        "RECOGNIZER_RETRAIN_AFTER": str(10**9),  # the benchmark starts the retrains itself
+        "CELERY_TASK_ALWAYS_EAGER": "true",
+        "DJANGO_LOG_LEVEL": "ERROR",
+        "OMP_NUM_THREADS": "2",
+    })
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def synthetic_drawings(pen, n: int, start: int, rng) -> tuple[np.ndarray, np.ndarray, list]:
+    """n drawings made from the pen renders: each moved by up to two pixels, with its strokes moved alike."""
+    from scipy import ndimage
+
+    picks = rng.integers(0, len(pen.labels), size=n)
+    images = np.empty((n, 28, 28), np.float32)
+    strokes = []
+    for i, j in enumerate(picks):
+        dx, dy = rng.integers(-2, 3, size=2)
+        images[i] = ndimage.shift(pen.images[j], (dy, dx), order=0, mode="constant")
+        strokes.append(pen.strokes[j])
+    return images, pen.labels[picks].astype(np.int64), strokes
+
+
+def store(images, labels, strokes, first_user: int, users: int) -> None:
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from recognizer.ml import preprocess as ml_preprocess
+    from recognizer.ml import strokes as ml_strokes
+    from recognizer.models import Drawing
+
+    User = get_user_model()
+    User.objects.bulk_create([User(username=f"user{first_user + u}") for u in range(users)], ignore_conflicts=True)
+    ids = dict(User.objects.filter(username__startswith="user").values_list("username", "id"))
+    owner = [ids[f"user{first_user + i % users}"] for i in range(len(labels))]
+    now = timezone.now()
+    batch = 2000
+    for s in range(0, len(labels), batch):
+        Drawing.objects.bulk_create([
+            Drawing(user_id=owner[i], image="drawings/synthetic.png", preprocessed=ml_preprocess.to_uint8(images[i]),
+                    predicted_digit=int(labels[i]), confidence=0.9, probabilities=[0.0] * 10, label=int(labels[i]),
+                    labelled_at=now, strokes=ml_strokes.strokes_to_json(strokes[i]) if strokes[i] else None)
+            for i in range(s, min(s + batch, len(labels)))])
+
+
+def worker_memory_mb(version) -> float:
+    """Peak RSS of a fresh process that loads the version the way a web worker does (MB)."""
+    code = ("import django, resource; django.setup(); from recognizer import serving; serving.model_cache.get(); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def serving_row(name: str, pngs: list[bytes], unseen, retrain_s: str, extra: dict) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from recognizer import serving
+    from recognizer.models import ModelVersion
+
+    serving.model_cache.clear()
+    loaded = serving.model_cache.get()
+    version = ModelVersion.objects.get(pk=loaded.version_id)
+    X, y, S = unseen
+    with threadpool_limits(limits=1):
+        for png in pngs[:5]:
+            serving.predict_image(png, store=False)  # warm
+        times = []
+        for png in pngs:
+            t0 = time.perf_counter()
+            serving.predict_image(png, store=False)
+            times.append((time.perf_counter() - t0) * 1000)
+    est = loaded.estimator
+    kw = {"strokes": S} if getattr(est, "reads_strokes", False) else {}
+    accuracy = float((est.predict(X, **kw) == y).mean())
+    from django.conf import settings
+
+    size_mb = (Path(settings.RECOGNIZER_MODEL_DIR) / version.file).stat().st_size / 1e6
+    return {"name": name, "rows": len(est.train_labels_), "retrain": retrain_s,
+            "p50": statistics.median(times), "p99": float(np.percentile(times, 99)), "size": size_mb,
+            "rss": worker_memory_mb(version), "accuracy": accuracy, **extra}
+
+
+def timed_retrain(label: str) -> tuple[float, dict]:
+    from recognizer import retraining
+    from recognizer.models import ModelVersion
+
+    t0 = time.perf_counter()
+    run, _created = retraining.retrain_in_foreground()
+    seconds = time.perf_counter() - t0
+    if run.status == "failed":
+        raise RuntimeError(f"{label}: the retrain failed: {run.error[:2000]}")
+    version = ModelVersion.objects.get(pk=run.model_version_id)
+    if not version.is_active:  # the table is about cost: serve what was trained even if the gate said no
+        from recognizer import versions
+
+        versions.activate(version)
+    refit = (version.metadata.get("hyperparameters") or {}).get("refit") or {}
+    log(f"{label}: {run.status} in {seconds:.0f} s; refit {json.dumps(refit)[:200]}; "
+        f"ranking {json.dumps(run.data_counts.get('ranking', {}))[:300]}")
+    return seconds, refit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="stored user drawings, cumulative")
+    parser.add_argument("--mnist-limit", type=int, default=0, help="MNIST training digits (0 = all 60,000)")
+    parser.add_argument("--predictions", type=int, default=200, help="timed predictions per row")
+    parser.add_argument("--from-scratch", action="store_true", help="also time the second retrain from scratch")
+    parser.add_argument("--quick", action="store_true", help="--sizes 2000 --mnist-limit 10000 --predictions 50")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.mnist_limit, args.predictions = "2000", 10000, 50
+    _mnist_dir, pen_dir = data_dirs()
+    tmp = Path(tempfile.mkdtemp(prefix="digitsite-growth-bench-"))
+    configure(tmp, args.mnist_limit)
+
+    from django.conf import settings
+
+    from recognizer import training
+    from recognizer.ml import load_pendigits, render_png
+    from recognizer.ml import warmstart as ml_warmstart
+    from recognizer.ml.evaluate import render_canvas_images
+
+    digits = load_pendigits(pen_dir)
+    writers = sorted({d.writer for d in digits})
+    unseen_w = set(int(w) for w in np.random.default_rng(0).permutation(writers)[:UNSEEN_WRITERS])
+    original = ml_warmstart.pen_training_set
+    ml_warmstart.pen_training_set = lambda path, **kw: original(path, exclude_writers=sorted(unseen_w), **kw)
+    settings.PENDIGITS_DIR = str(pen_dir)
+    unseen = [d for d in digits if d.writer in unseen_w]
+    X_unseen, y_unseen, _ = render_canvas_images(unseen, seed=1)
+    unseen_set = (X_unseen, y_unseen, [d.strokes for d in unseen])
+    rng = np.random.default_rng(0)
+    pngs = [render_png(unseen[i], np.random.default_rng(i)) for i in rng.choice(len(unseen), args.predictions)]
+    pen, _why = training.pen_warm_start()
+
+    t0 = time.perf_counter()
+    training.train_new_model(limit=args.mnist_limit, activate=True, cv=False)
+    log(f"base model in {time.perf_counter() - t0:.0f} s")
+    rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+    stored = 0
+    for size in [int(s) for s in args.sizes.split(",")]:
+        images, labels, strokes = synthetic_drawings(pen, size - stored, stored, rng)
+        t0 = time.perf_counter()
+        store(images, labels, strokes, first_user=stored // 50, users=max(1, (size - stored) // 50))
+        stored = size
+        log(f"{size} drawings stored ({time.perf_counter() - t0:.0f} s)")
+        first, _ = timed_retrain(f"{size}: first retrain")
+        new = max(1, size // 100)
+        images, labels, strokes = synthetic_drawings(pen, new, stored, rng)
+        store(images, labels, strokes, first_user=10**6 + stored // 50, users=max(1, new // 50))
+        stored += new
+        second, refit = timed_retrain(f"{size}: +1% incremental retrain")
+        extra = {"drawings": stored, "refit": refit}
+        retrain_s = f"{first:.0f} / {second:.0f}"
+        if args.from_scratch:
+            settings.RECOGNIZER_RETRAIN_INCREMENTAL = False
+            scratch, _ = timed_retrain(f"{size}: the same retrain from scratch")
+            settings.RECOGNIZER_RETRAIN_INCREMENTAL = True
+            retrain_s += f" / {scratch:.0f}"
+        rows.append(serving_row(f"{stored} user drawings", pngs, unseen_set, retrain_s, extra))
+
+    print(f"\nSetup: MNIST {args.mnist_limit or 60000} + the pen warm start ({len(pen.labels) if pen else 0} renders, "
+          f"{len(writers) - UNSEEN_WRITERS} writers), cross-validation off; {UNSEEN_WRITERS} writers in no training "
+          f"set; predictions: {args.predictions} canvas PNGs of theirs, one BLAS thread. Retrain: first over all the "
+          f"drawings / after 1% more (incremental)" + (" / the same from scratch" if args.from_scratch else "") + ".")
+    print(f"{'':<24}{'rows':>9}{'retrain s':>16}{'p50 ms':>8}{'p99 ms':>8}{'file MB':>9}{'worker MB':>10}{'unseen':>8}")
+    for r in rows:
+        print(f"{r['name']:<24}{r['rows']:>9}{r['retrain']:>16}{r['p50']:>8.2f}{r['p99']:>8.2f}{r['size']:>9.1f}"
+              f"{r['rss']:>10.0f}{r['accuracy'] * 100:>7.2f}%")
+    base = rows[0]["p50"]
+    for r in rows[1:]:
+        print(f"{r['name']}: p50 {r['p50'] / base:.2f}x the p50 with no user drawings; second retrain featurised "
+              f"{r['refit'].get('computed', '-')} drawings, took {r['refit'].get('rows', '-')} from the active model "
+              f"and {r['refit'].get('label_evidence', '-')} from the ranking's store")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
