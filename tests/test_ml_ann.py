@@ -1,0 +1,142 @@
+"""The approximate neighbour index keeps the exact search's contract, finds the true neighbours on
+clustered data, answers the same every time, survives pickling, and copes with k above the row count.
+Small synthetic data only: no data sets, a second or two."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+
+from recognizer.ml import ann  # noqa: E402
+
+
+def _clustered(n=4000, d=24, clusters=40, seed=0):
+    """Rows around cluster centres, with decreasing variance per column like principal components."""
+    rng = np.random.default_rng(seed)
+    scale = np.linspace(3, 0.3, d)
+    centres = rng.normal(size=(clusters, d)) * scale * 3
+    R = (centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, d)) * scale).astype(np.float32)
+    Q = (centres[rng.integers(0, clusters, 200)] + rng.normal(size=(200, d)) * scale).astype(np.float32)
+    return R, Q
+
+
+def _exact(Q, R, k):
+    d2 = ((Q[:, None, :].astype(np.float64) - R[None].astype(np.float64)) ** 2).sum(-1)
+    idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return idx, np.sqrt(np.take_along_axis(d2, idx, axis=1))
+
+
+@pytest.fixture(scope="module")
+def built():
+    R, Q = _clustered()
+    return R, Q, ann.NeighbourIndex.build(R)
+
+
+def test_search_keeps_the_exact_searchs_contract(built):
+    R, Q, index = built
+    idx, dist = index.search(Q, 4)
+    assert idx.shape == dist.shape == (len(Q), 4)
+    assert idx.dtype == np.int64 and dist.dtype == np.float32
+    assert (idx >= 0).all() and (idx < len(R)).all()
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+    # each distance is the euclidean distance of the row it names
+    true = np.linalg.norm(R[idx].astype(np.float64) - Q[:, None, :], axis=2)
+    assert np.allclose(dist, true, rtol=1e-4, atol=1e-3)
+    assert all(len(set(row)) == 4 for row in idx)
+
+
+def test_recall_on_clustered_data(built):
+    R, Q, index = built
+    idx, _ = index.search(Q, 4)
+    ref, _ = _exact(Q, R, 4)
+    recall = np.mean([len(np.intersect1d(a, b)) / 4 for a, b in zip(idx, ref)])
+    assert recall >= 0.95, recall
+
+
+def test_a_single_query_and_a_batch_agree(built):
+    _R, Q, index = built
+    idx, dist = index.search(Q[:5], 4)
+    for i in range(5):
+        one_idx, one_dist = index.search(Q[i], 4)  # a 1-D query is one row
+        assert one_idx.shape == (1, 4)
+        assert np.array_equal(one_idx[0], idx[i]) and np.allclose(one_dist[0], dist[i])
+
+
+def test_the_same_rows_build_the_same_index(built):
+    R, Q, index = built
+    again = ann.NeighbourIndex.build(R)
+    a, da = index.search(Q, 4)
+    b, db = again.search(Q, 4)
+    assert np.array_equal(a, b) and np.array_equal(da, db)
+    assert pickle.dumps(index) == pickle.dumps(again)  # the graph itself, byte for byte
+
+
+def test_pickle_and_joblib_round_trips(built, tmp_path):
+    R, Q, index = built
+    want = index.search(Q, 4)
+    back = pickle.loads(pickle.dumps(index))
+    assert len(back) == len(R) and back.dim == R.shape[1] and back.ef_search == index.ef_search
+    got = back.search(Q, 4)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    joblib.dump(index, tmp_path / "index.joblib", compress=3)  # as recognizer.ml.store saves models
+    got = joblib.load(tmp_path / "index.joblib").search(Q, 4)
+    assert np.array_equal(got[0], want[0])
+
+
+def test_k_above_the_row_count_returns_every_row():
+    R, Q = _clustered(n=7, d=5, clusters=2)
+    index = ann.NeighbourIndex.build(R)
+    idx, dist = index.search(Q[:3], 10)
+    assert idx.shape == dist.shape == (3, 7)
+    ref_idx, ref_dist = _exact(Q[:3], R, 7)
+    assert all(sorted(a) == list(range(7)) for a in idx)
+    assert np.allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+
+
+def test_vectors_are_the_rows_and_outlive_the_index():
+    R, _Q = _clustered(n=500, d=8)
+    index = ann.NeighbourIndex.build(R)
+    v = index.vectors
+    assert v.shape == R.shape and np.array_equal(v, R)
+    assert not v.flags.writeable
+    head = v[:10, :3]
+    del index, v
+    gc.collect()
+    assert np.array_equal(head, R[:10, :3])  # the view keeps the index's memory alive
+    assert type(pickle.loads(pickle.dumps(head))) is np.ndarray
+
+
+def test_a_walk_that_runs_short_is_answered_exactly(built, monkeypatch):
+    R, Q, index = built
+    real = index._raw_search
+
+    def short(Qs, k, threads):  # what faiss returns when it finds fewer than k: id -1, distance inf
+        sq, ids = real(Qs, k, threads)
+        ids[0, -1], sq[0, -1] = -1, np.inf
+        return sq, ids
+
+    monkeypatch.setattr(index, "_raw_search", short)
+    idx, dist = index.search(Q[:2], 4)
+    ref_idx, ref_dist = _exact(Q[:1], R, 4)
+    assert np.array_equal(idx[0], ref_idx[0]) and np.allclose(dist[0], ref_dist[0], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 4), np.float32), np.zeros(4, np.float32),
+                                 np.array([[0.0, np.nan]], np.float32)])
+def test_build_refuses_what_it_cannot_index(bad):
+    with pytest.raises(ValueError):
+        ann.NeighbourIndex.build(bad)
+
+
+def test_search_refuses_the_wrong_width(built):
+    _R, Q, index = built
+    with pytest.raises(ValueError):
+        index.search(Q[:, :3], 4)
+    with pytest.raises(ValueError):
+        index.search(Q, 0)
