@@ -221,19 +221,12 @@ def _faiss_ivf(R, build_threads):
     index.train(R)
     index.add(R)
     secs = time.perf_counter() - t0
-    blob = faiss.serialize_index(index)
-    mb, load_s = len(blob) / 1e6, _load_seconds(lambda: faiss.deserialize_index(blob))
-
-    def search(Q, k, threads):
-        faiss.omp_set_num_threads(threads)
-        d, i = index.search(np.ascontiguousarray(Q, np.float32), k)
-        return i.astype(np.int64), _sqrt(d)
 
     def setter(p):
         return lambda: setattr(index, "nprobe", p)
 
-    return Built("faiss IVF-Flat", f"nlist {nlist}", secs, mb, search,
-                 [(f"nprobe {p}", setter(p)) for p in (8, 16, 32)], load_s)
+    return _faiss_built("faiss IVF-Flat", f"nlist {nlist}", index, secs,
+                        [(f"nprobe {p}", setter(p)) for p in (8, 16, 32)])
 
 
 def _faiss_hnsw(R, build_threads):
@@ -245,6 +238,17 @@ def _faiss_hnsw(R, build_threads):
     index.hnsw.efConstruction = 100
     index.add(R)
     secs = time.perf_counter() - t0
+
+    def setter(ef):
+        return lambda: setattr(index.hnsw, "efSearch", ef)
+
+    return _faiss_built("faiss HNSW-Flat", "M 16, efC 100", index, secs, [(f"ef {e}", setter(e)) for e in (16, 32, 64)])
+
+
+def _faiss_built(name, params, index, secs, settings):
+    """A built faiss index measured the same way whatever its kind: serialised size, load time, search."""
+    import faiss
+
     blob = faiss.serialize_index(index)
     mb, load_s = len(blob) / 1e6, _load_seconds(lambda: faiss.deserialize_index(blob))
 
@@ -253,11 +257,7 @@ def _faiss_hnsw(R, build_threads):
         d, i = index.search(np.ascontiguousarray(Q, np.float32), k)
         return i.astype(np.int64), _sqrt(d)
 
-    def setter(ef):
-        return lambda: setattr(index.hnsw, "efSearch", ef)
-
-    return Built("faiss HNSW-Flat", "M 16, efC 100", secs, mb, search, [(f"ef {e}", setter(e)) for e in (16, 32, 64)],
-                 load_s)
+    return Built(name, params, secs, mb, search, settings, load_s)
 
 
 def _hnswlib(R, build_threads):

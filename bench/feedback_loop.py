@@ -24,17 +24,13 @@ import time
 import warnings
 from pathlib import Path
 
-from bench._common import data_dirs
+from bench._common import data_dirs, throwaway_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
 
 def configure(tmp: Path, train_limit: int) -> None:
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "digitsite.settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "DJANGO_MEDIA_ROOT": str(tmp / "media"),
-        "DJANGO_DEBUG": "false",
+    env = {
         "RECOGNIZER_TRAIN_LIMIT": str(train_limit),
         "RECOGNIZER_RETRAIN_AFTER": str(10**9),  # the benchmark starts the retrain itself
         "RECOGNIZER_USER_PREDICT_RATE": "1000000/minute",
@@ -43,14 +39,9 @@ def configure(tmp: Path, train_limit: int) -> None:
         # The baseline is MNIST alone: a pen warm start would train on the writers measured as unseen
         # (bench/unseen_writers.py measures the warm start leave-writers-out).
         "RECOGNIZER_PEN_WARM_START": "false",
-    })
+    }
     os.environ.pop("PENDIGITS_DIR", None)  # the recorded metrics need not re-render canvases each retrain
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    throwaway_site(tmp, **env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log
+from bench._common import data_dirs, log, throwaway_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
@@ -40,11 +40,7 @@ UNSEEN_WRITERS = 6
 
 
 def configure(tmp: Path, mnist_limit: int) -> None:
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "digitsite.settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "DJANGO_MEDIA_ROOT": str(tmp / "media"),
-        "DJANGO_DEBUG": "false",
+    env = {
         "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
         "RECOGNIZER_RETRAIN_CV": "false",
         "RECOGNIZER_PEN_WARM_START": "true",
@@ -53,17 +49,12 @@ def configure(tmp: Path, mnist_limit: int) -> None:
         "CELERY_TASK_ALWAYS_EAGER": "true",
         "DJANGO_LOG_LEVEL": "ERROR",
         "OMP_NUM_THREADS": "2",
-    })
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    }
+    throwaway_site(tmp, **env)
 
 
-def synthetic_drawings(pen, n: int, start: int, rng) -> tuple[np.ndarray, np.ndarray, list]:
-    """n drawings made from the pen renders: each moved by up to two pixels, with its strokes moved alike."""
+def synthetic_drawings(pen, n: int, rng) -> tuple[np.ndarray, np.ndarray, list]:
+    """n drawings made from the pen renders: each image moved by up to two pixels, its strokes as they were."""
     from scipy import ndimage
 
     picks = rng.integers(0, len(pen.labels), size=n)
@@ -195,14 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
     stored = 0
     for size in [int(s) for s in args.sizes.split(",")]:
-        images, labels, strokes = synthetic_drawings(pen, size - stored, stored, rng)
+        images, labels, strokes = synthetic_drawings(pen, size - stored, rng)
         t0 = time.perf_counter()
         store(images, labels, strokes, first_user=stored // 50, users=max(1, (size - stored) // 50))
         stored = size
         log(f"{size} drawings stored ({time.perf_counter() - t0:.0f} s)")
         first, _ = timed_retrain(f"{size}: first retrain")
         new = max(1, size // 100)
-        images, labels, strokes = synthetic_drawings(pen, new, stored, rng)
+        images, labels, strokes = synthetic_drawings(pen, new, rng)
         store(images, labels, strokes, first_user=10**6 + stored // 50, users=max(1, new // 50))
         stored += new
         second, refit = timed_retrain(f"{size}: +1% incremental retrain")

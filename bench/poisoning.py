@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import math
-import os
 import sys
 import tempfile
 import time
@@ -35,17 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log
+from bench._common import data_dirs, log, throwaway_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
 
 def configure(tmp: Path, mnist_limit: int, pen_writers: int) -> None:
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "digitsite.settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "DJANGO_MEDIA_ROOT": str(tmp / "media"),
-        "DJANGO_DEBUG": "false",
+    env = {
         "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
         "RECOGNIZER_RETRAIN_CV": "false",
         "RECOGNIZER_PEN_WARM_START": "true" if pen_writers else "false",
@@ -54,13 +49,8 @@ def configure(tmp: Path, mnist_limit: int, pen_writers: int) -> None:
         "RECOGNIZER_USER_PREDICT_RATE": "1000000/minute",
         "CELERY_TASK_ALWAYS_EAGER": "true",
         "DJANGO_LOG_LEVEL": "ERROR",
-    })
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    }
+    throwaway_site(tmp, **env)
 
 
 def jittered(digit, rng):

@@ -27,23 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import log
+from bench._common import log, throwaway_site
 
 
 def configure(tmp: Path) -> None:
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "digitsite.settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "DJANGO_MEDIA_ROOT": str(tmp / "media"),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_LOG_LEVEL": "ERROR",
-    })
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    throwaway_site(tmp, DJANGO_LOG_LEVEL="ERROR")
 
 
 def main(argv: list[str] | None = None) -> int:

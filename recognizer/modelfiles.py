@@ -194,7 +194,7 @@ def _publish_to_directory(storage: FileSystemStorage, source: Path, sidecar: Pat
             raise
     if storage.file_permissions_mode is not None:
         os.chmod(target, storage.file_permissions_mode)
-    _fsync_dir(target.parent)
+    ml_store.fsync_dir(target.parent)
     return target
 
 
@@ -393,16 +393,3 @@ def _copy_to_temporary(source: Path, directory: Path) -> Path:
         os.unlink(tmp)
         raise
     return Path(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -62,7 +62,8 @@ def _atomic_write_bytes(target: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: some filesystems cannot fsync a directory)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -115,7 +116,7 @@ def save_model(estimator: object, metadata: dict, directory: str | os.PathLike, 
     )
     try:
         _atomic_write_bytes(Path(str(path) + ".json"), json.dumps(meta, indent=2, sort_keys=True, default=str).encode())
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         # A model without its sidecar is half-written: nothing may find it later (e.g. a full disk).
         path.unlink(missing_ok=True)
