@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import current_app
+from celery import chord, current_app
 from django.conf import settings
 from django.core.cache import cache
 
@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 RETRAIN = "recognizer.tasks.retrain"
 CHECK_RETRAIN_THRESHOLD = "recognizer.tasks.check_retrain_threshold"
+EVIDENCE_PART = "recognizer.tasks.compute_evidence_part"
+FINISH_SPREAD_RETRAIN = "recognizer.tasks.finish_spread_retrain"
 THRESHOLD_CHECK_QUEUED = "recognizer:threshold-check-queued"
 
 
@@ -24,6 +26,12 @@ def task(name: str):
 def send_retrain(run_id: int, task_id: str) -> None:
     """Queue a retrain run under its own task id (raises whatever the broker client raises)."""
     task(RETRAIN).apply_async(kwargs={"run_id": run_id}, task_id=task_id)
+
+
+def send_evidence_parts(run_id: int, version_id: int, parts: list[list[int]], share: float) -> None:
+    """A chord: every part to any worker, then finish_spread_retrain with their results once all have ended."""
+    header = [task(EVIDENCE_PART).si(run_id, version_id, ids, share) for ids in parts]
+    chord(header)(task(FINISH_SPREAD_RETRAIN).s(run_id=run_id))
 
 
 def request_threshold_check() -> None:

@@ -285,8 +285,8 @@ def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
     returned as orphans (those not ranked now: whoever is ranked again later is new to everyone's list)."""
     n, K = len(ids), trust.PEER_KEPT
     out = {"p": np.zeros((n, trust.N_CLASSES)), "has_p": np.zeros(n, bool), "has_peers": np.zeros(n, bool),
-           "F": None, "nb": np.full((n, K), -1, np.int64), "nd": np.full((n, K), np.inf, np.float32),
-           "orphans": []}
+           "F": None, "has_F": np.zeros(n, bool), "nb": np.full((n, K), -1, np.int64),
+           "nd": np.full((n, K), np.inf, np.float32), "orphans": []}
     rows = LabelEvidence.objects.values_list("drawing_id", "model", "space", "probabilities", "features",
                                              "neighbour_ids", "neighbour_distances").iterator(chunk_size=2000)
     while chunk := list(itertools.islice(rows, 10000)):
@@ -298,13 +298,16 @@ def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
         if p_ok:
             out["p"][at[p_ok]] = np.frombuffer(b"".join(chunk[j][3] for j in p_ok), np.float64).reshape(-1, trust.N_CLASSES)
             out["has_p"][at[p_ok]] = True
-        s_ok = [j for j, r in enumerate(chunk)
-                if ranked[j] and space is not None and r[2] == space and len(r[5]) == 8 * K and len(r[4])]
-        if s_ok:
-            F = np.frombuffer(b"".join(chunk[j][4] for j in s_ok), np.float32).reshape(len(s_ok), -1)
+        # features without neighbour lists: computed ahead of the ranking by a worker (precompute_evidence)
+        f_ok = [j for j, r in enumerate(chunk) if ranked[j] and space is not None and r[2] == space and len(r[4])]
+        if f_ok:
+            F = np.frombuffer(b"".join(chunk[j][4] for j in f_ok), np.float32).reshape(len(f_ok), -1)
             if out["F"] is None:
                 out["F"] = np.zeros((n, F.shape[1]), np.float32)
-            out["F"][at[s_ok]] = F
+            out["F"][at[f_ok]] = F
+            out["has_F"][at[f_ok]] = True
+        s_ok = [j for j in f_ok if len(chunk[j][5]) == 8 * K]
+        if s_ok:
             out["nb"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][5] for j in s_ok), np.int64).reshape(-1, K)
             out["nd"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][6] for j in s_ok), np.float32).reshape(-1, K)
             out["has_peers"][at[s_ok]] = True
@@ -336,7 +339,7 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
     p, has_p, F, nb, nd, has_peers = ev["p"], ev["has_p"], ev["F"], ev["nb"], ev["nd"], ev["has_peers"]
     new = ~has_peers if space is not None else np.zeros(len(ids), bool)
     here = np.ones(len(ids), bool)
-    decode = np.flatnonzero(~has_p | new)
+    decode = np.flatnonzero(~has_p | (new & ~ev["has_F"]))
     # by account: the out-of-sample search runs once per account in a batch, not per drawing
     decode = decode[np.argsort(users[decode], kind="stable")]
     for s in range(0, len(decode), _BATCH):
@@ -487,3 +490,62 @@ def flag_suspicious_labels(estimator=None) -> dict:
     return {"ranked": len(ids), "suspicious": int(ranking.suspicious.sum()),
             "model_alone_issues": int(model_alone.sum()), "accounts": len(ranking.trust), "low_trust_users": low,
             "quarantined": Drawing.objects.quarantined().count(), **evidence.counts}
+
+
+# --- The ranking's per-drawing searches, ahead of it and spread over workers (recognizer.retraining) ---
+
+
+def evidence_to_compute(estimator) -> np.ndarray:
+    """Ids of the labelled, not rejected drawings that a ranking under `estimator` would decode and search
+    for out-of-sample probabilities (none stored under this very model), by account and then id: parts cut
+    from it keep most accounts whole, and one account's drawings are searched in one batch."""
+    model = trust.model_id(estimator)
+    rows = np.array(Drawing.objects.not_rejected().order_by("user_id", "id").values_list("id", "user_id"),
+                    np.int64).reshape(-1, 2)
+    done = np.fromiter(LabelEvidence.objects.filter(model=model).values_list("drawing_id", flat=True), np.int64)
+    return rows[~np.isin(rows[:, 0], done), 0]
+
+
+def precompute_evidence(estimator, ids) -> dict:
+    """Decode the drawings `ids` and store what the next ranking under `estimator` would otherwise compute
+    for each, one at a time: its features and out-of-sample probabilities (label_evidence). Exactly the same
+    values (each drawing's search leaves out its own account, whatever else is in the batch), so ranking
+    after any number of these, in any order, on any worker, decides what ranking alone decides.
+
+    A drawing that already has neighbour lists in this feature space keeps them and its features (it sits in
+    others' lists there); one without gets its features and no lists: the ranking searches its neighbours and
+    enters it into the others' lists, as for any drawing new to it. Drawings with valid evidence, rejected or
+    deleted meanwhile are skipped."""
+    model, space = trust.model_id(estimator), trust.feature_space_id(estimator)
+    ids = np.unique(np.asarray(ids, np.int64))
+    counts = {"drawings": len(ids), "computed": 0, "kept_lists": 0}
+    with threadpool_limits(limits=1, user_api="blas"):  # see flag_suspicious_labels
+        for s in range(0, len(ids), _BATCH):
+            batch = ids[s: s + _BATCH].tolist()
+            stored = {pk: (m, sp, len(nb) == 8 * trust.PEER_KEPT) for pk, m, sp, nb in LabelEvidence.objects
+                      .filter(drawing_id__in=batch).values_list("drawing_id", "model", "space", "neighbour_ids")}
+            todo = [pk for pk in batch if stored.get(pk, ("",))[0] != model]
+            ds = drawing_set(Drawing.objects.not_rejected().filter(pk__in=todo).order_by("id"))
+            if not len(ds):
+                continue
+            features = estimator.transform(ds.images) if space is not None else None
+            p = out_of_sample_probabilities(estimator, ds.images, ds.users, ds.strokes, features=features)
+            keep_lists = np.array([space is not None and stored.get(int(pk), ("", None, False))[1:] == (space, True)
+                                   for pk in ds.ids], bool)
+            rows = [LabelEvidence(drawing_id=int(pk), model=model, space=space or "",
+                                  probabilities=p[i].astype(np.float64).tobytes(),
+                                  features=b"" if features is None else features[i].tobytes(),
+                                  neighbour_ids=b"", neighbour_distances=b"")
+                    for i, pk in enumerate(ds.ids)]
+            with transaction.atomic():
+                alive = set(Drawing.objects.select_for_update().filter(pk__in=ds.ids.tolist())
+                            .values_list("pk", flat=True))
+                for mask, fields in ((keep_lists, ["model", "probabilities", "updated_at"]),
+                                     (~keep_lists, ["model", "space", "probabilities", "features", "neighbour_ids",
+                                                    "neighbour_distances", "updated_at"])):
+                    LabelEvidence.objects.bulk_create(
+                        [r for r, m in zip(rows, mask) if m and r.drawing_id in alive], update_conflicts=True,
+                        unique_fields=["drawing"], update_fields=fields)
+            counts["computed"] += len(ds)
+            counts["kept_lists"] += int(keep_lists.sum())
+    return counts

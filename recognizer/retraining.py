@@ -22,7 +22,8 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from recognizer import dispatch, feedback, promotion, training, versions
@@ -167,9 +168,10 @@ def maybe_retrain_after_new_labels() -> TrainingRun | None:
 class _RunReporter:
     """progress(stage, fraction) that writes to the run row (throttled) and keeps its heartbeat alive."""
 
-    def __init__(self, run: TrainingRun, echo: Progress | None = None) -> None:
+    def __init__(self, run: TrainingRun, echo: Progress | None = None, span: tuple[float, float] = (0.0, 1.0)) -> None:
         self.run = run
         self.echo = echo
+        self.span = span  # where this process's share of the run lies (after a spread run's parts: the rest)
         self._last_write = 0.0
         self._last_stage = ""
         self._stop = threading.Event()
@@ -199,6 +201,7 @@ class _RunReporter:
 
     def __call__(self, stage: str, fraction: float) -> None:
         fraction = float(max(0.0, min(1.0, fraction)))
+        fraction = self.span[0] + (self.span[1] - self.span[0]) * fraction
         if self.echo:
             self.echo(stage, fraction)
         now = time.monotonic()
@@ -230,8 +233,12 @@ def _reconnect_if_broken() -> None:
         connection.close()
 
 
-def execute_run(run: TrainingRun, echo: Progress | None = None) -> TrainingRun:
-    """Run a queued retrain to its end; the run row records everything, including a failure."""
+def execute_run(run: TrainingRun, echo: Progress | None = None, *, spread: bool = False) -> TrainingRun:
+    """Run a queued retrain to its end; the run row records everything, including a failure.
+
+    `spread` (the Celery task): when many drawings need the ranking's per-drawing searches, send them to the
+    workers in parts and return; the last part's chord runs the rest (finish_spread_run), still under this
+    run's lock."""
     now = timezone.now()
     claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED, holds_lock=True).update(
         status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker=_this_worker(), stage="starting")
@@ -239,9 +246,30 @@ def execute_run(run: TrainingRun, echo: Progress | None = None) -> TrainingRun:
     if not claimed:  # delivered twice, or reaped before a worker got to it
         logger.warning("Training run %s is %s, not queued: nothing to do", run.pk, run.status)
         return run
+    return _run_to_end(run, echo, spread=spread)
+
+
+def finish_spread_run(run_id: int, parts: list | None = None) -> TrainingRun | None:
+    """The chord's body: every part of a spread run has ended (stored its evidence or given up); the rest of
+    the retrain runs here, the ranking computing whatever a failed part left."""
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING, holds_lock=True,
+                                         stage__startswith=SPREAD_STAGE).update(
+        worker=_this_worker(), heartbeat_at=timezone.now(), stage="continuing")
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if not claimed:  # reaped meanwhile, or delivered twice
+        logger.warning("Training run %s is not waiting for its parts: nothing to do", run_id)
+        return run
+    return _run_to_end(run, None, parts=_parts_summary(parts or []))
+
+
+def _run_to_end(run: TrainingRun, echo: Progress | None, *, spread: bool = False, parts: dict | None = None
+                ) -> TrainingRun:
     try:
-        with _RunReporter(run, echo) as report:
-            result = _retrain(run, report)
+        with _RunReporter(run, echo, span=(SPREAD_SHARE, 1.0) if parts is not None else (0.0, 1.0)) as report:
+            if spread and _spread_evidence(run, report):
+                run.refresh_from_db()
+                return run
+            result = _retrain(run, report, parts=parts)
         TrainingRun.objects.filter(pk=run.pk).update(**result, holds_lock=False, progress=1.0, stage="done",
                                                      finished_at=timezone.now(), heartbeat_at=timezone.now())
     except BaseException as exc:
@@ -287,10 +315,12 @@ def _data_counts(data: feedback.TrainingData, ranking: dict) -> dict:
     }
 
 
-def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
+def _retrain(run: TrainingRun, report: _RunReporter, parts: dict | None = None) -> dict:
     report("ranking labels and accounts", 0.01)
     active, active_estimator = _active_estimator()
     ranking = feedback.flag_suspicious_labels(active_estimator) if active_estimator is not None else {}
+    if parts:
+        ranking["spread"] = parts
     report("collecting trusted drawings", 0.04)
     data = feedback.assemble_training_data()
     counts = _data_counts(data, ranking)
@@ -369,6 +399,75 @@ def _retrain(run: TrainingRun, report: _RunReporter) -> dict:
             decision["reasons"].append("another version was activated while this run was training")
     return {"status": status, "data_counts": counts, "metrics": metrics, "decision": decision,
             "model_version_id": outcome.version.pk}
+
+
+# --- Spreading a retrain's per-drawing work over the workers -----------------------------------------
+
+SPREAD_STAGE = "computing drawing evidence"
+SPREAD_SHARE = 0.4  # of a spread run's progress bar: its parts, then the rest
+
+
+def _spread_evidence(run: TrainingRun, report: _RunReporter) -> bool:
+    """Send the ranking's per-drawing searches (decoding, features, out-of-sample probabilities) to the
+    workers as a chord of parts when at least RECOGNIZER_RETRAIN_SPREAD_MIN drawings need them; True when
+    sent. They are most of a retrain's cost after a promotion (every drawing's probabilities change with
+    the model) and all of it after the feature space changes; everything else stays in one process."""
+    threshold = settings.RECOGNIZER_RETRAIN_SPREAD_MIN
+    if not threshold or Drawing.objects.not_rejected().count() < threshold:  # a small site: not even a look
+        return False
+    report("finding the drawings to rank", 0.005)
+    active, estimator = _active_estimator()
+    if estimator is None:
+        return False
+    todo = feedback.evidence_to_compute(estimator)
+    if len(todo) < threshold:
+        return False
+    size = settings.RECOGNIZER_RETRAIN_PART_SIZE
+    parts = [todo[s: s + size].tolist() for s in range(0, len(todo), size)]
+    # No worker id while the parts run: the one that sent them may be recycled meanwhile, and the parts
+    # keep the heartbeat alive; a part lost with its worker lets the heartbeat lapse and the reaper frees the lock.
+    TrainingRun.objects.filter(pk=run.pk, holds_lock=True).update(
+        worker="", stage=f"{SPREAD_STAGE}: {len(todo)} drawings in {len(parts)} parts", progress=0.01,
+        heartbeat_at=timezone.now())
+    dispatch.send_evidence_parts(run.pk, active.pk, parts, SPREAD_SHARE / len(parts))  # a broker that is down fails the run, freeing the lock
+    return True
+
+
+def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: float = 0.0) -> dict:
+    """One part of a spread run: store the ranking's evidence of `ids` under the version the run started
+    from, and move the run's progress on by `share`. Never raises: what a part could not do, the ranking
+    does itself."""
+    if not TrainingRun.objects.filter(pk=run_id, holds_lock=True).exists():
+        return {"drawings": len(ids), "skipped": "the run no longer holds the retrain lock"}
+    try:
+        version = ModelVersion.objects.get(pk=version_id)
+        counts = feedback.precompute_evidence(_part_estimator(version), ids)
+    except Exception as exc:  # noqa: BLE001 - the ranking recomputes the part; the run must go on
+        logger.exception("Run %s: an evidence part of %d drawings failed", run_id, len(ids))
+        return {"drawings": len(ids), "error": f"{type(exc).__name__}: {exc}"[:500]}
+    TrainingRun.objects.filter(pk=run_id, holds_lock=True, stage__startswith=SPREAD_STAGE).update(
+        heartbeat_at=timezone.now(), progress=Least(F("progress") + share, SPREAD_SHARE))
+    return counts
+
+
+_PART_ESTIMATORS: dict = {}
+
+
+def _part_estimator(version: ModelVersion):
+    """The version's estimator, loaded once per worker process for all the parts it runs (the last only)."""
+    key = (version.pk, version.sha256)
+    if key not in _PART_ESTIMATORS:
+        _PART_ESTIMATORS.clear()
+        _PART_ESTIMATORS[key] = versions.load_estimator(version.file, version.sha256)
+    return _PART_ESTIMATORS[key]
+
+
+def _parts_summary(results: list) -> dict:
+    results = [r for r in results if isinstance(r, dict)]
+    return {"parts": len(results), "drawings": sum(r.get("drawings", 0) for r in results),
+            "computed": sum(r.get("computed", 0) for r in results),
+            "failed": [r["error"] for r in results if r.get("error")][:5],
+            "skipped": sum(1 for r in results if r.get("skipped"))}
 
 
 def retrain_in_foreground(trigger: str = TrainingRun.Trigger.COMMAND, user=None,

@@ -22,8 +22,21 @@ def retrain(self, run_id: int | None = None, trigger: str = TrainingRun.Trigger.
             return {"run": run.pk, "status": run.status, "skipped": "another retrain is running"}
     else:
         run = TrainingRun.objects.get(pk=run_id)
-    run = retraining.execute_run(run)
+    run = retraining.execute_run(run, spread=True)
     return {"run": run.pk, "status": run.status, "model_version": run.model_version_id}
+
+
+@shared_task(name=dispatch.EVIDENCE_PART)
+def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: float = 0.0) -> dict:
+    """One part of a spread retrain: the ranking's evidence of some drawings (recognizer.retraining)."""
+    return retraining.compute_evidence_part(run_id, version_id, ids, share)
+
+
+@shared_task(name=dispatch.FINISH_SPREAD_RETRAIN, ignore_result=False)
+def finish_spread_retrain(parts: list, run_id: int) -> dict | None:
+    """The chord's body: the rest of a spread retrain, once all its parts have ended."""
+    run = retraining.finish_spread_run(run_id, parts)
+    return None if run is None else {"run": run.pk, "status": run.status, "model_version": run.model_version_id}
 
 
 @shared_task(name="recognizer.tasks.reap_stale_training_runs")

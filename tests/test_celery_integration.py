@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -68,3 +69,31 @@ def test_a_label_past_the_threshold_starts_a_retrain_from_the_worker_not_the_lab
     row = wait_for(lambda: (r := site.run_row(runs[0][0]))["status"] in ("promoted", "not_promoted", "failed") and r,
                    90, "the retrain to finish")
     assert row["status"] in ("promoted", "not_promoted"), row
+
+
+LABEL_MANY = ("from django.contrib.auth import get_user_model; from recognizer import feedback, serving; "
+              "from tests.conftest import draw_digit_png\n"
+              "for name in ('ann', 'ben', 'cat', 'dan'):\n"
+              "    user = get_user_model().objects.create_user(name, password=name + '-password-1')\n"
+              "    for digit in range(10):\n"
+              "        feedback.label_drawing(serving.predict_image(draw_digit_png(digit), user).drawing, digit)\n"
+              "print(40)")
+
+
+def test_a_retrain_spreads_its_ranking_over_two_workers_and_promotes(site):
+    site.env.update(RECOGNIZER_RETRAIN_SPREAD_MIN="20", RECOGNIZER_RETRAIN_PART_SIZE="4")
+    assert site.python(LABEL_MANY) == "40"
+    old = site.active_version()
+    site.start_worker()
+    site.start_worker()
+    run_id = int(site.python(START))
+    row = wait_for(lambda: (r := site.run_row(run_id))["status"] in ("promoted", "not_promoted", "failed") and r,
+                   120, "the spread retrain to finish")
+    assert row["status"] == "promoted" and not row["holds_lock"], row
+    assert site.active_version() == row["model_version_id"] != old
+    counts = json.loads(site.query("SELECT data_counts FROM recognizer_trainingrun WHERE id = ?", run_id)[0][0])
+    assert counts["ranking"]["spread"] == {"parts": 10, "drawings": 40, "computed": 40, "failed": [], "skipped": 0}
+    logs = [(site.directory / f"worker-{i}.log").read_text() for i in range(2)]
+    ran = [log.count("recognizer.tasks.compute_evidence_part[") for log in logs]
+    assert all(ran), ran  # both workers took parts (each line: received, then succeeded)
+    assert sum("finish_spread_retrain[" in log for log in logs) == 1

@@ -289,3 +289,69 @@ def test_another_model_in_the_same_space_keeps_the_lists(site, estimators, searc
     summary = feedback.flag_suspicious_labels(weighted)
     assert summary["searched"] == 210 and searches() == {"probabilities": 210, "lists": 0}
     assert_same(stored(), reference(weighted))
+
+
+# --- computed ahead, in parts (the spread retrain's workers: recognizer.retraining) ---
+
+
+def precompute_in_parts(estimator, size=60):
+    """What a spread retrain's workers do, in parts and out of order."""
+    todo = feedback.evidence_to_compute(estimator)
+    parts = [todo[s: s + size] for s in range(0, len(todo), size)][::-1]
+    counts = [feedback.precompute_evidence(estimator, part) for part in parts]
+    assert len(feedback.evidence_to_compute(estimator)) == 0
+    return todo, counts
+
+
+def test_evidence_computed_ahead_in_another_space_leaves_the_ranking_only_the_lists(
+        site, estimators, fallback_data, searches):
+    first, second = estimators
+    feedback.flag_suspicious_labels(first)
+    draw(site["honest"][0], fallback_data, site["spare"][:15])
+    todo, counts = precompute_in_parts(second)
+    assert len(todo) == 225 and sum(c["computed"] for c in counts) == 225
+    assert sum(c["kept_lists"] for c in counts) == 0  # the lists were in the first model's space
+    searches()
+    summary = feedback.flag_suspicious_labels(second)
+    assert searches() == {"probabilities": 0, "lists": 225}
+    assert summary["searched"] == 225
+    assert_same(stored(), reference(second))
+
+
+def test_evidence_computed_ahead_in_the_same_space_keeps_the_lists_and_enters_the_new_drawings(
+        site, estimators, fallback_data, searches):
+    first = estimators[0]
+    feedback.flag_suspicious_labels(first)
+    new = draw(site["honest"][1], fallback_data, site["spare"][:12])
+    weighted = copy.deepcopy(first)
+    weighted.sample_weight_ = np.where(weighted.train_labels_ == 1, 0.05, 1.0).astype(np.float32)
+    todo, counts = precompute_in_parts(weighted)
+    assert len(todo) == 222 and sum(c["kept_lists"] for c in counts) == 210
+    # between the parts and the ranking: a drawing goes, and another comes
+    gone = Drawing.objects.exclude(pk__in=[d.pk for d in new]).order_by("id").first()
+    gone.delete()
+    late = draw(site["mallory"], fallback_data, site["spare"][12:13], label=7)
+    searches()
+    summary = feedback.flag_suspicious_labels(weighted)
+    assert searches() == {"probabilities": 1, "lists": 13}  # the late drawing's search; the new ones' lists
+    assert summary["ranked"] == 222 and not LabelEvidence.objects.filter(pk=gone.pk).exists()
+    assert_same(got := stored(), reference(weighted))
+    lists = stored_lists()
+    assert sum(any(i in ids for i in [d.pk for d in new + late]) for ids, _ in lists.values()) > 0
+    scratch, scratch_lists = from_scratch(weighted)
+    assert_same(got, scratch)
+    assert_same_lists(lists, scratch_lists)
+
+
+def test_evidence_ahead_skips_rejected_deleted_and_up_to_date_drawings(site, estimators):
+    first = estimators[0]
+    feedback.flag_suspicious_labels(first)
+    assert len(feedback.evidence_to_compute(first)) == 0
+    assert feedback.precompute_evidence(first, list(Drawing.objects.values_list("pk", flat=True)))["computed"] == 0
+    rejected = Drawing.objects.order_by("id").first()
+    Drawing.objects.filter(pk=rejected.pk).update(status=Drawing.Status.REJECTED)
+    second = estimators[1]
+    todo = feedback.evidence_to_compute(second)
+    assert rejected.pk not in todo and len(todo) == 209
+    counts = feedback.precompute_evidence(second, [*todo.tolist(), rejected.pk, 10**9])
+    assert counts["computed"] == 209

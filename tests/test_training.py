@@ -321,3 +321,84 @@ def test_a_run_reaped_while_training_does_not_touch_the_active_model(tiny_traini
     run, _ = retraining.retrain_in_foreground()
     assert run.status == "failed" and "lost the retrain lock" in run.error
     assert ModelVersion.objects.get(is_active=True).pk == active_model.pk
+
+
+# --- a retrain spread over the workers ---
+
+
+@pytest.fixture
+def spread(tiny_training):
+    tiny_training.RECOGNIZER_RETRAIN_SPREAD_MIN = 20
+    tiny_training.RECOGNIZER_RETRAIN_PART_SIZE = 25
+    return tiny_training
+
+
+def test_a_spread_retrain_sends_its_drawings_in_parts_and_finishes_after_them(spread, active_model, alice, bob,
+                                                                              fallback_data, monkeypatch):
+    label_some(alice, fallback_data, 30)
+    label_some(bob, fallback_data, 30, start=30)
+    sent = []
+    monkeypatch.setattr(dispatch, "send_evidence_parts", lambda *args: sent.append(args))
+    run, _ = retraining.start_retrain("staff", enqueue=False)
+    run = retraining.execute_run(run, spread=True)
+    # waiting for its parts: still holding the lock, with no worker the reaper could find dead
+    assert run.status == "running" and run.holds_lock and run.worker == ""
+    assert run.stage.startswith(retraining.SPREAD_STAGE) and "60 drawings in 3 parts" in run.stage
+    (run_id, version_id, parts, share), = sent
+    assert run_id == run.pk and version_id == active_model.pk
+    assert [len(p) for p in parts] == [25, 25, 10] and sorted(sum(parts, [])) == sorted(
+        Drawing.objects.values_list("pk", flat=True))
+    assert retraining.reap_stale_runs() == []
+    results = [retraining.compute_evidence_part(run.pk, version_id, ids, share) for ids in parts[::-1]]
+    run.refresh_from_db()
+    assert run.progress == pytest.approx(retraining.SPREAD_SHARE)
+    assert [r["computed"] for r in results] == [10, 25, 25]
+    run = retraining.finish_spread_run(run.pk, results)
+    assert run.status == "promoted" and not run.holds_lock and run.progress == 1.0, run.error
+    ranking = run.data_counts["ranking"]
+    assert ranking["spread"] == {"parts": 3, "drawings": 60, "computed": 60, "failed": [], "skipped": 0}
+    assert ranking["ranked"] == 60
+    assert retraining.finish_spread_run(run.pk, results).status == "promoted"  # delivered twice: nothing done
+
+
+def test_through_celery_a_failed_part_is_left_to_the_ranking_and_the_run_goes_on(spread, active_model, alice, bob,
+                                                                                  fallback_data, monkeypatch):
+    label_some(alice, fallback_data, 30)
+    label_some(bob, fallback_data, 30, start=30)
+    real, calls = feedback.precompute_evidence, []
+
+    def second_part_fails(estimator, ids):
+        calls.append(len(ids))
+        if len(calls) == 2:
+            raise MemoryError("out of memory")
+        return real(estimator, ids)
+
+    monkeypatch.setattr(feedback, "precompute_evidence", second_part_fails)
+    result = tasks.retrain.delay(trigger="schedule").get()  # eager: the chord's parts and body run here
+    run = TrainingRun.objects.get(pk=result["run"])
+    assert run.status == "promoted" and result["status"] == "promoted", run.error
+    spread = run.data_counts["ranking"]["spread"]
+    assert calls == [25, 25, 10] and spread["parts"] == 3 and spread["computed"] == 35
+    assert spread["failed"] == ["MemoryError: out of memory"]
+    assert run.data_counts["ranking"]["ranked"] == 60
+
+
+def test_the_retrain_command_and_small_sites_do_not_spread(spread, active_model, alice, fallback_data, monkeypatch):
+    monkeypatch.setattr(dispatch, "send_evidence_parts", lambda *args: pytest.fail("sent parts"))
+    label_some(alice, fallback_data, 30)
+    run, _ = retraining.retrain_in_foreground()  # manage.py retrain: one process, whatever the size
+    assert run.status in ("promoted", "not_promoted") and "spread" not in run.data_counts["ranking"]
+    spread.RECOGNIZER_RETRAIN_SPREAD_MIN = 32
+    label_some(alice, fallback_data, 1, start=30)  # 31 labelled drawings: fewer than the threshold
+    result = tasks.retrain.delay(trigger="schedule").get()
+    run = TrainingRun.objects.get(pk=result["run"])
+    assert run.status in ("promoted", "not_promoted") and "spread" not in run.data_counts["ranking"]
+
+
+def test_a_part_of_a_run_that_lost_its_lock_does_nothing(spread, active_model, alice, fallback_data):
+    drawings = label_some(alice, fallback_data, 5)
+    run, _ = retraining.start_retrain("staff", enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(holds_lock=False, status="failed")
+    result = retraining.compute_evidence_part(run.pk, active_model.pk, [d.pk for d in drawings], 0.1)
+    assert result["skipped"] and not feedback.LabelEvidence.objects.exists()
+    assert retraining.finish_spread_run(run.pk, [result]).status == "failed"

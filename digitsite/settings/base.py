@@ -211,6 +211,11 @@ RECOGNIZER_RETRAIN_KIND = env_str("RECOGNIZER_RETRAIN_KIND", "knn")
 # A retrain starts from scratch anyway (new PCA basis, cross-validation) once the user drawings are more than
 # twice as many as when the space was fitted, or when they bring strokes and the active model reads none.
 RECOGNIZER_RETRAIN_INCREMENTAL = env_bool("RECOGNIZER_RETRAIN_INCREMENTAL", True)
+# A retrain run by a Celery worker sends the label ranking's per-drawing work (decoding, features, out-of-sample
+# probabilities) to all the workers, in parts of RECOGNIZER_RETRAIN_PART_SIZE drawings, once at least this many
+# drawings need it (after a promotion: every drawing; 0: never). `manage.py retrain` always runs in one process.
+RECOGNIZER_RETRAIN_SPREAD_MIN = env_int("RECOGNIZER_RETRAIN_SPREAD_MIN", 20000, minimum=0)
+RECOGNIZER_RETRAIN_PART_SIZE = env_int("RECOGNIZER_RETRAIN_PART_SIZE", 2000, minimum=1)
 # The gate judges candidates on at most this many held-out drawings (at most a tenth of it per digit;
 # 0: all of them), so a retrain's evaluation stops growing with the drawings users made.
 RECOGNIZER_GATE_HOLDOUT_MAX = env_int("RECOGNIZER_GATE_HOLDOUT_MAX", 10000)
