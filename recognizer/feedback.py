@@ -253,7 +253,10 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
         try:
             from cleanlab.filter import find_label_issues as cleanlab_issues
 
-            return np.asarray(cleanlab_issues(labels, probabilities, filter_by="prune_by_noise_rate"), bool)
+            # n_jobs=1: by default cleanlab forks a pool of processes and ends it with SIGTERM, which in a Celery
+            # worker the children answer with the worker's own warm-shutdown handler instead of exiting: the
+            # retrain then waits for them forever (seen with 3,000 drawings). One process costs milliseconds.
+            return np.asarray(cleanlab_issues(labels, probabilities, filter_by="prune_by_noise_rate", n_jobs=1), bool)
         except ImportError:
             pass
         except Exception as exc:  # noqa: BLE001 - cleanlab rejects some degenerate inputs

@@ -355,3 +355,21 @@ def test_evidence_ahead_skips_rejected_deleted_and_up_to_date_drawings(site, est
     assert rejected.pk not in todo and len(todo) == 209
     counts = feedback.precompute_evidence(second, [*todo.tolist(), rejected.pk, 10**9])
     assert counts["computed"] == 209
+
+
+def test_the_model_alone_ranking_forks_no_processes(monkeypatch, caplog):
+    """cleanlab's default process pool hangs a Celery worker (its children keep the worker's SIGTERM handler)."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    p = rng.dirichlet(np.ones(10), 500)
+    p[np.arange(500), labels] += 2.0
+    p /= p.sum(axis=1, keepdims=True)
+    with caplog.at_level("WARNING", logger="recognizer.feedback"):
+        issues = feedback.find_label_issues(labels, p)
+    assert issues.shape == (500,) and not caplog.records  # cleanlab ran, without falling back
