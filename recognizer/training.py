@@ -158,7 +158,16 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
     if extra is not None and len(extra.labels):
         n = len(extra.labels)
         ids = np.full(n, -1, np.int64) if extra.ids is None else np.asarray(extra.ids, np.int64)
-        weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,)).copy()
+        # `previous`'s drawings first, in its order, then the new ones as they come: while no drawing it trained on
+        # is dropped, its rows are the first rows of the new model, whose neighbour graph then extends its graph
+        position = {int(d): j for j, d in enumerate(rows.ids) if d >= 0}
+        at = np.array([position.get(int(d), -1) for d in ids], np.int64)
+        known = np.flatnonzero(at >= 0)
+        order = np.concatenate([known[np.argsort(at[known], kind="stable")], np.flatnonzero(at < 0)])
+        ids = ids[order]
+        weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,))[order]
+        labels, groups = np.asarray(extra.labels)[order], np.asarray(extra.groups)[order]
+        strokes = None if extra.strokes is None else [extra.strokes[i] for i in order]
         F = np.empty((n, rows.features.shape[1]), np.float32)
         missing = _fill_from(F, ids, rows, reused, "rows")
         if missing.any():
@@ -174,26 +183,26 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
                     F[i], missing[i] = vector, False
                     reused["label_evidence"] += 1
         if missing.any():
-            F[missing] = previous.transform(extra.images[missing])
+            F[missing] = previous.transform(extra.images[order[missing]])
             reused["computed"] += int(missing.sum())
-        image_rows = base + ml_model.KnnRows(F, np.asarray(extra.labels), weights, np.asarray(extra.groups), ids)
-        if stroke_rows is not None and extra.strokes is not None:
-            has = np.array([s is not None and len(s) > 0 for s in extra.strokes], bool)
+        image_rows = base + ml_model.KnnRows(F, labels, weights, groups, ids)
+        if stroke_rows is not None and strokes is not None:
+            has = np.array([s is not None and len(s) > 0 for s in strokes], bool)
             if has.any():
                 S = np.empty((int(has.sum()), srows.features.shape[1]), np.float32)
                 sub_missing = _fill_from(S, ids[has], srows, {}, "")
                 if sub_missing.any():
                     picked = np.flatnonzero(has)[sub_missing]
-                    S[sub_missing] = previous.stroke_model_.features([extra.strokes[i] for i in picked])
-                stroke_rows = stroke_rows + ml_model.KnnRows(S, np.asarray(extra.labels)[has], weights[has],
-                                                             np.asarray(extra.groups)[has], ids[has])
+                    S[sub_missing] = previous.stroke_model_.features([strokes[i] for i in picked])
+                stroke_rows = stroke_rows + ml_model.KnnRows(S, labels[has], weights[has], groups[has], ids[has])
     if progress:
         progress("fit", 0.9)
     estimator = ml_model.refit_knn(previous, image_rows, stroke_rows)
     if progress:
         progress("done", 1.0)
     hyper = dict(previous.get_params())
-    hyper["refit"] = {"feature_space": trust.feature_space_id(previous), **reused}
+    hyper["refit"] = {"feature_space": trust.feature_space_id(previous), **reused,
+                      "neighbour_index": getattr(estimator, "neighbour_index_origin_", None)}
     hyper["stroke_model"] = None
     if previous.reads_strokes:
         hyper["stroke_model"] = {"n_train": len(stroke_rows), "n_neighbors": estimator.stroke_model_.n_neighbors,

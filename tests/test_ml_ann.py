@@ -140,3 +140,25 @@ def test_search_refuses_the_wrong_width(built):
         index.search(Q[:, :3], 4)
     with pytest.raises(ValueError):
         index.search(Q, 0)
+
+
+def test_extending_an_index_keeps_it_and_finds_the_new_rows():
+    R, Q = _clustered(n=5000, seed=1)
+    old = ann.NeighbourIndex.build(R[:4000])
+    old_bytes, old_answers = pickle.dumps(old), old.search(Q, 4)
+    grown = old.extended(R[4000:])
+    assert len(grown) == len(R) and np.array_equal(grown.vectors, R)
+    idx, _ = grown.search(Q, 4)
+    ref, _ = _exact(Q, R, 4)
+    recall = np.mean([len(np.intersect1d(a, b)) / 4 for a, b in zip(idx, ref)])
+    assert recall >= 0.99, recall
+    assert (idx >= 4000).any()  # the new rows are reachable through the graph
+    # the index extended is left as it was: a model still serving reads it
+    assert len(old) == 4000 and pickle.dumps(old) == old_bytes
+    again = old.search(Q, 4)
+    assert np.array_equal(again[0], old_answers[0]) and np.array_equal(again[1], old_answers[1])
+    # the same graph and rows give the same graph, whether the index was just built or loaded from a file
+    assert pickle.dumps(pickle.loads(old_bytes).extended(R[4000:])) == pickle.dumps(grown)
+    assert len(old.extended(R[:0])) == 4000
+    with pytest.raises(ValueError):
+        old.extended(R[4000:, :3])

@@ -68,6 +68,10 @@ def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_t
     assert refit["label_evidence"] + refit["computed"] == len(ids2 - ids1) > 0, refit
     assert refit["label_evidence"] > 0  # the label ranking had stored them in this space already
     assert refit["feature_space"] == trust.feature_space_id(est1)
+    assert refit["neighbour_index"] is None  # a small training set: exact search, no graph
+    n_base = int((est1.train_groups_ < 0).sum())
+    kept = [pk for pk in est1.train_ids_[n_base:] if pk in ids2]
+    assert list(est2.train_ids_[n_base:n_base + len(kept)]) == kept  # the active model's drawings first, its order
     assert trust.feature_space_id(est2) == trust.feature_space_id(est1)
     for drawing in [d for d in new if d.pk in ids2]:  # the new drawings are in, with what the space makes of them
         row = int(np.flatnonzero(est2.train_ids_ == drawing.pk)[0])
@@ -77,6 +81,59 @@ def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_t
     for pk in ids2 & ids1:  # the rows taken over are the active model's, bit for bit
         np.testing.assert_array_equal(est2.train_features_[est2.train_ids_ == pk], est1.train_features_[est1.train_ids_ == pk])
     serving.model_cache.clear()
+
+
+@pytest.mark.django_db
+def test_a_refit_keeps_the_previous_models_drawings_first_in_its_order_and_extends_its_graph(
+        small_training_result, monkeypatch):
+    pytest.importorskip("faiss")
+    from recognizer import training
+    from recognizer.ml import ann
+
+    monkeypatch.setattr(ann, "ANN_MIN_ROWS", 200)  # the bundled digits count as a large training set
+    data, result = small_training_result
+    images = data.test_images[:50] / 255.0
+    labels = data.test_labels[:50].astype(np.int64)
+    rows = ml_model.knn_rows(result.estimator)
+    ids = np.arange(5000, 5050)
+    # the previous model trained on the first 40 drawings, in a shuffled order of its own
+    mine = np.random.default_rng(0).permutation(40)
+    previous = ml_model.refit_knn(result.estimator, rows + ml_model.KnnRows(
+        result.estimator.transform(images[mine]), labels[mine], np.ones(40, np.float32), ids[mine] % 3,
+        ids[mine]))
+    assert previous.neighbour_index_origin_ == "built"
+
+    def retrain(keep):  # the drawings in another order: newest first, each with its own weight
+        keep = np.asarray(keep)[::-1]
+        extra = training.ExtraTrainingData(images=images[keep], labels=labels[keep], groups=ids[keep] % 3,
+                                           weight=1.0 + keep / 100.0, ids=ids[keep])
+        return training.refit_in_space(previous, extra)
+
+    def check_aligned(estimator, keep):
+        user = estimator.train_ids_ >= 0
+        assert sorted(estimator.train_ids_[user]) == sorted(ids[keep])
+        at = estimator.train_ids_[user] - 5000
+        np.testing.assert_array_equal(estimator.train_labels_[user], labels[at])
+        np.testing.assert_array_equal(estimator.train_groups_[user], ids[at] % 3)
+        np.testing.assert_allclose(estimator.sample_weight_[user], 1.0 + at / 100.0)
+        np.testing.assert_allclose(estimator.train_features_[user], result.estimator.transform(images[at]), atol=1e-4)
+
+    grown = retrain(np.arange(50))  # every drawing kept, 10 new
+    n = len(previous.train_ids_)
+    np.testing.assert_array_equal(grown.estimator.train_ids_[:n], previous.train_ids_)  # a prefix, in its order
+    np.testing.assert_array_equal(grown.estimator.train_features_[:n], previous.train_features_)
+    np.testing.assert_array_equal(np.sort(grown.estimator.train_ids_[n:]), ids[40:])
+    check_aligned(grown.estimator, np.arange(50))
+    assert grown.hyperparameters["refit"]["rows"] == 40 and grown.hyperparameters["refit"]["computed"] == 10
+    assert grown.hyperparameters["refit"]["neighbour_index"] == "extended"
+
+    keep = np.delete(np.arange(50), 7)  # a drawing the previous model trained on is left out (e.g. rejected)
+    rebuilt = retrain(keep)
+    kept = [pk for pk in previous.train_ids_ if pk >= 0 and pk != ids[7]]
+    user = rebuilt.estimator.train_ids_ >= 0
+    assert list(rebuilt.estimator.train_ids_[user][:len(kept)]) == kept  # still first, in the previous order
+    check_aligned(rebuilt.estimator, keep)
+    assert rebuilt.hyperparameters["refit"]["neighbour_index"] == "built"
 
 
 @pytest.mark.django_db

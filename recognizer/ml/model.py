@@ -1,9 +1,13 @@
 """The image k-NN, the model kind the site serves and retrains: deskew -> (optional Gaussian blur, off:
-it cost 0.2-0.5 pt) -> gradient-direction maps -> PCA -> distance-weighted brute-force k-NN, its
-probabilities fused with a stroke k-NN's when the drawing came with its pen trajectory.
+it cost 0.2-0.5 pt) -> gradient-direction maps -> PCA -> distance-weighted k-NN, its probabilities fused
+with a stroke k-NN's when the drawing came with its pen trajectory.
 
-The k-NN search is plain NumPy (recognizer.ml.knn: precomputed squared norms, one matmul,
-argpartition), which keeps a single query well under a millisecond with 60k float32 training vectors.
+The neighbour search is exact, plain NumPy (recognizer.ml.knn: precomputed squared norms, one matmul,
+argpartition; single queries pruned on the first components) while the training set has fewer than
+recognizer.ml.ann.ANN_MIN_ROWS rows. From there the model builds an HNSW graph over its rows
+(recognizer.ml.ann.NeighbourIndex, faiss) and answers every query through it: the exact search's cost
+grows with the rows (1.7 ms a query at 75k, 17-27 ms at 1M; bench/README.md), the graph's barely. The
+model file then stores the training vectors once, inside the graph. A user's own drawings stay exact.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from . import ann
 from .common import (
     Prediction,
     Progress,
@@ -60,10 +65,13 @@ StrokeList = Sequence[np.ndarray]  # one drawing's pen strokes, each an (m, 2+) 
 
 
 class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
-    """deskew -> blur -> PCA -> brute-force k-NN (float32), classes are always 0..9.
+    """deskew -> blur -> PCA -> k-NN (float32), classes are always 0..9.
 
     ``fit(X, y, sample_weight)``: X is (n,28,28) or (n,784) in [0,1] (uint8 0..255 accepted);
     ``sample_weight`` multiplies a training sample's neighbour vote.
+    ``neighbour_index_``: the HNSW graph over the training rows the search goes through, or None (fewer
+    than ``recognizer.ml.ann.ANN_MIN_ROWS`` rows, or a model saved before there was one: exact search);
+    ``neighbour_index_origin_``: "built", "extended" (from the previous model's, ``refit_knn``) or None.
     """
 
     def __init__(
@@ -92,9 +100,9 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', not {self.weights!r}")
         self._fit_pca(F, self.n_components)
-        self.__dict__.pop("_prune_index", None)
         self.train_features_ = self._project(F)
         self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
+        self._index_training_rows()
         self.train_labels_ = y.astype(np.uint8)
         if sample_weight is None:
             self.sample_weight_ = None
@@ -116,6 +124,23 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             raise ValueError("stroke_weight must be between 0 and 1")
         self.stroke_model_ = stroke_model
         self.stroke_weight_ = float(stroke_weight)
+
+    # -- the approximate neighbour index, for large training sets
+    def _index_training_rows(self, previous: DigitClassifier | None = None) -> None:
+        """Set ``neighbour_index_`` for the training rows just set: None below ``ann.ANN_MIN_ROWS`` rows
+        (read here, at call time), else ``previous``'s graph extended by the rows after its own when its rows
+        are exactly the first of these (a copy: ``previous`` may still be serving), else a new graph."""
+        self.__dict__.pop("_prune_index", None)
+        self.neighbour_index_, self.neighbour_index_origin_ = None, None
+        R = self.train_features_
+        if len(R) < ann.ANN_MIN_ROWS:
+            return
+        old = None if previous is None else getattr(previous, "neighbour_index_", None)
+        if old is not None and old.dim == R.shape[1] and len(old) <= len(R) \
+                and np.array_equal(old.vectors, R[:len(old)]):
+            self.neighbour_index_, self.neighbour_index_origin_ = old.extended(R[len(old):]), "extended"
+        else:
+            self.neighbour_index_, self.neighbour_index_origin_ = ann.NeighbourIndex.build(R, threads=1), "built"
 
     @property
     def reads_strokes(self) -> bool:
@@ -148,7 +173,16 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             return None
         rng = np.random.default_rng(0)
         sel = rng.choice(len(self.train_features_), size=min(n, len(self.train_features_)), replace=False)
-        _idx, dist = knn_sorted(self.train_features_[sel], self.train_features_, self.train_sq_, k + 1)
+        index = getattr(self, "neighbour_index_", None)
+        if index is not None:
+            # Through the graph, as served queries are: the threshold is compared with the distances predict_one
+            # finds there, and an approximate neighbour is never nearer than the exact one. And the exact search
+            # is slow at that size: 52 s for these 2,000 queries over 1M random 80-d rows (one BLAS thread, 2
+            # shared cores), through a 256 x 1M float32 distance block at a time; the graph answers in about
+            # 0.4 ms a query there (bench/README.md).
+            _idx, dist = index.search(self.train_features_[sel], k + 1)
+        else:
+            _idx, dist = knn_sorted(self.train_features_[sel], self.train_features_, self.train_sq_, k + 1)
         return float(np.percentile(dist[:, 1:].mean(axis=1), quantile))  # column 0 is the sample itself
 
     # -- prediction
@@ -159,8 +193,13 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             raise NotFittedError("DigitClassifier is not fitted yet: call fit() first")
 
     def kneighbors_features(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, distances) into the training set for PCA features Q."""
+        """(indices, distances) into the training set for PCA features Q: through the HNSW graph when the model
+        has one (any number of queries: at 1M rows a batch's exact matrix product is far slower than the
+        graph), else exact."""
         self._check()
+        graph = getattr(self, "neighbour_index_", None)
+        if graph is not None:
+            return graph.search(Q, k)
         if len(Q) > 8:  # batches: one matrix product is faster than pruning row by row
             return knn_sorted(Q, self.train_features_, self.train_sq_, k)
         index = self.__dict__.get("_prune_index")
@@ -169,9 +208,18 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         return knn_sorted_pruned(Q, self.train_features_, self.train_sq_, k, index or None)
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        # a copy: on Python 3.11+ object.__getstate__ (under BaseEstimator's) returns the live __dict__ itself
+        state = dict(super().__getstate__())
         state.pop("_prune_index", None)
+        if state.get("neighbour_index_") is not None:
+            state.pop("train_features_", None)  # the graph stores the vectors: a model file holds them once
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # BaseEstimator's: scikit-learn's version bookkeeping
+        graph = getattr(self, "neighbour_index_", None)  # models saved before the graph have none
+        if graph is not None and "train_features_" not in self.__dict__:
+            self.train_features_ = graph.vectors  # read-only, the graph's memory: nothing writes into it
 
     def predict_proba(self, X: ArrayLike, extra_X: ArrayLike | None = None, extra_y: ArrayLike | None = None,
                       extra_weight: float = 1.0, extra_features: np.ndarray | None = None,
@@ -449,7 +497,9 @@ def refit_knn(previous: DigitClassifier, image_rows: KnnRows, stroke_rows: KnnRo
 
     The retrain takes the rows of the data sets and of the drawings ``previous`` trained on from it, and
     computes only the drawings that are new to the space (recognizer.training), so its cost grows with the
-    new drawings, not with every drawing ever made.
+    new drawings, not with every drawing ever made. The same holds for the neighbour graph of a large model:
+    when ``previous``'s rows are the first rows here, a copy of its graph takes only the rows after them
+    (``neighbour_index_origin_`` "extended"); otherwise the graph is built anew ("built").
     """
     previous._check()
     if image_rows.features.shape[1:] != previous.train_features_.shape[1:]:
@@ -460,6 +510,7 @@ def refit_knn(previous: DigitClassifier, image_rows: KnnRows, stroke_rows: KnnRo
     est.train_features_ = np.ascontiguousarray(image_rows.features, dtype=np.float32)
     est.train_sq_ = np.einsum("ij,ij->i", est.train_features_, est.train_features_)
     est.train_labels_ = check_digit_labels(est.train_features_, image_rows.labels).astype(np.uint8)
+    est._index_training_rows(previous)
     weights = np.asarray(image_rows.weights, np.float32)
     est.sample_weight_ = None if np.all(weights == 1.0) else weights
     est.train_groups_, est.train_ids_ = image_rows.groups, image_rows.ids
