@@ -102,7 +102,7 @@ def evaluation_metrics(estimator, data: ml_mnist.MnistData, progress: Progress |
         if len(pool) > 2000:  # the same 2,000 every time, so versions compare
             pick = np.sort(np.random.default_rng(0).choice(len(pool), size=2000, replace=False))
             pool = [pool[i] for i in pick]
-        X, y, _writers = canvas_dataset(pool, seed=0)
+        X, y, _writers = canvas_dataset(pool, seed=0, cache_dir=Path(settings.RECOGNIZER_DATA_DIR) / "cache")
         kw = {"strokes": [d.strokes for d in pool]} if getattr(estimator, "reads_strokes", False) else {}
         metrics["canvas"] = evaluate(estimator, X, y, **kw)
         metrics["canvas"]["writers_seen_in_training"] = not unseen

@@ -104,3 +104,27 @@ def test_canvas_dataset_filters_writers_and_is_deterministic(tmp_path):
     assert X.shape == (2, 28, 28) and list(y) == [1, 0] and list(w) == [7, 7]
     X2, _, _ = canvas_dataset(tmp_path, writers=[7])
     np.testing.assert_array_equal(X, X2)
+
+
+def test_canvas_dataset_keeps_its_renderings_for_the_same_digits(digits, tmp_path, monkeypatch):
+    import importlib
+
+    evaluate = importlib.import_module("recognizer.ml.evaluate")  # the package exports a function of that name
+    cache = tmp_path / "cache"
+    X, y, w = canvas_dataset(digits, cache_dir=cache)
+    assert len(list(cache.glob("canvas-*.npz"))) == 1
+    fresh = evaluate.render_canvas_images
+    monkeypatch.setattr(evaluate, "render_canvas_images", lambda *a, **k: pytest.fail("rendered again"))
+    X2, y2, w2 = canvas_dataset(digits, cache_dir=cache)
+    np.testing.assert_array_equal(X, X2)
+    assert list(y2) == list(y) and list(w2) == list(w)
+    rendered = []
+    monkeypatch.setattr(evaluate, "render_canvas_images", lambda *a, **k: rendered.append(1) or fresh(*a, **k))
+    moved = [pdg.PenDigit(writer=d.writer, label=d.label, strokes=[s + 1.0 for s in d.strokes]) for d in digits]
+    canvas_dataset(moved, cache_dir=cache)  # other trajectories: another file
+    assert rendered == [1] and len(list(cache.glob("canvas-*.npz"))) == 2
+    for f in cache.glob("canvas-*.npz"):
+        f.write_bytes(b"not an npz")
+    X3, _, _ = canvas_dataset(digits, cache_dir=cache)  # a damaged file is rendered again
+    np.testing.assert_array_equal(X, X3)
+    assert rendered == [1, 1]

@@ -402,3 +402,24 @@ def test_a_part_of_a_run_that_lost_its_lock_does_nothing(spread, active_model, a
     result = retraining.compute_evidence_part(run.pk, active_model.pk, [d.pk for d in drawings], 0.1)
     assert result["skipped"] and not feedback.LabelEvidence.objects.exists()
     assert retraining.finish_spread_run(run.pk, [result]).status == "failed"
+
+
+def test_the_gate_takes_the_active_models_mnist_figures_from_its_training(tiny_training, active_model, alice,
+                                                                         fallback_data):
+    """Measured when it was trained, on the same test set: not measured again at every retrain."""
+    label_some(alice, fallback_data, 10)
+    run, _ = retraining.retrain_in_foreground()
+    trained = ModelVersion.objects.get(pk=run.model_version_id)
+    versions.activate(trained)
+    stored = dict(trained.metrics["mnist_test"])
+    assert "per_digit" in stored
+    marked = {**stored, "accuracy": stored["accuracy"] - 0.01}  # a value only the stored figures have
+    ModelVersion.objects.filter(pk=trained.pk).update(metrics={**trained.metrics, "mnist_test": marked})
+    run, _ = retraining.retrain_in_foreground()
+    assert run.decision["active"]["version"] == trained.pk
+    assert run.decision["active"]["mnist_test"] == pytest.approx(marked["accuracy"])
+    versions.activate(trained)
+    ModelVersion.objects.filter(pk=trained.pk).update(
+        metrics={**trained.metrics, "mnist_test": {"accuracy": 0.1}})  # no per-digit figures: measured again
+    run, _ = retraining.retrain_in_foreground()
+    assert run.decision["active"]["mnist_test"] == pytest.approx(stored["accuracy"])

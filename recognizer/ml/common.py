@@ -8,8 +8,11 @@ recognizer.ml.kinds lists them. Nothing here imports a model kind.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,3 +192,31 @@ def augment_images(
             ys.append(y[sel])
     flags = np.concatenate([np.zeros(len(X), bool)] + [np.ones(len(o), bool) for o in outs[1:]])
     return np.concatenate(outs), np.concatenate(ys), flags
+
+
+def cached_arrays(cache_file: str | os.PathLike | None, compute: Callable[[], dict[str, np.ndarray]],
+                  fits: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True) -> dict[str, np.ndarray]:
+    """The arrays stored in ``cache_file`` (.npz) when it is there, readable and ``fits``; otherwise
+    ``compute()``, written there for next time (a temporary file renamed into place: concurrent processes
+    never read half a file). ``cache_file`` None: computed, nothing kept."""
+    path = None if cache_file is None else Path(cache_file)
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                arrays = {name: z[name] for name in z.files}
+            if fits(arrays):
+                return arrays
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is rebuilt
+    arrays = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return arrays

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .common import cached_arrays
 from .pendigits import PenDigit, load_pendigits, render_drawing
 from .preprocess import DrawingError, preprocess_drawing
 
@@ -99,32 +99,18 @@ def pen_training_set(path: str | os.PathLike, *, variants: Sequence[PenVariant] 
         drop = {int(w) for w in exclude_writers}
         digits = [d for d in digits if d.writer not in drop]
     variants = [tuple(tuple(float(x) for x in r) for r in v) for v in variants]
-    images = ok = None
     cache_file = None
     if cache_dir is not None:
         source_sha = hashlib.sha256(p.read_bytes()).hexdigest()
         used_writers = sorted({d.writer for d in digits})
         cache_file = Path(cache_dir) / f"pen-renders-{_cache_key(source_sha, variants, seed, used_writers)}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file) as z:
-                    images, ok = z["images"], z["ok"]
-                if len(ok) != len(variants) * len(digits):
-                    images = ok = None
-            except (OSError, ValueError, KeyError):
-                images = ok = None  # a damaged cache is rebuilt
-    if images is None:
+
+    def render() -> dict[str, np.ndarray]:
         images, ok = render_pen_variants(digits, variants, seed, progress)
-        if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npz.tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez_compressed(f, images=images, ok=ok)
-                os.replace(tmp, cache_file)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        return {"images": images, "ok": ok}
+
+    arrays = cached_arrays(cache_file, render, fits=lambda a: len(a["ok"]) == len(variants) * len(digits))
+    images, ok = arrays["images"], arrays["ok"]
     labels = np.tile([d.label for d in digits], len(variants)).astype(np.int64)
     wr = np.tile([d.writer for d in digits], len(variants)).astype(np.int64)
     strokes = [d.strokes for d in digits] * len(variants)
