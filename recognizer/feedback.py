@@ -509,7 +509,7 @@ def evidence_to_compute(estimator) -> np.ndarray:
     return rows[~np.isin(rows[:, 0], done), 0]
 
 
-def precompute_evidence(estimator, ids) -> dict:
+def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = None) -> dict:
     """Decode the drawings `ids` and store what the next ranking under `estimator` would otherwise compute
     for each, one at a time: its features and out-of-sample probabilities (label_evidence). Exactly the same
     values (each drawing's search leaves out its own account, whatever else is in the batch), so ranking
@@ -518,8 +518,9 @@ def precompute_evidence(estimator, ids) -> dict:
     A drawing that already has neighbour lists in this feature space keeps them and its features (it sits in
     others' lists there); one without gets its features and no lists: the ranking searches its neighbours and
     enters it into the others' lists, as for any drawing new to it. Drawings with valid evidence, rejected or
-    deleted meanwhile are skipped."""
-    model, space = trust.model_id(estimator), trust.feature_space_id(estimator)
+    deleted meanwhile are skipped. `names`: (trust.model_id, trust.feature_space_id) of the estimator, when
+    known (a worker computes them once for all the parts it runs: model_id pickles the whole estimator)."""
+    model, space = names if names is not None else (trust.model_id(estimator), trust.feature_space_id(estimator))
     ids = np.unique(np.asarray(ids, np.int64))
     counts = {"drawings": len(ids), "computed": 0, "kept_lists": 0}
     with threadpool_limits(limits=1, user_api="blas"):  # see flag_suspicious_labels

@@ -26,7 +26,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from recognizer import dispatch, feedback, promotion, training, versions
+from recognizer import dispatch, feedback, promotion, training, trust, versions
 from recognizer.ml import store as ml_store
 from recognizer.models import Drawing, ModelVersion, TrainingRun
 
@@ -266,10 +266,13 @@ def _run_to_end(run: TrainingRun, echo: Progress | None, *, spread: bool = False
                 ) -> TrainingRun:
     try:
         with _RunReporter(run, echo, span=(SPREAD_SHARE, 1.0) if parts is not None else (0.0, 1.0)) as report:
-            if spread and _spread_evidence(run, report):
-                run.refresh_from_db()
-                return run
-            result = _retrain(run, report, parts=parts)
+            active = None
+            if spread:
+                sent, active = _spread_evidence(run, report)
+                if sent:
+                    run.refresh_from_db()
+                    return run
+            result = _retrain(run, report, parts=parts, active=active)
         TrainingRun.objects.filter(pk=run.pk).update(**result, holds_lock=False, progress=1.0, stage="done",
                                                      finished_at=timezone.now(), heartbeat_at=timezone.now())
     except BaseException as exc:
@@ -315,9 +318,11 @@ def _data_counts(data: feedback.TrainingData, ranking: dict) -> dict:
     }
 
 
-def _retrain(run: TrainingRun, report: _RunReporter, parts: dict | None = None) -> dict:
+def _retrain(run: TrainingRun, report: _RunReporter, parts: dict | None = None,
+             active: tuple[ModelVersion | None, object | None] | None = None) -> dict:
+    """`active`: (the active version, its estimator) when the caller has loaded them already."""
     report("ranking labels and accounts", 0.01)
-    active, active_estimator = _active_estimator()
+    active, active_estimator = active if active is not None else _active_estimator()
     ranking = feedback.flag_suspicious_labels(active_estimator) if active_estimator is not None else {}
     if parts:
         ranking["spread"] = parts
@@ -410,21 +415,24 @@ SPREAD_STAGE = "computing drawing evidence"
 SPREAD_SHARE = 0.4  # of a spread run's progress bar: its parts, then the rest
 
 
-def _spread_evidence(run: TrainingRun, report: _RunReporter) -> bool:
+def _spread_evidence(run: TrainingRun, report: _RunReporter
+                     ) -> tuple[bool, tuple[ModelVersion | None, object | None] | None]:
     """Send the ranking's per-drawing searches (decoding, features, out-of-sample probabilities) to the
-    workers as a chord of parts when at least RECOGNIZER_RETRAIN_SPREAD_MIN drawings need them; True when
-    sent. They are most of a retrain's cost after a promotion (every drawing's probabilities change with
-    the model) and all of it after the feature space changes; everything else stays in one process."""
+    workers as a chord of parts when at least RECOGNIZER_RETRAIN_SPREAD_MIN drawings need them.
+    (sent, the active version and estimator when it loaded them: the run goes on with them when not sent).
+
+    They are most of a retrain's cost after a promotion (every drawing's probabilities change with the
+    model) and all of it after the feature space changes; everything else stays in one process."""
     threshold = settings.RECOGNIZER_RETRAIN_SPREAD_MIN
     if not threshold or Drawing.objects.not_rejected().count() < threshold:  # a small site: not even a look
-        return False
+        return False, None
     report("finding the drawings to rank", 0.005)
-    active, estimator = _active_estimator()
+    active, estimator = loaded = _active_estimator()
     if estimator is None:
-        return False
+        return False, loaded
     todo = feedback.evidence_to_compute(estimator)
     if len(todo) < threshold:
-        return False
+        return False, loaded
     size = settings.RECOGNIZER_RETRAIN_PART_SIZE
     parts = [todo[s: s + size].tolist() for s in range(0, len(todo), size)]
     # No worker id while the parts run: the one that sent them may be recycled meanwhile, and the parts
@@ -432,8 +440,9 @@ def _spread_evidence(run: TrainingRun, report: _RunReporter) -> bool:
     TrainingRun.objects.filter(pk=run.pk, holds_lock=True).update(
         worker="", stage=f"{SPREAD_STAGE}: {len(todo)} drawings in {len(parts)} parts", progress=0.01,
         heartbeat_at=timezone.now())
-    dispatch.send_evidence_parts(run.pk, active.pk, parts, SPREAD_SHARE / len(parts))  # a broker that is down fails the run, freeing the lock
-    return True
+    # a broker that is down raises here: the run fails and frees the lock
+    dispatch.send_evidence_parts(run.pk, active.pk, parts, SPREAD_SHARE / len(parts))
+    return True, loaded
 
 
 def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: float = 0.0) -> dict:
@@ -444,7 +453,8 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
         return {"drawings": len(ids), "skipped": "the run no longer holds the retrain lock"}
     try:
         version = ModelVersion.objects.get(pk=version_id)
-        counts = feedback.precompute_evidence(_part_estimator(version), ids)
+        estimator, names = _part_estimator(version)
+        counts = feedback.precompute_evidence(estimator, ids, names)
     except Exception as exc:  # noqa: BLE001 - the ranking recomputes the part; the run must go on
         logger.exception("Run %s: an evidence part of %d drawings failed", run_id, len(ids))
         return {"drawings": len(ids), "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -456,12 +466,14 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
 _PART_ESTIMATORS: dict = {}
 
 
-def _part_estimator(version: ModelVersion):
-    """The version's estimator, loaded once per worker process for all the parts it runs (the last only)."""
+def _part_estimator(version: ModelVersion) -> tuple[object, tuple[str, str | None]]:
+    """(the version's estimator, its evidence names), loaded and named once per worker process for all the
+    parts of a run it takes (the last version only)."""
     key = (version.pk, version.sha256)
     if key not in _PART_ESTIMATORS:
         _PART_ESTIMATORS.clear()
-        _PART_ESTIMATORS[key] = versions.load_estimator(version.file, version.sha256)
+        estimator = versions.load_estimator(version.file, version.sha256)
+        _PART_ESTIMATORS[key] = estimator, (trust.model_id(estimator), trust.feature_space_id(estimator))
     return _PART_ESTIMATORS[key]
 
 

@@ -367,11 +367,11 @@ def test_through_celery_a_failed_part_is_left_to_the_ranking_and_the_run_goes_on
     label_some(bob, fallback_data, 30, start=30)
     real, calls = feedback.precompute_evidence, []
 
-    def second_part_fails(estimator, ids):
+    def second_part_fails(estimator, ids, names=None):
         calls.append(len(ids))
         if len(calls) == 2:
             raise MemoryError("out of memory")
-        return real(estimator, ids)
+        return real(estimator, ids, names)
 
     monkeypatch.setattr(feedback, "precompute_evidence", second_part_fails)
     result = tasks.retrain.delay(trigger="schedule").get()  # eager: the chord's parts and body run here
