@@ -521,7 +521,10 @@ def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = N
     deleted meanwhile are skipped. `names`: (trust.model_id, trust.feature_space_id) of the estimator, when
     known (a worker computes them once for all the parts it runs: model_id pickles the whole estimator)."""
     model, space = names if names is not None else (trust.model_id(estimator), trust.feature_space_id(estimator))
-    ids = np.unique(np.asarray(ids, np.int64))
+    # in the order given (evidence_to_compute's: by account), without repeats: a batch then holds whole
+    # accounts, and the out-of-sample search runs once per account in it
+    ids = np.asarray(ids, np.int64)
+    ids = ids[np.sort(np.unique(ids, return_index=True)[1])]
     counts = {"drawings": len(ids), "computed": 0, "kept_lists": 0}
     with threadpool_limits(limits=1, user_api="blas"):  # see flag_suspicious_labels
         for s in range(0, len(ids), _BATCH):
