@@ -247,6 +247,9 @@ class LabelEvidence(models.Model):
     in the active model's space keeps it; one from scratch fits another PCA basis, and everything is
     searched again once). Deleted with the drawing, and by the
     ranking when the drawing is rejected (a drawing that comes back is new: it was in no one's list).
+    A spread retrain's workers store the probabilities and features ahead of the ranking, without neighbour
+    lists for a drawing that had none in the space (feedback.precompute_evidence): the ranking then only
+    searches its neighbours.
     """
 
     drawing = models.OneToOneField(Drawing, on_delete=models.CASCADE, primary_key=True,
