@@ -86,7 +86,6 @@ def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_t
 @pytest.mark.django_db
 def test_a_refit_keeps_the_previous_models_drawings_first_in_its_order_and_extends_its_graph(
         small_training_result, monkeypatch):
-    pytest.importorskip("faiss")
     from recognizer import training
     from recognizer.ml import ann
 
