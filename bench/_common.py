@@ -39,3 +39,21 @@ def throwaway_site(tmp, **env: str) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+def retrain_site(tmp, mnist_limit: int, *, pen_warm_start: bool = True, **env: str) -> None:
+    """throwaway_site for a benchmark that trains and retrains itself: MNIST cut to `mnist_limit` digits (0: all),
+    no cross-validation, the pen warm start on or off, the pen renderings' cache shared between runs, no
+    retrain started by labels, Celery tasks run in this process, and `env` on top."""
+    from pathlib import Path
+
+    throwaway_site(tmp, **{
+        "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
+        "RECOGNIZER_RETRAIN_CV": "false",
+        "RECOGNIZER_PEN_WARM_START": "true" if pen_warm_start else "false",
+        "RECOGNIZER_DATA_DIR": str(Path(".cache/bench").resolve()),  # the pen renderings' cache
+        "RECOGNIZER_RETRAIN_AFTER": str(10**9),  # the benchmark starts the retrains itself
+        "CELERY_TASK_ALWAYS_EAGER": "true",
+        "DJANGO_LOG_LEVEL": "ERROR",
+        **env,
+    })

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log, throwaway_site
+from bench._common import data_dirs, log, retrain_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
@@ -44,17 +44,7 @@ UNSEEN_WRITERS = 6
 
 
 def configure(tmp: Path, mnist_limit: int) -> None:
-    env = {
-        "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
-        "RECOGNIZER_RETRAIN_CV": "false",
-        "RECOGNIZER_PEN_WARM_START": "true",
-        "RECOGNIZER_DATA_DIR": str(Path(".cache/bench").resolve()),  # the pen renderings' cache
-        "RECOGNIZER_RETRAIN_AFTER": str(10**9),  # the benchmark starts the retrains itself
-        "CELERY_TASK_ALWAYS_EAGER": "true",
-        "DJANGO_LOG_LEVEL": "ERROR",
-        "OMP_NUM_THREADS": "2",
-    }
-    throwaway_site(tmp, **env)
+    retrain_site(tmp, mnist_limit, OMP_NUM_THREADS="2")
 
 
 def synthetic_drawings(pen, n: int, rng) -> tuple[np.ndarray, np.ndarray, list]:

@@ -34,23 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log, throwaway_site
+from bench._common import data_dirs, log, retrain_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
 
 def configure(tmp: Path, mnist_limit: int, pen_writers: int) -> None:
-    env = {
-        "RECOGNIZER_TRAIN_LIMIT": str(mnist_limit),
-        "RECOGNIZER_RETRAIN_CV": "false",
-        "RECOGNIZER_PEN_WARM_START": "true" if pen_writers else "false",
-        "RECOGNIZER_DATA_DIR": str(Path(".cache/bench").resolve()),  # the pen renderings' cache
-        "RECOGNIZER_RETRAIN_AFTER": str(10**9),  # the benchmark starts the retrain itself
-        "RECOGNIZER_USER_PREDICT_RATE": "1000000/minute",
-        "CELERY_TASK_ALWAYS_EAGER": "true",
-        "DJANGO_LOG_LEVEL": "ERROR",
-    }
-    throwaway_site(tmp, **env)
+    retrain_site(tmp, mnist_limit, pen_warm_start=bool(pen_writers), RECOGNIZER_USER_PREDICT_RATE="1000000/minute")
 
 
 def jittered(digit, rng):

@@ -32,15 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from bench._common import data_dirs, log
+from bench._server import ROOT, free_port
 from bench.growth import configure, store, synthetic_drawings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:

@@ -226,20 +226,19 @@ def _place_whole(source: Path, target: Path, sha: str, *, may_link: bool) -> Non
 
 
 def _publish_to_remote(storage: Storage, source: Path, sidecar: Path, name: str) -> None:
+    _storage_call(_upload, storage, source, sidecar, name, what=f"storing model file {name}")
+
+
+def _upload(storage: Storage, source: Path, sidecar: Path, name: str) -> None:
+    if sidecar.is_file():
+        with open(sidecar, "rb") as f:
+            _save(storage, f"{name}.json", f)
     try:
-        if sidecar.is_file():
-            with open(sidecar, "rb") as f:
-                _save(storage, f"{name}.json", f)
-        try:
-            with open(source, "rb") as f:
-                _save(storage, name, f)
-        except BaseException:
-            _drop_orphan_sidecar(storage, name)
-            raise
-    except OSError:
+        with open(source, "rb") as f:
+            _save(storage, name, f)
+    except BaseException:
+        _drop_orphan_sidecar(storage, name)
         raise
-    except Exception as exc:  # boto's errors are not OSErrors
-        raise ModelStorageError(f"could not store model file {name}: {exc}") from exc
 
 
 def _drop_orphan_sidecar(storage: Storage, name: str) -> None:
@@ -366,13 +365,13 @@ def prune_cache(keep: Iterable[str]) -> list[str]:
 # --- Helpers ---------------------------------------------------------------------------------------
 
 
-def _storage_call(function, *args):
+def _storage_call(function, *args, what: str = "model storage request"):
     try:
         return function(*args)
     except OSError:
         raise
     except Exception as exc:  # boto's errors are not OSErrors
-        raise ModelStorageError(f"model storage request failed: {exc}") from exc
+        raise ModelStorageError(f"{what} failed: {exc}") from exc
 
 
 def _hashes_to(path: Path, sha: str) -> bool:

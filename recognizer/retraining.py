@@ -7,6 +7,7 @@ The Celery tasks (recognizer.tasks), the `retrain` command, the admin and the AP
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -266,13 +267,13 @@ def _run_to_end(run: TrainingRun, echo: Progress | None, *, spread: bool = False
                 ) -> TrainingRun:
     try:
         with _RunReporter(run, echo, span=(SPREAD_SHARE, 1.0) if parts is not None else (0.0, 1.0)) as report:
-            active = None
+            loaded = None
             if spread:
-                sent, active = _spread_evidence(run, report)
+                sent, loaded = _spread_evidence(run, report)
                 if sent:
                     run.refresh_from_db()
                     return run
-            result = _retrain(run, report, parts=parts, active=active)
+            result = _retrain(run, report, parts=parts, loaded=loaded)
         TrainingRun.objects.filter(pk=run.pk).update(**result, holds_lock=False, progress=1.0, stage="done",
                                                      finished_at=timezone.now(), heartbeat_at=timezone.now())
     except BaseException as exc:
@@ -319,10 +320,10 @@ def _data_counts(data: feedback.TrainingData, ranking: dict) -> dict:
 
 
 def _retrain(run: TrainingRun, report: _RunReporter, parts: dict | None = None,
-             active: tuple[ModelVersion | None, object | None] | None = None) -> dict:
-    """`active`: (the active version, its estimator) when the caller has loaded them already."""
+             loaded: tuple[ModelVersion | None, object | None] | None = None) -> dict:
+    """`loaded`: (the active version, its estimator) when the caller has loaded them already."""
     report("ranking labels and accounts", 0.01)
-    active, active_estimator = active if active is not None else _active_estimator()
+    active, active_estimator = loaded if loaded is not None else _active_estimator()
     ranking = feedback.flag_suspicious_labels(active_estimator) if active_estimator is not None else {}
     if parts:
         ranking["spread"] = parts
@@ -453,7 +454,7 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
         return {"drawings": len(ids), "skipped": "the run no longer holds the retrain lock"}
     try:
         version = ModelVersion.objects.get(pk=version_id)
-        estimator, names = _part_estimator(version)
+        estimator, names = _part_estimator(version.file, version.sha256)
         counts = feedback.precompute_evidence(estimator, ids, names)
     except Exception as exc:  # noqa: BLE001 - the ranking recomputes the part; the run must go on
         logger.exception("Run %s: an evidence part of %d drawings failed", run_id, len(ids))
@@ -463,18 +464,12 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
     return counts
 
 
-_PART_ESTIMATORS: dict = {}
-
-
-def _part_estimator(version: ModelVersion) -> tuple[object, tuple[str, str | None]]:
-    """(the version's estimator, its evidence names), loaded and named once per worker process for all the
+@functools.lru_cache(maxsize=1)
+def _part_estimator(file: str, sha256: str) -> tuple[object, tuple[str, str | None]]:
+    """(a version's estimator, its evidence names), loaded and named once per worker process for all the
     parts of a run it takes (the last version only)."""
-    key = (version.pk, version.sha256)
-    if key not in _PART_ESTIMATORS:
-        _PART_ESTIMATORS.clear()
-        estimator = versions.load_estimator(version.file, version.sha256)
-        _PART_ESTIMATORS[key] = estimator, (trust.model_id(estimator), trust.feature_space_id(estimator))
-    return _PART_ESTIMATORS[key]
+    estimator = versions.load_estimator(file, sha256)
+    return estimator, (trust.model_id(estimator), trust.feature_space_id(estimator))
 
 
 def _parts_summary(results: list) -> dict:

@@ -177,9 +177,8 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         if index is not None:
             # Through the graph, as served queries are: the threshold is compared with the distances predict_one
             # finds there, and an approximate neighbour is never nearer than the exact one. And the exact search
-            # is slow at that size: 52 s for these 2,000 queries over 1M random 80-d rows (one BLAS thread, 2
-            # shared cores), through a 256 x 1M float32 distance block at a time; the graph answers in about
-            # 0.4 ms a query there (bench/README.md).
+            # is slow at that size: 17-27 ms a query at 1M rows against the graph's 0.4 ms (bench/ann.py,
+            # bench/README.md), so these 2,000 queries would take most of a minute.
             _idx, dist = index.search(self.train_features_[sel], k + 1)
         else:
             _idx, dist = knn_sorted(self.train_features_[sel], self.train_features_, self.train_sq_, k + 1)
