@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from recognizer import dispatch, serving, trust
 from recognizer.ml import preprocess as ml_preprocess
-from recognizer.models import Drawing, LabelEvidence, UserTrust
+from recognizer.models import Drawing, LabelEvidence, TrainingRows, UserTrust
 from recognizer.serving import stored_strokes
 
 logger = logging.getLogger(__name__)
@@ -269,6 +269,183 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
 _BATCH = 900
 
 
+class _TrainingLists:
+    """The out-of-sample searches of one k-NN estimator as kept lists (recognizer.trust.training_neighbours):
+    each drawing's nearest training rows of other accounts, for the image k-NN and, when it reads strokes, the
+    stroke k-NN. A list kept under an earlier model in the same space is extended with the rows that model did
+    not have (TrainingRows records each model's rows), so a promotion costs the new rows' search, not a search
+    of every row again; the probabilities are then arithmetic on the lists."""
+
+    def __init__(self, estimator, model: str) -> None:
+        self.estimator, self.model = estimator, model
+        self.image = trust.image_part(estimator)
+        self.stroke = trust.stroke_part(estimator) if self.image is not None else None
+        self.ki = trust.training_list_length(self.image) if self.image is not None else 0
+        self.ks = trust.training_list_length(self.stroke) if self.stroke is not None else 0
+        self.ds = self.stroke.F.shape[1] if self.stroke is not None else 0
+        self._digest: str | None = None
+        self._since: dict[str, tuple | None] = {}
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = trust.training_rows_digest(self.estimator)
+        return self._digest
+
+    def empty(self, n: int) -> dict:
+        return {"tk": np.full((n, self.ki), trust.PAD_KEY, np.int64), "td": np.full((n, self.ki), np.inf, np.float32),
+                "sk": np.full((n, self.ks), trust.PAD_KEY, np.int64), "sd": np.full((n, self.ks), np.inf, np.float32),
+                "SF": np.zeros((n, self.ds), np.float32), "has_S": np.zeros(n, bool), "has_T": np.zeros(n, bool),
+                "source": np.full(n, "", object)}
+
+    def load(self, out: dict, rows: list, at: np.ndarray) -> None:
+        """Stored lists of drawings whose features are in the space (`rows`: LabelEvidence values at `at`)."""
+        if self.image is None:
+            return
+        for r, i in zip(rows, at):
+            keys, dist, sf, skeys, sdist = (bytes(b) for b in r[7:12])
+            if len(keys) != 8 * self.ki or len(dist) != 4 * self.ki:
+                continue
+            if self.stroke is not None and sf:
+                if len(sf) != 4 * self.ds or len(skeys) != 8 * self.ks or len(sdist) != 4 * self.ks:
+                    continue
+                out["SF"][i] = np.frombuffer(sf, np.float32)
+                out["sk"][i], out["sd"][i] = np.frombuffer(skeys, np.int64), np.frombuffer(sdist, np.float32)
+                out["has_S"][i] = True
+            out["tk"][i], out["td"][i] = np.frombuffer(keys, np.int64), np.frombuffer(dist, np.float32)
+            out["has_T"][i], out["source"][i] = True, r[1]
+
+    def rows_since(self, source: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(image rows, stroke rows) of this model that lists kept under `source` never saw; None: unknown."""
+        if source not in self._since:
+            found = TrainingRows.objects.filter(model=source).values_list("digest", "image_keys", "stroke_keys").first()
+            since = None
+            if found is not None and found[0] == self.digest:
+                since = (np.flatnonzero(~np.isin(self.image.keys, np.frombuffer(bytes(found[1]), np.int64))),
+                         np.zeros(0, np.int64) if self.stroke is None else
+                         np.flatnonzero(~np.isin(self.stroke.keys, np.frombuffer(bytes(found[2]), np.int64))))
+            self._since[source] = since
+        return self._since[source]
+
+    def record(self) -> None:
+        """Stores this model's rows (before any list kept under it is)."""
+        TrainingRows.objects.get_or_create(model=self.model, defaults={
+            "digest": self.digest, "image_keys": self.image.keys.tobytes(),
+            "stroke_keys": b"" if self.stroke is None else self.stroke.keys.tobytes()})
+
+    def search(self, ev: dict, rows: np.ndarray, users: np.ndarray) -> None:
+        """The full searches of `rows` (features in ev["F"], strokes' in ev["SF"] where ev["has_S"])."""
+        ev["tk"][rows], ev["td"][rows] = trust.training_neighbours(self.image, ev["F"][rows], users[rows])
+        strokes = rows[ev["has_S"][rows]]
+        if len(strokes):
+            ev["sk"][strokes], ev["sd"][strokes] = trust.training_neighbours(self.stroke, ev["SF"][strokes], users[strokes])
+        ev["has_T"][rows] = True
+
+    def extend(self, ev: dict, rows: np.ndarray, users: np.ndarray, since: tuple) -> int:
+        """The kept lists of `rows` made this model's (trust.extend_training_lists); how many were searched again."""
+        tk, td = ev["tk"][rows], ev["td"][rows]
+        again = trust.extend_training_lists(self.image, ev["F"][rows], users[rows], tk, td, since[0])
+        ev["tk"][rows], ev["td"][rows] = tk, td
+        strokes = rows[ev["has_S"][rows]]
+        if len(strokes):
+            sk, sd = ev["sk"][strokes], ev["sd"][strokes]
+            again_s = trust.extend_training_lists(self.stroke, ev["SF"][strokes], users[strokes], sk, sd, since[1])
+            ev["sk"][strokes], ev["sd"][strokes] = sk, sd
+            again[np.isin(rows, strokes[again_s])] = True
+        return int(again.sum())
+
+    def probabilities(self, ev: dict, rows: np.ndarray) -> np.ndarray:
+        """trust.neighbour_probabilities' answer for `rows`, from their lists: image and strokes fused."""
+        p = trust.probabilities_from_lists(self.image, ev["tk"][rows], ev["td"][rows])
+        strokes = np.flatnonzero(ev["has_S"][rows])
+        if len(strokes):
+            w = float(self.estimator.stroke_weight_)
+            at = rows[strokes]
+            p[strokes] = (1.0 - w) * p[strokes] + w * trust.probabilities_from_lists(self.stroke, ev["sk"][at], ev["sd"][at])
+        return p
+
+    def fields(self, ev: dict, i: int) -> dict:
+        """LabelEvidence's list fields of row `i` (empty when it has none)."""
+        if not ev.get("has_T", np.zeros(i + 1, bool))[i]:
+            return {"training_neighbours": b"", "training_distances": b"", "stroke_features": b"",
+                    "stroke_neighbours": b"", "stroke_distances": b""}
+        strokes = bool(ev["has_S"][i])
+        return {"training_neighbours": ev["tk"][i].tobytes(), "training_distances": ev["td"][i].tobytes(),
+                "stroke_features": ev["SF"][i].tobytes() if strokes else b"",
+                "stroke_neighbours": ev["sk"][i].tobytes() if strokes else b"",
+                "stroke_distances": ev["sd"][i].tobytes() if strokes else b""}
+
+
+_LIST_FIELDS = ["training_neighbours", "training_distances", "stroke_features", "stroke_neighbours", "stroke_distances"]
+
+
+def _out_of_sample(estimator, lists: _TrainingLists, space: str | None, ids: np.ndarray, users: np.ndarray, ev: dict,
+                   need: np.ndarray, features_for: np.ndarray, drawings: QuerySet, counts: dict) -> np.ndarray:
+    """Fills `ev` (_load_evidence's arrays) with the out-of-sample probabilities of the drawings `need` (bool per
+    id), their features and kept training lists, and the features of `features_for`. A drawing with lists kept
+    under an earlier model in this space is not decoded: its lists are extended with the rows new to this model.
+    The others are decoded (from `drawings`) and searched in full. Returns which drawings were found."""
+    here = np.ones(len(ids), bool)
+    extend = np.zeros(len(ids), bool)
+    if lists.image is not None and len(ids):
+        for source in np.unique(ev["source"][need & ev["has_T"]]):
+            since = lists.rows_since(source)
+            if since is not None:
+                extend |= need & ev["has_T"] & (ev["source"] == source)
+    decode = np.flatnonzero((need & ~extend) | features_for)
+    # by account: the out-of-sample search runs once per account in a batch, not per drawing
+    decode = decode[np.argsort(users[decode], kind="stable")]
+    p, has_p = ev["p"], ev["has_p"]
+    for s in range(0, len(decode), _BATCH):
+        rows = np.sort(decode[s: s + _BATCH])  # in id order, as drawing_set returns them
+        ds = drawing_set(drawings.filter(pk__in=ids[rows].tolist()).order_by("id"))
+        found = np.isin(ids[rows], ds.ids)
+        here[rows[~found]] = False
+        rows = rows[found]
+        if not len(rows):
+            continue
+        features = estimator.transform(ds.images) if space is not None else None
+        if features is not None:
+            if ev["F"] is None:
+                ev["F"] = np.zeros((len(ids), features.shape[1]), np.float32)
+            fresh = ~ev["has_peers"][rows]  # a drawing's cached features are kept: it sits in others' lists there
+            ev["F"][rows[fresh]] = features[fresh]
+            ev["has_F"][rows] = True
+        wanted = need[rows]
+        if not wanted.any():
+            continue
+        sub, at = ds.pick(wanted), rows[wanted]
+        if lists.image is None:  # not a k-NN: its plain probabilities (nothing to leave out, nothing to keep)
+            p[at] = out_of_sample_probabilities(estimator, sub.images, sub.users, sub.strokes,
+                                                features=None if features is None else features[wanted])
+        else:
+            if lists.stroke is not None:
+                with_strokes = np.array([st is not None and len(st) > 0 for st in sub.strokes], bool)
+                ev["has_S"][at] = with_strokes
+                if with_strokes.any():
+                    ev["SF"][at[with_strokes]] = estimator.stroke_model_.features(
+                        [st for st, w in zip(sub.strokes, with_strokes) if w])
+            lists.search(ev, at, users)
+            p[at] = lists.probabilities(ev, at)
+        has_p[at] = True
+        counts["searched_in_full"] = counts.get("searched_in_full", 0) + len(at)
+    rows = np.flatnonzero(extend & here)
+    for source in np.unique(ev["source"][rows]):
+        part = rows[ev["source"][rows] == source]
+        since = lists.rows_since(source)
+        for s in range(0, len(part), 20000):  # bounds the candidate arrays held at once
+            chunk = part[s: s + 20000]
+            counts["training_lists_searched_again"] = counts.get("training_lists_searched_again", 0) + \
+                lists.extend(ev, chunk, users, since)
+            p[chunk] = lists.probabilities(ev, chunk)
+        has_p[part] = True
+        counts["training_lists_extended"] = counts.get("training_lists_extended", 0) + len(part)
+        counts["training_rows_new"] = max(counts.get("training_rows_new", 0), len(since[0]))
+    return here
+
+
+
+
 @dataclass
 class _Evidence:
     """Per ranked drawing, in id order: what the ranking's searches found, cached or new."""
@@ -281,17 +458,30 @@ class _Evidence:
     lists: list  # (neighbour ids, distances, drawing id) of old drawings only a new drawing's entry changed
     orphans: list  # drawing ids whose stored evidence is no longer ranked (rejected): to delete
     counts: dict
+    model: str = ""  # trust.model_id of the estimator: every ranked drawing's evidence is under it once stored
+    training_lists: _TrainingLists | None = None  # to record the rows the written training lists are over
 
 
-def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
+def _load_evidence(ids: np.ndarray, model: str, space: str | None, lists: _TrainingLists | None = None,
+                   *, only_ids: bool = False) -> dict:
     """The stored evidence of `ids` that is still valid, as arrays; stored evidence of other drawings is
-    returned as orphans (those not ranked now: whoever is ranked again later is new to everyone's list)."""
+    returned as orphans (those not ranked now: whoever is ranked again later is new to everyone's list).
+    `lists`: also the kept training lists in its shapes, with the model each was kept under (`source`).
+    `only_ids`: read only the evidence of `ids` (a part of them), not the whole table."""
     n, K = len(ids), trust.PEER_KEPT
     out = {"p": np.zeros((n, trust.N_CLASSES)), "has_p": np.zeros(n, bool), "has_peers": np.zeros(n, bool),
            "F": None, "has_F": np.zeros(n, bool), "nb": np.full((n, K), -1, np.int64),
            "nd": np.full((n, K), np.inf, np.float32), "orphans": []}
-    rows = LabelEvidence.objects.values_list("drawing_id", "model", "space", "probabilities", "features",
-                                             "neighbour_ids", "neighbour_distances").iterator(chunk_size=2000)
+    if lists is not None:
+        out.update(lists.empty(n))
+    fields = ("drawing_id", "model", "space", "probabilities", "features", "neighbour_ids", "neighbour_distances",
+              "training_neighbours", "training_distances", "stroke_features", "stroke_neighbours", "stroke_distances")
+    if only_ids:
+        rows = itertools.chain.from_iterable(
+            LabelEvidence.objects.filter(drawing_id__in=ids[s: s + _BATCH].tolist()).values_list(*fields)
+            for s in range(0, n, _BATCH))
+    else:
+        rows = LabelEvidence.objects.values_list(*fields).iterator(chunk_size=2000)
     while chunk := list(itertools.islice(rows, 10000)):
         pks = np.array([r[0] for r in chunk], np.int64)
         at = np.minimum(np.searchsorted(ids, pks), max(n - 1, 0))
@@ -314,6 +504,8 @@ def _load_evidence(ids: np.ndarray, model: str, space: str | None) -> dict:
             out["nb"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][5] for j in s_ok), np.int64).reshape(-1, K)
             out["nd"][at[s_ok]] = np.frombuffer(b"".join(chunk[j][6] for j in s_ok), np.float32).reshape(-1, K)
             out["has_peers"][at[s_ok]] = True
+        if lists is not None:
+            lists.load(out, [chunk[j] for j in f_ok], at[f_ok])
     return out
 
 
@@ -338,36 +530,20 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
     A drawing deleted meanwhile is left out of the result (compare its ids with `ids`).
     """
     model, space = trust.model_id(estimator), trust.feature_space_id(estimator)
-    ev = _load_evidence(ids, model, space)
-    p, has_p, F, nb, nd, has_peers = ev["p"], ev["has_p"], ev["F"], ev["nb"], ev["nd"], ev["has_peers"]
+    lists = _TrainingLists(estimator, model)
+    ev = _load_evidence(ids, model, space, lists)
+    has_peers = ev["has_peers"]
     new = ~has_peers if space is not None else np.zeros(len(ids), bool)
-    here = np.ones(len(ids), bool)
-    decode = np.flatnonzero(~has_p | (new & ~ev["has_F"]))
-    # by account: the out-of-sample search runs once per account in a batch, not per drawing
-    decode = decode[np.argsort(users[decode], kind="stable")]
-    for s in range(0, len(decode), _BATCH):
-        rows = np.sort(decode[s: s + _BATCH])  # in id order, as drawing_set returns them
-        ds = drawing_set(Drawing.objects.filter(pk__in=ids[rows].tolist()).order_by("id"))
-        found = np.isin(ids[rows], ds.ids)
-        here[rows[~found]] = False
-        rows = rows[found]
-        if not len(rows):
-            continue
-        features = estimator.transform(ds.images) if space is not None else None
-        if features is not None:
-            if F is None:
-                F = np.zeros((len(ids), features.shape[1]), np.float32)
-            fresh = ~has_peers[rows]  # a drawing's cached features are kept: it sits in others' lists there
-            F[rows[fresh]] = features[fresh]
-        need = ~has_p[rows]
-        if need.any():
-            sub = ds.pick(need)
-            p[rows[need]] = out_of_sample_probabilities(estimator, sub.images, sub.users, sub.strokes,
-                                                        features=None if features is None else features[need])
+    searched = ~ev["has_p"] | new
+    counts: dict = {}
+    here = _out_of_sample(estimator, lists, space, ids, users, ev, ~ev["has_p"], new & ~ev["has_F"], Drawing.objects,
+                          counts)
     if not here.all():
-        ids, users, p, has_p, nb, nd, has_peers, new = (a[here] for a in (ids, users, p, has_p, nb, nd, has_peers, new))
-        F = None if F is None else F[here]
-    searched = ~has_p | new
+        ids, users, new, searched = ids[here], users[here], new[here], searched[here]
+        for key, value in ev.items():
+            if isinstance(value, np.ndarray) and len(value) == len(here):
+                ev[key] = value[here]
+    p, F, nb, nd, has_peers = ev["p"], ev["F"], ev["nb"], ev["nd"], ev["has_peers"]
     stale = np.zeros(len(ids), bool)
     entered = np.zeros(0, np.int64)
     if space is not None and len(ids):
@@ -386,13 +562,13 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
                            probabilities=p[i].astype(np.float64).tobytes(),
                            features=b"" if space is None else F[i].tobytes(),
                            neighbour_ids=b"" if space is None else nb[i].tobytes(),
-                           neighbour_distances=b"" if space is None else nd[i].tobytes())
+                           neighbour_distances=b"" if space is None else nd[i].tobytes(), **lists.fields(ev, i))
              for i in np.flatnonzero(searched)]
-    lists = [(nb[i].tobytes(), nd[i].tobytes(), int(ids[i])) for i in entered if not searched[i]]
+    entered_lists = [(nb[i].tobytes(), nd[i].tobytes(), int(ids[i])) for i in entered if not searched[i]]
     counts = {"searched": int(searched.sum()), "reused": int((~searched).sum()),
-              "lists_entered": len(entered), "lists_searched_again": int(stale.sum())}
-    return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, lists,
-                     ev["orphans"], counts)
+              "lists_entered": len(entered), "lists_searched_again": int(stale.sum()), **counts}
+    return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, entered_lists,
+                     ev["orphans"], counts, model, lists if lists.image is not None and ev["has_T"].any() else None)
 
 
 def _store_evidence(evidence: _Evidence) -> None:
@@ -400,6 +576,8 @@ def _store_evidence(evidence: _Evidence) -> None:
     deleted under it now; elsewhere the drawings are locked)."""
     for s in range(0, len(evidence.orphans), _BATCH):
         LabelEvidence.objects.filter(pk__in=evidence.orphans[s: s + _BATCH]).delete()
+    if evidence.training_lists is not None:
+        evidence.training_lists.record()
     for s in range(0, len(evidence.write), _BATCH):
         batch = evidence.write[s: s + _BATCH]
         alive = set(Drawing.objects.select_for_update().filter(pk__in=[e.drawing_id for e in batch])
@@ -407,7 +585,9 @@ def _store_evidence(evidence: _Evidence) -> None:
         LabelEvidence.objects.bulk_create(
             [e for e in batch if e.drawing_id in alive], update_conflicts=True, unique_fields=["drawing"],
             update_fields=["model", "space", "probabilities", "features", "neighbour_ids", "neighbour_distances",
-                           "updated_at"])
+                           *_LIST_FIELDS, "updated_at"])
+    # every ranked drawing's evidence is now under this ranking's model: the rows of earlier ones are not needed
+    TrainingRows.objects.exclude(model=evidence.model).delete()
     # Lists a new drawing entered: the two columns, as one prepared UPDATE (a drawing deleted meanwhile
     # updates nothing). About PEER_KEPT of them a new drawing: model instances would cost more than the search.
     meta = LabelEvidence._meta
@@ -510,10 +690,11 @@ def evidence_to_compute(estimator) -> np.ndarray:
 
 
 def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = None) -> dict:
-    """Decode the drawings `ids` and store what the next ranking under `estimator` would otherwise compute
-    for each, one at a time: its features and out-of-sample probabilities (label_evidence). Exactly the same
-    values (each drawing's search leaves out its own account, whatever else is in the batch), so ranking
-    after any number of these, in any order, on any worker, decides what ranking alone decides.
+    """Store what the next ranking under `estimator` would otherwise compute for each of the drawings `ids`:
+    its features, out-of-sample probabilities and kept training lists (label_evidence, through the same
+    _out_of_sample: a drawing with lists kept under an earlier model in this space is not decoded). Exactly
+    the same values (each drawing's search leaves out its own account, whatever else is in the batch), so
+    ranking after any number of these, in any order, on any worker, decides what ranking alone decides.
 
     A drawing that already has neighbour lists in this feature space keeps them and its features (it sits in
     others' lists there); one without gets its features and no lists: the ranking searches its neighbours and
@@ -521,38 +702,44 @@ def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = N
     deleted meanwhile are skipped. `names`: (trust.model_id, trust.feature_space_id) of the estimator, when
     known (a worker computes them once for all the parts it runs: model_id pickles the whole estimator)."""
     model, space = names if names is not None else (trust.model_id(estimator), trust.feature_space_id(estimator))
+    lists = _TrainingLists(estimator, model)
     # in the order given (evidence_to_compute's: by account), without repeats: a batch then holds whole
     # accounts, and the out-of-sample search runs once per account in it
     ids = np.asarray(ids, np.int64)
     ids = ids[np.sort(np.unique(ids, return_index=True)[1])]
     counts = {"drawings": len(ids), "computed": 0, "kept_lists": 0}
+    recorded = False
     with threadpool_limits(limits=1, user_api="blas"):  # see flag_suspicious_labels
         for s in range(0, len(ids), _BATCH):
-            batch = ids[s: s + _BATCH].tolist()
-            stored = {pk: (m, sp, len(nb) == 8 * trust.PEER_KEPT) for pk, m, sp, nb in LabelEvidence.objects
-                      .filter(drawing_id__in=batch).values_list("drawing_id", "model", "space", "neighbour_ids")}
-            todo = [pk for pk in batch if stored.get(pk, ("",))[0] != model]
-            ds = drawing_set(Drawing.objects.not_rejected().filter(pk__in=todo).order_by("id"))
-            if not len(ds):
+            batch = np.array(sorted(Drawing.objects.not_rejected().filter(pk__in=ids[s: s + _BATCH].tolist())
+                                    .values_list("id", "user_id")), np.int64).reshape(-1, 2)
+            ev = _load_evidence(batch[:, 0], model, space, lists, only_ids=True)
+            todo = ~ev["has_p"]
+            if not todo.any():
                 continue
-            features = estimator.transform(ds.images) if space is not None else None
-            p = out_of_sample_probabilities(estimator, ds.images, ds.users, ds.strokes, features=features)
-            keep_lists = np.array([space is not None and stored.get(int(pk), ("", None, False))[1:] == (space, True)
-                                   for pk in ds.ids], bool)
-            rows = [LabelEvidence(drawing_id=int(pk), model=model, space=space or "",
-                                  probabilities=p[i].astype(np.float64).tobytes(),
-                                  features=b"" if features is None else features[i].tobytes(),
-                                  neighbour_ids=b"", neighbour_distances=b"")
-                    for i, pk in enumerate(ds.ids)]
+            here = _out_of_sample(estimator, lists, space, batch[:, 0], batch[:, 1], ev, todo,
+                                  np.zeros(len(batch), bool), Drawing.objects.not_rejected(), counts)
+            done = np.flatnonzero(todo & here)
+            if not len(done):
+                continue
+            keep_lists = ev["has_peers"][done]
+            rows = [LabelEvidence(drawing_id=int(batch[i, 0]), model=model, space=space or "",
+                                  probabilities=ev["p"][i].astype(np.float64).tobytes(),
+                                  features=b"" if ev["F"] is None else ev["F"][i].tobytes(),
+                                  neighbour_ids=b"", neighbour_distances=b"", **lists.fields(ev, i))
+                    for i in done]
             with transaction.atomic():
-                alive = set(Drawing.objects.select_for_update().filter(pk__in=ds.ids.tolist())
+                if not recorded and lists.image is not None:
+                    lists.record()
+                    recorded = True
+                alive = set(Drawing.objects.select_for_update().filter(pk__in=batch[done, 0].tolist())
                             .values_list("pk", flat=True))
-                for mask, fields in ((keep_lists, ["model", "probabilities", "updated_at"]),
+                for mask, fields in ((keep_lists, ["model", "probabilities", *_LIST_FIELDS, "updated_at"]),
                                      (~keep_lists, ["model", "space", "probabilities", "features", "neighbour_ids",
-                                                    "neighbour_distances", "updated_at"])):
+                                                    "neighbour_distances", *_LIST_FIELDS, "updated_at"])):
                     LabelEvidence.objects.bulk_create(
                         [r for r, m in zip(rows, mask) if m and r.drawing_id in alive], update_conflicts=True,
                         unique_fields=["drawing"], update_fields=fields)
-            counts["computed"] += len(ds)
+            counts["computed"] += len(done)
             counts["kept_lists"] += int(keep_lists.sum())
     return counts

@@ -263,6 +263,16 @@ class LabelEvidence(models.Model):
         blank=True, help_text="int64, trust.PEER_KEPT of them: the nearest other accounts' drawings, nearest "
                               "first, -1 padded; entries deleted or rejected since are skipped when used.")
     neighbour_distances = models.BinaryField(blank=True, help_text="float32, one per neighbour id (inf: padding).")
+    # The out-of-sample probabilities' searches: the nearest training rows of other accounts of the model named
+    # by `model`, as complete as TrainingRows records for it; the next model in the space searches only its
+    # rows that are not in that record (recognizer.trust.extend_training_lists).
+    training_neighbours = models.BinaryField(
+        blank=True, help_text="int64 row keys (recognizer.trust.KnnPart.keys) of the image k-NN, nearest first.")
+    training_distances = models.BinaryField(blank=True, help_text="float32, one per training neighbour.")
+    stroke_features = models.BinaryField(
+        blank=True, help_text="float32: the strokes in the stroke k-NN's space; empty when the drawing has none.")
+    stroke_neighbours = models.BinaryField(blank=True, help_text="int64 row keys of the stroke k-NN, nearest first.")
+    stroke_distances = models.BinaryField(blank=True, help_text="float32, one per stroke neighbour.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -271,6 +281,25 @@ class LabelEvidence(models.Model):
 
     def __str__(self) -> str:
         return f"Label evidence of drawing {self.drawing_id}"
+
+
+class TrainingRows(models.Model):
+    """The training rows of a model that label evidence was searched under (LabelEvidence.model): the rows its
+    kept training-neighbour lists are complete over. One per model that evidence still names; the ranking
+    deletes the others."""
+
+    model = models.CharField(max_length=64, unique=True, help_text="recognizer.trust.model_id of the estimator.")
+    digest = models.CharField(max_length=64, help_text="recognizer.trust.training_rows_digest of the estimator.")
+    image_keys = models.BinaryField(help_text="int64 keys of the image k-NN's rows.")
+    stroke_keys = models.BinaryField(blank=True, help_text="int64 keys of the stroke k-NN's rows, if it has one.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "training rows"
+        verbose_name_plural = "training rows"
+
+    def __str__(self) -> str:
+        return f"Training rows of model {self.model[:12]}"
 
 
 class PredictRequest(models.Model):

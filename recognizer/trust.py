@@ -19,6 +19,10 @@ tests and benchmarks can call it too. The numbers below were set with bench/pois
   or trust do, so they are kept between rankings; new drawings are searched and put into the kept lists
   they fall into (neighbours_reached, merge_neighbours), and the votes are arithmetic on the lists
   (votes_from_neighbours): peer_votes' answer without searching every drawing again.
+- The same for the out-of-sample probabilities: a drawing's nearest training rows of other accounts
+  (training_neighbours) are kept too. A model refitted in the same space keeps its rows' features, so
+  after a promotion only the rows it added are searched (extend_training_lists), and the vote is
+  arithmetic on the lists with the new model's labels and weights (probabilities_from_lists).
 """
 
 from __future__ import annotations
@@ -67,6 +71,33 @@ class KnnPart:
     groups: np.ndarray  # who drew each training sample: a user id, -1 MNIST, <= -1000 a pendigits writer
     k: int
     weights: str
+    ids: np.ndarray | None = None  # which stored drawing each row is (-1: a data set's row); None: not known
+    _keys: np.ndarray | None = field(default=None, init=False, repr=False)
+    _key_order: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def keys(self) -> np.ndarray:
+        """A name for each row that another model in the same feature space gives the same row: the drawing's id,
+        or -1 - its place among the rows that are not drawings (the data sets' rows, always kept first and in
+        order by a refit: recognizer.training.refit_in_space)."""
+        if self._keys is None:
+            ids = np.full(len(self.groups), -1, np.int64) if self.ids is None else np.asarray(self.ids, np.int64)
+            keys = ids.copy()
+            anonymous = ids < 0
+            keys[anonymous] = -1 - np.arange(int(anonymous.sum()), dtype=np.int64)
+            self._keys = keys
+            self._key_order = np.argsort(keys, kind="stable")
+        return self._keys
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The rows named by `keys` (any shape); -1 for padding and for rows this model does not have."""
+        own = self.keys
+        keys = np.asarray(keys, np.int64)
+        if not len(own):
+            return np.full(keys.shape, -1, np.int64)
+        sorted_keys = own[self._key_order]
+        at = np.minimum(np.searchsorted(sorted_keys, keys), len(own) - 1)
+        return np.where(sorted_keys[at] == keys, self._key_order[at], -1)
 
     def search(self, Q: np.ndarray, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(indices, distances) of the k nearest training samples not `excluded` (bool per training row)."""
@@ -105,7 +136,7 @@ def image_part(estimator) -> KnnPart | None:
     n = len(estimator.train_labels_)
     return KnnPart(estimator.train_features_, estimator.train_sq_, estimator.train_labels_,
                    estimator.sample_weight_, _groups_or_mnist(estimator, n), int(estimator.n_neighbors),
-                   estimator.weights)
+                   estimator.weights, getattr(estimator, "train_ids_", None))
 
 
 def stroke_part(estimator) -> KnnPart | None:
@@ -114,7 +145,7 @@ def stroke_part(estimator) -> KnnPart | None:
         return None
     n = len(model.train_labels_)
     return KnnPart(model.train_features_, model.train_sq_, model.train_labels_, model.sample_weight_,
-                   _groups_or_mnist(model, n), int(model.n_neighbors), model.weights)
+                   _groups_or_mnist(model, n), int(model.n_neighbors), model.weights, getattr(model, "train_ids_", None))
 
 
 def _stroke_rows(strokes) -> list[int]:
@@ -161,6 +192,107 @@ def _part_probabilities(part: KnnPart, Q: np.ndarray, users, exclude: set) -> np
         idx, dist = part.search(Q[rows], excluded)
         out[rows] = part.vote(idx, dist, excluded)
     return out
+
+
+# --- The out-of-sample searches, kept between rankings -------------------------------------------------
+
+# A drawing's kept list of training rows holds this many more than the k that vote: a few of them dropped
+# from the next model (a drawing rejected, capped, quarantined) leave its k nearest still known.
+TRAINING_SPARE = 8
+PAD_KEY = np.iinfo(np.int64).min  # fills a list that holds every training row of other accounts
+
+
+def training_list_length(part: KnnPart) -> int:
+    return part.k + TRAINING_SPARE
+
+
+def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, among: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(row keys (n, k), distances (n, k)): for each query, the k nearest of `among` (default: every row) not
+    drawn by its own account (`users`), nearest first; PAD_KEY and inf where there are fewer."""
+    rows = np.arange(len(part.groups)) if among is None else np.asarray(among, np.int64)
+    keys_out = np.full((len(Q), k), PAD_KEY, np.int64)
+    dist_out = np.full((len(Q), k), np.inf, np.float32)
+    if not len(rows) or not len(Q):
+        return keys_out, dist_out
+    F, sq, groups, keys = part.F[rows], part.sq[rows], part.groups[rows], part.keys[rows]
+    users = np.asarray(users, np.int64)
+    accounts, counts = np.unique(groups, return_counts=True)
+    at = np.minimum(np.searchsorted(accounts, users), len(accounts) - 1)
+    own = np.where(accounts[at] == users, counts[at], 0)
+
+    def put(q, idx, dist, mine):
+        keep = np.argsort(mine, axis=1, kind="stable")[:, :k]  # the account's own last: cut or padded
+        idx, dist, mine = (np.take_along_axis(a, keep, axis=1) for a in (idx, dist, mine))
+        keys_out[q, : idx.shape[1]] = np.where(mine, PAD_KEY, keys[idx])
+        dist_out[q, : idx.shape[1]] = np.where(mine, np.inf, dist)
+
+    small = np.flatnonzero(own <= _SMALL_ACCOUNT)
+    for s in range(0, len(small), 4096):  # at most `own` of the k + own nearest are the query's own account's
+        q = small[s: s + 4096]
+        idx, dist = _knn_sorted(Q[q], F, sq, min(len(F), k + int(own[q].max())))
+        put(q, idx, dist, groups[idx] == users[q][:, None])
+    for user in np.unique(users[own > _SMALL_ACCOUNT]):  # a big account: search the others only
+        q = np.flatnonzero(users == user)
+        others = np.flatnonzero(groups != user)
+        if len(others):
+            sub, dist = _knn_sorted(Q[q], F[others], sq[others], min(k, len(others)))
+            idx = others[sub]
+            put(q, idx, dist, np.zeros(idx.shape, bool))
+    return keys_out, dist_out
+
+
+def training_neighbours(part: KnnPart, Q: np.ndarray, users) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's kept list: its training_list_length(part) nearest training rows of other accounts, as
+    (row keys, distances), nearest first; PAD_KEY and inf where there are fewer."""
+    return _nearest_of_others(part, np.asarray(Q, np.float32), users, training_list_length(part))
+
+
+def extend_training_lists(part: KnnPart, Q: np.ndarray, users, keys: np.ndarray, dist: np.ndarray,
+                          new_rows: np.ndarray) -> np.ndarray:
+    """Lists kept under an earlier model (`keys`, `dist`, in place) made this model's: its rows the lists never
+    saw (`new_rows`: a model refitted in the same space keeps the others, with the same features) are searched
+    and merged in; a row the model no longer has stays listed and is skipped when voting, as in the peer lists.
+    A list left with fewer than k rows the model still has is searched again whole. Returns which were."""
+    Q = np.asarray(Q, np.float32)
+    users = np.asarray(users, np.int64)
+    if len(new_rows) and len(Q):
+        found, found_dist = _nearest_of_others(part, Q, users, keys.shape[1], among=new_rows)
+        i, j = np.nonzero(found != PAD_KEY)
+        merge_neighbours(keys, dist, i, found[i, j], found_dist[i, j])
+    again = lists_to_research(keys, part.rows_of(keys), part.k, pad=PAD_KEY)
+    if again.any():
+        keys[again], dist[again] = training_neighbours(part, Q[again], users[again])
+    return again
+
+
+def probabilities_from_lists(part: KnnPart, keys: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """(n, 10): the vote of each list's first k rows that the model has, with its labels and weights: what
+    searching the model for those queries with their own accounts left out answers."""
+    rows = part.rows_of(keys)
+    present = rows >= 0
+    first = np.argsort(~present, axis=1, kind="stable")[:, : part.k]
+    rows, dist, present = (np.take_along_axis(a, first, axis=1) for a in (rows, dist, present))
+    at = np.maximum(rows, 0)
+    mult = (np.ones(at.shape, np.float32) if part.mult is None else part.mult[at]) * present
+    return _vote(part.labels[at].astype(np.int64), dist, mult, part.weights)
+
+
+def training_rows_digest(estimator) -> str:
+    """Names what the kept lists' row keys mean beyond the drawings' ids: the feature space, and the data sets'
+    rows (features, labels, who drew them) of the image and stroke k-NNs. Lists kept under a model with
+    another digest are searched again."""
+    h = hashlib.sha256(f"training lists v{EVIDENCE_VERSION} spare {TRAINING_SPARE} "
+                       f"{feature_space_id(estimator)}".encode())
+    for part, model in ((image_part(estimator), estimator), (stroke_part(estimator), getattr(estimator, "stroke_model_", None))):
+        if part is None:
+            h.update(b"none")
+            continue
+        h.update(repr((part.k, part.weights, getattr(model, "feature_params", None))).encode())
+        base = part.keys < 0
+        for a in (part.F[base], part.labels[base], part.groups[base]):
+            _array_digest(h, a)
+    return h.hexdigest()
 
 
 # --- Trust and suspicion ---------------------------------------------------------------------------
@@ -434,14 +566,15 @@ def merge_neighbours(idx: np.ndarray, dist: np.ndarray, rows, new_idx, new_dist)
     return changed
 
 
-def lists_to_research(stored_idx: np.ndarray, present_rows: np.ndarray, k: int = PEER_NEIGHBOURS) -> np.ndarray:
+def lists_to_research(stored_idx: np.ndarray, present_rows: np.ndarray, k: int = PEER_NEIGHBOURS, pad: int = -1
+                      ) -> np.ndarray:
     """Bool per list: too many of its drawings are gone (deleted, rejected) to know the k nearest left.
 
     `stored_idx`: the lists as kept (-1 pad); `present_rows`: the same entries, -1 where the drawing is
     gone. A list that is not full held every other account's drawing: what is left of it is complete.
     A full one knows every drawing nearer than its last entry, so its first k present are the k nearest
-    as long as k are present."""
-    full = stored_idx[:, -1] >= 0
+    as long as k are present. `pad`: what fills a list that is not full."""
+    full = stored_idx[:, -1] != pad
     return full & ((present_rows >= 0).sum(axis=1) < k)
 
 

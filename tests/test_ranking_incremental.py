@@ -125,25 +125,30 @@ def assert_same_lists(got, expected):
 
 @pytest.fixture
 def searches(monkeypatch):
-    """Which drawings the ranking searched: out-of-sample probabilities (ids) and neighbour lists (count)."""
-    seen = {"probabilities": [], "lists": 0}
-    probabilities, neighbours = feedback.out_of_sample_probabilities, trust.peer_neighbours
+    """Which drawings the ranking searched: every training row for out-of-sample probabilities (count), only
+    the rows new to the model for a kept training list ("extended", count), and peer neighbour lists (count)."""
+    seen = {"probabilities": 0, "extended": 0, "lists": 0}
+    full, extend, neighbours = trust.training_neighbours, trust.extend_training_lists, trust.peer_neighbours
 
-    def spy_probabilities(estimator, images, users, strokes=None, features=None):
-        seen["probabilities"].append(len(images))
-        return probabilities(estimator, images, users, strokes, features=features)
+    def spy_full(part, Q, users):
+        seen["probabilities"] += len(Q)
+        return full(part, Q, users)
+
+    def spy_extend(part, Q, users, keys, dist, new_rows):
+        seen["extended"] += len(Q)
+        return extend(part, Q, users, keys, dist, new_rows)
 
     def spy_neighbours(features, users, rows=None, k=trust.PEER_KEPT):
         seen["lists"] += len(features) if rows is None else len(rows)
         return neighbours(features, users, rows, k)
 
-    monkeypatch.setattr(feedback, "out_of_sample_probabilities", spy_probabilities)
+    monkeypatch.setattr(trust, "training_neighbours", spy_full)
+    monkeypatch.setattr(trust, "extend_training_lists", spy_extend)
     monkeypatch.setattr(trust, "peer_neighbours", spy_neighbours)
 
-    def take():
-        out = {"probabilities": sum(seen["probabilities"]), "lists": seen["lists"]}
-        seen["probabilities"].clear()
-        seen["lists"] = 0
+    def take(extended: bool = False):
+        out = dict(seen) if extended else {"probabilities": seen["probabilities"], "lists": seen["lists"]}
+        seen.update(probabilities=0, extended=0, lists=0)
         return out
 
     return take
@@ -179,6 +184,53 @@ def test_votes_from_kept_lists_are_the_searched_votes():
     assert 0 < len(changed) < len(old)
     assert (kept == full[old]).all() and np.allclose(kept_dist, full_dist[old], atol=1e-5)
     assert not trust.merge_neighbours(kept, kept_dist, dst, src, d).size  # already listed: nothing changes
+
+
+def _part(F, labels, groups, ids, mult=None, k=5):
+    F = np.ascontiguousarray(F, np.float32)
+    return trust.KnnPart(F, np.einsum("ij,ij->i", F, F), labels, mult, groups, k, "distance", ids)
+
+
+def test_kept_training_lists_extended_with_the_new_rows_vote_as_a_full_search():
+    rng = np.random.default_rng(5)
+    n = 1500
+    F = rng.normal(size=(n, 6)).astype(np.float32)
+    groups = rng.integers(1, 30, n)
+    groups[:400] = -1  # a data set's rows: keyed by their place among such rows
+    groups[1300:1350] = 7  # an account with many new rows: its own are left out of its drawings' lists
+    ids = np.where(groups < 0, -1, np.arange(n) + 1000)
+    labels = rng.integers(0, 10, n)
+    Q = rng.normal(size=(300, 6)).astype(np.float32)
+    users = rng.integers(1, 30, 300)
+    F[420:440] = F[500] + rng.normal(scale=0.1, size=(20, 6))  # drawings close together, all dropped below:
+    Q[0] = F[500] + 0.05  # the list of a query among them is searched again
+    users[0] = 99
+    old = _part(F[:1000], labels[:1000], groups[:1000], ids[:1000])
+    keys, dist = trust.training_neighbours(old, Q, users)
+    assert keys.shape == (300, 5 + trust.TRAINING_SPARE)
+    assert np.abs(trust.probabilities_from_lists(old, keys, dist) - trust._part_probabilities(old, Q, users, set())).max() < 1e-5
+
+    # the next model: some drawings dropped (and the nearest of query 0), 500 new rows, other weights
+    nearest0 = old.rows_of(keys[0])
+    dropped = np.union1d(rng.choice(np.arange(400, 1000), 40, replace=False), nearest0[nearest0 >= 400])
+    rows = np.concatenate([np.setdiff1d(np.arange(1000), dropped), np.arange(1000, n)])
+    mult = rng.uniform(0.1, 1.0, len(rows)).astype(np.float32)
+    new = _part(F[rows], labels[rows], groups[rows], ids[rows], mult)
+    new_rows = np.flatnonzero(~np.isin(new.keys, old.keys))
+    assert len(new_rows) == 500
+    again = trust.extend_training_lists(new, Q, users, keys, dist, new_rows)
+    assert again[0] and 0 < again.sum() < 10
+    got = trust.probabilities_from_lists(new, keys, dist)
+    expected = trust._part_probabilities(new, Q, users, set())
+    assert np.abs(got - expected).max() < 1e-5
+    full_keys, full_dist = trust.training_neighbours(new, Q, users)
+    present = new.rows_of(keys) >= 0
+    for i in range(len(Q)):  # what the model still has of a kept list starts the list a full search finds
+        listed = keys[i][present[i]]
+        assert list(listed[:5]) == list(full_keys[i][:5]), i
+    mine = new.groups[np.maximum(new.rows_of(keys), 0)] == users[:, None]
+    assert not (mine & present).any()  # never the query's own account
+    assert not np.allclose(got, trust.probabilities_from_lists(old, keys, dist))  # the new weights count
 
 
 def test_a_full_list_that_lost_too_many_is_searched_again():
@@ -287,8 +339,82 @@ def test_another_model_in_the_same_space_keeps_the_lists(site, estimators, searc
     weighted.sample_weight_ = np.where(weighted.train_labels_ == 1, 0.05, 1.0).astype(np.float32)
     searches()
     summary = feedback.flag_suspicious_labels(weighted)
-    assert summary["searched"] == 210 and searches() == {"probabilities": 210, "lists": 0}
+    # the same rows, weighted otherwise: every probability is new, from the kept training lists, no search at all
+    assert summary["searched"] == 210 and summary["training_lists_extended"] == 210
+    assert searches(extended=True) == {"probabilities": 0, "extended": 210, "lists": 0}
     assert_same(stored(), reference(weighted))
+
+
+def random_strokes(rng, label):
+    """A pen trajectory: a random walk, drawn differently for each label."""
+    steps = rng.normal(size=(24, 2)) + [np.cos(label), np.sin(label)]
+    points = np.cumsum(steps, axis=0) * 4 + 100
+    return [np.column_stack([points, np.arange(24) * 10.0])]
+
+
+@pytest.fixture
+def with_strokes(site):
+    from recognizer.ml import strokes as ml_strokes
+
+    rng = np.random.default_rng(8)
+    for d in Drawing.objects.order_by("id"):
+        if d.pk % 3:
+            d.strokes = ml_strokes.strokes_to_json(random_strokes(rng, d.label))
+            d.save(update_fields=["strokes"])
+    return rng
+
+
+def refitted(previous, drawings, weights=None):
+    """`previous` refitted in its space on its data set rows and `drawings` (as a retrain does: recognizer.training)."""
+    from recognizer.ml import model as ml_model
+
+    ds = feedback.drawing_set(drawings)
+    rows = ml_model.knn_rows(previous)
+    w = np.ones(len(ds), np.float32) if weights is None else weights
+    image = rows.pick(rows.groups < 0) + ml_model.KnnRows(previous.transform(ds.images), ds.labels, w, ds.users, ds.ids)
+    strokes = None
+    if previous.reads_strokes:
+        srows = ml_model.knn_rows(previous.stroke_model_)
+        has = np.array([st is not None for st in ds.strokes], bool)
+        strokes = srows.pick(srows.groups < 0) + ml_model.KnnRows(
+            previous.stroke_model_.features([st for st, h in zip(ds.strokes, has) if h]), ds.labels[has], w[has],
+            ds.users[has], ds.ids[has])
+    return ml_model.refit_knn(previous, image, strokes)
+
+
+def test_a_promotion_in_the_same_space_searches_only_the_rows_new_to_the_model(
+        site, with_strokes, estimators, fallback_data, searches):
+    """A retrain's model (the data set rows, users' drawings as rows: some dropped, new ones added, other weights)
+    ranks with the kept training lists extended by its new rows, image and strokes: the decisions of a full search."""
+    from recognizer.ml.strokes import StrokeClassifier
+
+    rng = with_strokes
+    base = copy.deepcopy(estimators[0])
+    pen = [random_strokes(rng, d) for d in np.arange(300) % 10]
+    stroke_model = StrokeClassifier().fit(pen, np.arange(300) % 10)
+    stroke_model.train_groups_ = -1000 - np.arange(300) % 6
+    base.attach_stroke_model(stroke_model, 0.45)
+    drawings = list(Drawing.objects.order_by("id"))
+    first = refitted(base, drawings[:150])
+    feedback.flag_suspicious_labels(first)
+    assert searches() == {"probabilities": 210 + 140, "lists": 210}  # image and stroke lists of every drawing
+
+    draw(site["honest"][0], fallback_data, site["spare"][:6])
+    draw(site["mallory"], fallback_data, site["spare"][6:10], label=7)
+    kept = [d for d in drawings if d.pk % 7] + list(Drawing.objects.order_by("id"))[210:]  # some dropped, new in
+    second = refitted(first, kept, weights=rng.uniform(0.2, 1.0, len(kept)).astype(np.float32))
+    summary = feedback.flag_suspicious_labels(second)
+    counts = searches(extended=True)
+    assert summary["training_lists_extended"] == 210 and counts["extended"] == 210 + 140  # no decoding
+    assert summary["training_rows_new"] == len(kept) - len([d for d in drawings[:150] if d.pk % 7])
+    assert counts["probabilities"] == 10 + summary.get("training_lists_searched_again", 0)  # the new drawings
+    assert_same(stored(), reference(second))
+    assert set(feedback.TrainingRows.objects.values_list("model", flat=True)) == {trust.model_id(second)}
+
+    # a model from scratch (another space): every list is searched again
+    summary = feedback.flag_suspicious_labels(estimators[1])
+    assert "training_lists_extended" not in summary and searches()["probabilities"] == 220
+    assert_same(stored(), reference(estimators[1]))
 
 
 # --- computed ahead, in parts (the spread retrain's workers: recognizer.retraining) ---
