@@ -133,9 +133,12 @@ def timed_retrain(label: str) -> tuple[float, dict]:
     from recognizer import retraining
     from recognizer.models import ModelVersion
 
+    stages: dict[str, float] = {}  # stage: when it was first reported (s from the start)
     t0 = time.perf_counter()
-    run, _created = retraining.retrain_in_foreground()
+    run, _created = retraining.retrain_in_foreground(echo=lambda stage, _f: stages.setdefault(stage, time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
+    starts = sorted(stages.items(), key=lambda item: item[1]) + [("end", seconds)]
+    durations = {stage: later - at for (stage, at), (_next, later) in zip(starts, starts[1:])}
     if run.status == "failed":
         raise RuntimeError(f"{label}: the retrain failed: {run.error[:2000]}")
     version = ModelVersion.objects.get(pk=run.model_version_id)
@@ -145,8 +148,8 @@ def timed_retrain(label: str) -> tuple[float, dict]:
         versions.activate(version)
     refit = (version.metadata.get("hyperparameters") or {}).get("refit") or {}
     log(f"{label}: {run.status} in {seconds:.0f} s; refit {json.dumps(refit)[:200]}; "
-        f"ranking {json.dumps(run.data_counts.get('ranking', {}))[:300]}")
-    return seconds, refit
+        f"ranking {json.dumps(run.data_counts.get('ranking', {}))[:500]}")
+    return seconds, {**refit, "stages": durations}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['refit'].get('computed', '-')} drawings, took {r['refit'].get('rows', '-')} from the active model "
               f"and {r['refit'].get('label_evidence', '-')} from the ranking's store; neighbour graph "
               f"{r['refit'].get('neighbour_index') or 'none'}")
+        stages = r["refit"].get("stages") or {}
+        print("  its last retrain, stage by stage (s; a stage lasts until the next is reported): "
+              + ", ".join(f"{stage} {t:.1f}" for stage, t in stages.items() if t >= 0.05))
     return 0
 
 

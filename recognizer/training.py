@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from recognizer import modelfiles, trust, versions
+from recognizer import feedback, modelfiles, trust, versions
 from recognizer.ml import common as ml_common
 from recognizer.ml import kinds as ml_kinds
 from recognizer.ml import mnist as ml_mnist
@@ -167,7 +167,8 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
         ids = ids[order]
         weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,))[order]
         labels, groups = np.asarray(extra.labels)[order], np.asarray(extra.groups)[order]
-        strokes = None if extra.strokes is None else [extra.strokes[i] for i in order]
+        strokes = None if extra.strokes is None else (
+            extra.strokes.take(order) if hasattr(extra.strokes, "take") else [extra.strokes[i] for i in order])
         F = np.empty((n, rows.features.shape[1]), np.float32)
         missing = _fill_from(F, ids, rows, reused, "rows")
         if missing.any():
@@ -187,7 +188,8 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
             reused["computed"] += int(missing.sum())
         image_rows = base + ml_model.KnnRows(F, labels, weights, groups, ids)
         if stroke_rows is not None and strokes is not None:
-            has = np.array([s is not None and len(s) > 0 for s in strokes], bool)
+            # stored strokes are parsed only for drawings that are not stroke rows of `previous` already
+            has = feedback.has_strokes(strokes, parsed_before=np.isin(ids, srows.ids[srows.ids >= 0]))
             if has.any():
                 S = np.empty((int(has.sum()), srows.features.shape[1]), np.float32)
                 sub_missing = _fill_from(S, ids[has], srows, {}, "")
@@ -255,8 +257,9 @@ def train_new_model(
         counts["pen_train"] = int(len(pen.labels))
     parts = [p for p in (pen, extra) if p is not None and len(p.labels)]
     n_mnist = len(labels)
+    space = previous if kind == "knn" and _same_data_sets(previous, data.source, n_mnist, pen, extra) else None
     weights = groups = strokes = None
-    if parts:
+    if parts and space is None:  # a refit takes its rows from `previous`: nothing to gather, nothing to parse
         images = np.concatenate([images] + [p.images for p in parts])
         labels = np.concatenate([labels] + [p.labels for p in parts]).astype(np.int64)
         weights = np.concatenate([np.ones(n_mnist, np.float32)]
@@ -271,7 +274,6 @@ def train_new_model(
     if progress is not None and pen is not None:  # the first 5% went to rendering the pen data
         def train_progress(stage, fraction):
             progress(stage, 0.05 + 0.95 * fraction)
-    space = previous if kind == "knn" and _same_data_sets(previous, data.source, n_mnist, pen, extra) else None
     if space is not None:
         result = refit_in_space(space[1], extra, train_progress)
     else:

@@ -84,6 +84,54 @@ def test_the_second_retrain_featurises_only_the_drawings_new_to_the_space(tiny_t
 
 
 @pytest.mark.django_db
+def test_after_a_promotion_in_the_same_space_the_ranking_searches_only_the_new_rows(
+        tiny_training, active_model, alice, bob, fallback_data, monkeypatch):
+    """The third retrain ranks under a model refitted in the space of the one the second ranked under: every
+    drawing's kept training lists are extended with that model's new rows, none is decoded or searched again."""
+    from recognizer import feedback
+
+    tiny_training.RECOGNIZER_HOLDOUT_SHARE = 0.0
+    label_some(alice, fallback_data, 30)
+    first, _ = retraining.retrain_in_foreground()
+    assert first.status == "promoted"  # from scratch: a new space
+    label_some(bob, fallback_data, 12, start=30)
+    second, _ = retraining.retrain_in_foreground()  # ranks under the first's model: lists searched in full
+    assert second.status == "promoted", second.decision
+    assert second.data_counts["ranking"]["searched_in_full"] == 42
+    label_some(bob, fallback_data, 5, start=42)
+    decoded = []
+    real = feedback.drawing_set
+    monkeypatch.setattr(feedback, "drawing_set", lambda qs: decoded.append(ds := real(qs)) or ds)
+    third, _ = retraining.retrain_in_foreground()
+    ranking = third.data_counts["ranking"]
+    assert ranking["training_lists_extended"] == 42 and ranking["searched_in_full"] == 5, ranking
+    est1, est2 = (versions.load_estimator(v.file, v.sha256) for v in
+                  ModelVersion.objects.filter(pk__in=[first.model_version_id, second.model_version_id]).order_by("pk"))
+    assert ranking["training_rows_new"] == len(set(est2.train_ids_) - set(est1.train_ids_)) > 0
+    assert sum(len(ds) for ds in decoded[:1]) == 5  # the ranking decoded the new drawings only
+    serving.model_cache.clear()
+
+
+def test_stored_strokes_are_parsed_when_read(monkeypatch):
+    from recognizer import feedback
+
+    raw = [None, [[[0, 0], [5, 5], [9, 2]]], [], [[[1, 1], [2, 8]]]]
+    parsed = []
+    real = feedback.stored_strokes
+    monkeypatch.setattr(feedback, "stored_strokes", lambda r: parsed.append(r) or real(r))
+    strokes = feedback.StoredStrokes(raw)
+    picked = strokes.take([3, 1, 0])
+    both = picked + [None] + strokes[2:]
+    assert len(both) == 6 and not parsed
+    has = feedback.has_strokes(both, parsed_before=[True, False, False, False, False, False])
+    assert list(has) == [True, True, False, False, False, True]
+    assert len(parsed) == 2  # those with strokes not known to parse
+    assert both[0] is not None and both[0][0].shape == (2, 3) and both[2] is None
+    mixed = picked + [[np.zeros((2, 3))]]  # parsed strokes cannot join stored ones unparsed: a plain list
+    assert isinstance(mixed, list) and len(mixed) == 4 and mixed[-1][0].shape == (2, 3)
+
+
+@pytest.mark.django_db
 def test_a_refit_keeps_the_previous_models_drawings_first_in_its_order_and_extends_its_graph(
         small_training_result, monkeypatch):
     from recognizer import training
