@@ -1,9 +1,11 @@
 """Spread benchmark: a retrain's ranking work on one process, one Celery worker and two.
 
-After a promotion every stored drawing's out-of-sample probabilities change with the model, so the next
-retrain decodes, featurises and searches every drawing again before it ranks: the part of a retrain that
-grows with the drawings users ever made (bench/growth.py). A retrain run by a worker sends that work to
-every worker as a chord of parts (recognizer.retraining); `manage.py retrain` does it in its own process.
+When the ranking's kept evidence is of no use for the active model (evidence from another model whose rows
+are not recorded: a retrain from scratch, or the kept lists lost), the next retrain decodes, featurises and
+searches every drawing again before it ranks: the part of a retrain that grows with the drawings users ever
+made. (After a promotion in the same feature space it only extends each drawing's kept training lists with
+the model's new rows: bench/growth.py.) A retrain run by a worker sends that work to every worker as a chord
+of parts (recognizer.retraining); `manage.py retrain` does it in its own process.
 
 The site's own code in a temporary directory (SQLite, real redis-server on loopback, real `celery worker`
 processes with the solo pool): the default model (MNIST --mnist-limit plus the pen warm start), N synthetic
@@ -87,7 +89,9 @@ def reset(version) -> None:
     from recognizer.models import LabelEvidence
 
     versions.activate(version)
-    LabelEvidence.objects.update(model="stale")  # the lists and features stay: the same space
+    # the peer lists and features stay (the same space); the training lists name a model whose rows are not
+    # recorded: every drawing's out-of-sample probabilities are searched in full
+    LabelEvidence.objects.update(model="stale")
     serving.model_cache.clear()
 
 
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(workers)
         stop([redis])
 
-    print(f"\nA retrain after a promotion, {args.drawings} stored drawings (every one's probabilities computed "
+    print(f"\nA retrain with stale evidence, {args.drawings} stored drawings (every one's probabilities computed "
           f"again), MNIST {args.mnist_limit} + pen warm start, parts of {args.part_size}; medians of "
           f"{args.rounds} rounds, 2 shared cores.")
     print(f"{'':<14}{'run s':>8}{'ranking work s':>16}{'rest s':>8}{'ranking speed-up':>18}")

@@ -250,6 +250,9 @@ class LabelEvidence(models.Model):
     A spread retrain's workers store the probabilities and features ahead of the ranking, without neighbour
     lists for a drawing that had none in the space (feedback.precompute_evidence): the ranking then only
     searches its neighbours.
+    The probabilities come from kept training lists: after a promotion in the same space (a refit) they are
+    extended with the new model's rows only, and the probabilities are voted again from them; every row is
+    searched again only in another space.
     """
 
     drawing = models.OneToOneField(Drawing, on_delete=models.CASCADE, primary_key=True,

@@ -210,12 +210,15 @@ def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, 
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(row keys (n, k), distances (n, k)): for each query, the k nearest of `among` (default: every row) not
     drawn by its own account (`users`), nearest first; PAD_KEY and inf where there are fewer."""
-    rows = np.arange(len(part.groups)) if among is None else np.asarray(among, np.int64)
     keys_out = np.full((len(Q), k), PAD_KEY, np.int64)
     dist_out = np.full((len(Q), k), np.inf, np.float32)
-    if not len(rows) or not len(Q):
+    if among is None:  # every row: the arrays themselves, not a copy of them
+        F, sq, groups, keys = part.F, part.sq, np.asarray(part.groups, np.int64), part.keys
+    else:
+        among = np.asarray(among, np.int64)
+        F, sq, groups, keys = part.F[among], part.sq[among], part.groups[among], part.keys[among]
+    if not len(F) or not len(Q):
         return keys_out, dist_out
-    F, sq, groups, keys = part.F[rows], part.sq[rows], part.groups[rows], part.keys[rows]
     users = np.asarray(users, np.int64)
     accounts, counts = np.unique(groups, return_counts=True)
     at = np.minimum(np.searchsorted(accounts, users), len(accounts) - 1)
