@@ -498,8 +498,6 @@ def _out_of_sample(estimator, lists: _TrainingLists, space: str | None, ids: np.
     return here
 
 
-
-
 @dataclass
 class _Evidence:
     """Per ranked drawing, in id order: what the ranking's searches found, cached or new."""
@@ -578,8 +576,9 @@ def _rows_of(ids: np.ndarray, neighbour_ids: np.ndarray) -> np.ndarray:
 
 def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
     """The searches of a ranking of the drawings `ids` (sorted; `users` their accounts), from stored
-    evidence where it is valid: only drawings new to it (never ranked, or ranked under another model or
-    feature space) are decoded and searched, and the stored lists they fall into are updated.
+    evidence where it is valid: only drawings new to it (never ranked, or ranked in another feature space)
+    are decoded and searched, and the stored lists they fall into are updated. A drawing ranked under another
+    model in this space has its kept training lists extended with the model's new rows (_out_of_sample).
 
     A drawing deleted meanwhile is left out of the result (compare its ids with `ids`).
     """
@@ -679,7 +678,9 @@ def flag_suspicious_labels(estimator=None) -> dict:
     drawings) are kept in LabelEvidence: a ranking searches only drawings new to it (label_evidence),
     then recomputes votes, trust and suspicion of every drawing from the kept evidence and the current
     labels, statuses and accounts: the same decisions as searching everything again, at the cost of
-    the new drawings' searches plus arithmetic over all of them.
+    the new drawings' searches plus arithmetic over all of them. Under a newly promoted model in the same
+    space, every drawing's out-of-sample probabilities are voted again from its kept training lists, which
+    are searched only among the rows the model added.
     """
     if estimator is None:
         try:

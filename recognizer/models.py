@@ -241,7 +241,8 @@ class LabelEvidence(models.Model):
     """What the label ranking searched for one drawing, kept so the next ranking searches only drawings
     that are new to it (recognizer.feedback.flag_suspicious_labels).
 
-    Arrays are raw native-endian bytes: under a kilobyte a drawing with 80 features, several as JSON.
+    Arrays are raw native-endian bytes: about 1.8 KB a drawing with strokes (80 image and 160 stroke
+    features and the lists), several times that as JSON.
     Valid only under the ids they were computed with: `model` for the probabilities (the whole
     estimator), `space` for the features and the neighbour list (its feature space: a retrain that refits
     in the active model's space keeps it; one from scratch fits another PCA basis, and everything is
