@@ -57,3 +57,17 @@ def retrain_site(tmp, mnist_limit: int, *, pen_warm_start: bool = True, **env: s
         "DJANGO_LOG_LEVEL": "ERROR",
         **env,
     })
+
+
+def retrain_by_stage():
+    """A retrain in this process (`manage.py retrain`'s code): (its run, seconds, {stage: seconds}); a stage
+    lasts from when the run first reported it until the next one."""
+    from recognizer import retraining
+
+    stages: dict[str, float] = {}  # stage: when it was first reported (s from the start)
+    t0 = time.perf_counter()
+    run, _created = retraining.retrain_in_foreground(
+        echo=lambda stage, _fraction: stages.setdefault(stage, time.perf_counter() - t0))
+    seconds = time.perf_counter() - t0
+    starts = sorted(stages.items(), key=lambda item: item[1]) + [("end", seconds)]
+    return run, seconds, {stage: later - at for (stage, at), (_next, later) in zip(starts, starts[1:])}

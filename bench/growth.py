@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log, retrain_site
+from bench._common import data_dirs, log, retrain_by_stage, retrain_site
 
 warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic in a benchmark
 
@@ -130,15 +130,9 @@ def serving_row(name: str, pngs: list[bytes], unseen, retrain_s: str, extra: dic
 
 
 def timed_retrain(label: str) -> tuple[float, dict]:
-    from recognizer import retraining
     from recognizer.models import ModelVersion
 
-    stages: dict[str, float] = {}  # stage: when it was first reported (s from the start)
-    t0 = time.perf_counter()
-    run, _created = retraining.retrain_in_foreground(echo=lambda stage, _f: stages.setdefault(stage, time.perf_counter() - t0))
-    seconds = time.perf_counter() - t0
-    starts = sorted(stages.items(), key=lambda item: item[1]) + [("end", seconds)]
-    durations = {stage: later - at for (stage, at), (_next, later) in zip(starts, starts[1:])}
+    run, seconds, durations = retrain_by_stage()
     if run.status == "failed":
         raise RuntimeError(f"{label}: the retrain failed: {run.error[:2000]}")
     version = ModelVersion.objects.get(pk=run.model_version_id)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import data_dirs, log
+from bench._common import data_dirs, log, retrain_by_stage
 from bench._server import ROOT, free_port
 from bench.growth import configure, store, synthetic_drawings
 
@@ -96,21 +96,10 @@ def reset(version) -> None:
 
 
 def foreground() -> dict:
-    from recognizer import retraining
-
-    stages = {}  # stage: when it was first reported (s from the start)
-    t0 = time.perf_counter()
-
-    def echo(stage, fraction):
-        stages.setdefault(stage, time.perf_counter() - t0)
-
-    run, _ = retraining.retrain_in_foreground(echo=echo)
-    total = time.perf_counter() - t0
+    run, total, durations = retrain_by_stage()
     if run.status == "failed":
         raise RuntimeError(run.error[:2000])
-    ranking = stages.get("collecting trusted drawings", total) - stages.get("ranking labels and accounts", 0.0)
-    starts = sorted(stages.items(), key=lambda item: item[1]) + [("end", total)]
-    durations = {stage: later - at for (stage, at), (_next, later) in zip(starts, starts[1:])}
+    ranking = durations.get("ranking labels and accounts", 0.0)
     return {"total": total, "ranking": ranking, "rest": total - ranking, "run": run, "stages": durations}
 
 

@@ -88,8 +88,8 @@ def is_holdout_user(user_id: int) -> bool:
 
 class StoredStrokes(Sequence):
     """Drawings' stored strokes (their JSON values), parsed into arrays only when one is read: a retrain that
-    keeps its model's rows reads the strokes of new drawings only, and parsing every drawing's at every
-    retrain cost more than the rest of reading them (bench/growth.py's profile: 8.7 s of 11.5 s at 20,000)."""
+    keeps its model's rows reads the strokes of new drawings only, and parsing (validating) every drawing's
+    at every retrain cost more than the rest of reading them."""
 
     def __init__(self, raw: list) -> None:
         self._raw = raw
@@ -323,15 +323,16 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
 _BATCH = 900
 
 
-class _TrainingLists:
+class TrainingLists:
     """The out-of-sample searches of one k-NN estimator as kept lists (recognizer.trust.training_neighbours):
     each drawing's nearest training rows of other accounts, for the image k-NN and, when it reads strokes, the
     stroke k-NN. A list kept under an earlier model in the same space is extended with the rows that model did
     not have (TrainingRows records each model's rows), so a promotion costs the new rows' search, not a search
     of every row again; the probabilities are then arithmetic on the lists."""
 
-    def __init__(self, estimator, model: str) -> None:
-        self.estimator, self.model = estimator, model
+    def __init__(self, estimator, model: str, space: str | None) -> None:
+        """`model`, `space`: trust.model_id and trust.feature_space_id of `estimator`."""
+        self.estimator, self.model, self.space = estimator, model, space
         self.image = trust.image_part(estimator)
         self.stroke = trust.stroke_part(estimator) if self.image is not None else None
         self.ki = trust.training_list_length(self.image) if self.image is not None else 0
@@ -343,7 +344,9 @@ class _TrainingLists:
     @property
     def digest(self) -> str:
         if self._digest is None:
-            self._digest = trust.training_rows_digest(self.estimator)
+            self._digest = trust.training_rows_digest(
+                self.space, self.image, self.stroke,
+                self.estimator.stroke_model_.feature_params if self.stroke is not None else None)
         return self._digest
 
     def empty(self, n: int) -> dict:
@@ -420,7 +423,7 @@ class _TrainingLists:
 
     def fields(self, ev: dict, i: int) -> dict:
         """LabelEvidence's list fields of row `i` (empty when it has none)."""
-        if not ev.get("has_T", np.zeros(i + 1, bool))[i]:
+        if not ev["has_T"][i]:
             return {"training_neighbours": b"", "training_distances": b"", "stroke_features": b"",
                     "stroke_neighbours": b"", "stroke_distances": b""}
         strokes = bool(ev["has_S"][i])
@@ -433,7 +436,7 @@ class _TrainingLists:
 _LIST_FIELDS = ["training_neighbours", "training_distances", "stroke_features", "stroke_neighbours", "stroke_distances"]
 
 
-def _out_of_sample(estimator, lists: _TrainingLists, space: str | None, ids: np.ndarray, users: np.ndarray, ev: dict,
+def _out_of_sample(estimator, lists: TrainingLists, space: str | None, ids: np.ndarray, users: np.ndarray, ev: dict,
                    need: np.ndarray, features_for: np.ndarray, drawings: QuerySet, counts: dict) -> np.ndarray:
     """Fills `ev` (_load_evidence's arrays) with the out-of-sample probabilities of the drawings `need` (bool per
     id), their features and kept training lists, and the features of `features_for`. A drawing with lists kept
@@ -511,10 +514,10 @@ class _Evidence:
     orphans: list  # drawing ids whose stored evidence is no longer ranked (rejected): to delete
     counts: dict
     model: str = ""  # trust.model_id of the estimator: every ranked drawing's evidence is under it once stored
-    training_lists: _TrainingLists | None = None  # to record the rows the written training lists are over
+    training_lists: TrainingLists | None = None  # to record the rows the written training lists are over
 
 
-def _load_evidence(ids: np.ndarray, model: str, space: str | None, lists: _TrainingLists | None = None,
+def _load_evidence(ids: np.ndarray, model: str, space: str | None, lists: TrainingLists | None = None,
                    *, only_ids: bool = False) -> dict:
     """The stored evidence of `ids` that is still valid, as arrays; stored evidence of other drawings is
     returned as orphans (those not ranked now: whoever is ranked again later is new to everyone's list).
@@ -583,7 +586,7 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
     A drawing deleted meanwhile is left out of the result (compare its ids with `ids`).
     """
     model, space = trust.model_id(estimator), trust.feature_space_id(estimator)
-    lists = _TrainingLists(estimator, model)
+    lists = TrainingLists(estimator, model, space)
     ev = _load_evidence(ids, model, space, lists)
     has_peers = ev["has_peers"]
     new = ~has_peers if space is not None else np.zeros(len(ids), bool)
@@ -744,7 +747,7 @@ def evidence_to_compute(estimator) -> np.ndarray:
     return rows[~np.isin(rows[:, 0], done), 0]
 
 
-def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = None) -> dict:
+def precompute_evidence(estimator, ids, lists: TrainingLists | None = None) -> dict:
     """Store what the next ranking under `estimator` would otherwise compute for each of the drawings `ids`:
     its features, out-of-sample probabilities and kept training lists (label_evidence, through the same
     _out_of_sample: a drawing with lists kept under an earlier model in this space is not decoded). Exactly
@@ -754,10 +757,11 @@ def precompute_evidence(estimator, ids, names: tuple[str, str | None] | None = N
     A drawing that already has neighbour lists in this feature space keeps them and its features (it sits in
     others' lists there); one without gets its features and no lists: the ranking searches its neighbours and
     enters it into the others' lists, as for any drawing new to it. Drawings with valid evidence, rejected or
-    deleted meanwhile are skipped. `names`: (trust.model_id, trust.feature_space_id) of the estimator, when
-    known (a worker computes them once for all the parts it runs: model_id pickles the whole estimator)."""
-    model, space = names if names is not None else (trust.model_id(estimator), trust.feature_space_id(estimator))
-    lists = _TrainingLists(estimator, model)
+    deleted meanwhile are skipped. `lists`: the estimator's TrainingLists, when a worker keeps one for all the
+    parts it runs (its ids pickle the whole estimator, its rows' digest and records are read once)."""
+    if lists is None:
+        lists = TrainingLists(estimator, trust.model_id(estimator), trust.feature_space_id(estimator))
+    model, space = lists.model, lists.space
     # in the order given (evidence_to_compute's: by account), without repeats: a batch then holds whole
     # accounts, and the out-of-sample search runs once per account in it
     ids = np.asarray(ids, np.int64)

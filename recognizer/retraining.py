@@ -454,8 +454,8 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
         return {"drawings": len(ids), "skipped": "the run no longer holds the retrain lock"}
     try:
         version = ModelVersion.objects.get(pk=version_id)
-        estimator, names = _part_estimator(version.file, version.sha256)
-        counts = feedback.precompute_evidence(estimator, ids, names)
+        estimator, lists = _part_estimator(version.file, version.sha256)
+        counts = feedback.precompute_evidence(estimator, ids, lists)
     except Exception as exc:  # noqa: BLE001 - the ranking recomputes the part; the run must go on
         logger.exception("Run %s: an evidence part of %d drawings failed", run_id, len(ids))
         return {"drawings": len(ids), "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -465,11 +465,11 @@ def compute_evidence_part(run_id: int, version_id: int, ids: list[int], share: f
 
 
 @functools.lru_cache(maxsize=1)
-def _part_estimator(file: str, sha256: str) -> tuple[object, tuple[str, str | None]]:
-    """(a version's estimator, its evidence names), loaded and named once per worker process for all the
-    parts of a run it takes (the last version only)."""
+def _part_estimator(file: str, sha256: str) -> tuple[object, feedback.TrainingLists]:
+    """(a version's estimator, its feedback.TrainingLists), loaded and named once per worker process for all
+    the parts of a run it takes (the last version only)."""
     estimator = versions.load_estimator(file, sha256)
-    return estimator, (trust.model_id(estimator), trust.feature_space_id(estimator))
+    return estimator, feedback.TrainingLists(estimator, trust.model_id(estimator), trust.feature_space_id(estimator))
 
 
 def _parts_summary(results: list) -> dict:

@@ -206,20 +206,17 @@ def training_list_length(part: KnnPart) -> int:
     return part.k + TRAINING_SPARE
 
 
-def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, among: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(row keys (n, k), distances (n, k)): for each query, the k nearest of `among` (default: every row) not
-    drawn by its own account (`users`), nearest first; PAD_KEY and inf where there are fewer."""
-    keys_out = np.full((len(Q), k), PAD_KEY, np.int64)
+def nearest_of_other_accounts(F: np.ndarray, sq: np.ndarray, groups: np.ndarray, Q: np.ndarray, users,
+                              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (n, k) int64, distances (n, k) float32): for each query, the k nearest rows of `F` (`sq`: their
+    squared norms, `groups`: who drew each) not drawn by the query's own account (`users`), nearest first;
+    -1 and inf where there are fewer. The peer lists (peer_neighbours) and the kept training lists
+    (training_neighbours) are both this search."""
+    idx_out = np.full((len(Q), k), -1, np.int64)
     dist_out = np.full((len(Q), k), np.inf, np.float32)
-    if among is None:  # every row: the arrays themselves, not a copy of them
-        F, sq, groups, keys = part.F, part.sq, np.asarray(part.groups, np.int64), part.keys
-    else:
-        among = np.asarray(among, np.int64)
-        F, sq, groups, keys = part.F[among], part.sq[among], part.groups[among], part.keys[among]
     if not len(F) or not len(Q):
-        return keys_out, dist_out
-    users = np.asarray(users, np.int64)
+        return idx_out, dist_out
+    groups, users = np.asarray(groups, np.int64), np.asarray(users, np.int64)
     accounts, counts = np.unique(groups, return_counts=True)
     at = np.minimum(np.searchsorted(accounts, users), len(accounts) - 1)
     own = np.where(accounts[at] == users, counts[at], 0)
@@ -227,7 +224,7 @@ def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, 
     def put(q, idx, dist, mine):
         keep = np.argsort(mine, axis=1, kind="stable")[:, :k]  # the account's own last: cut or padded
         idx, dist, mine = (np.take_along_axis(a, keep, axis=1) for a in (idx, dist, mine))
-        keys_out[q, : idx.shape[1]] = np.where(mine, PAD_KEY, keys[idx])
+        idx_out[q, : idx.shape[1]] = np.where(mine, -1, idx)
         dist_out[q, : idx.shape[1]] = np.where(mine, np.inf, dist)
 
     small = np.flatnonzero(own <= _SMALL_ACCOUNT)
@@ -242,7 +239,21 @@ def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, 
             sub, dist = _knn_sorted(Q[q], F[others], sq[others], min(k, len(others)))
             idx = others[sub]
             put(q, idx, dist, np.zeros(idx.shape, bool))
-    return keys_out, dist_out
+    return idx_out, dist_out
+
+
+def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, among: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """nearest_of_other_accounts among `among` (default: every row) of `part`, as row keys (PAD_KEY pads)."""
+    if among is None:  # every row: the arrays themselves, not a copy of them
+        F, sq, groups, keys = part.F, part.sq, part.groups, part.keys
+    else:
+        among = np.asarray(among, np.int64)
+        F, sq, groups, keys = part.F[among], part.sq[among], part.groups[among], part.keys[among]
+    idx, dist = nearest_of_other_accounts(F, sq, groups, Q, users, k)
+    if not len(keys):  # no row to search among: every list is padding
+        return np.full(idx.shape, PAD_KEY, np.int64), dist
+    return np.where(idx >= 0, keys[np.maximum(idx, 0)], PAD_KEY), dist
 
 
 def training_neighbours(part: KnnPart, Q: np.ndarray, users) -> tuple[np.ndarray, np.ndarray]:
@@ -281,17 +292,17 @@ def probabilities_from_lists(part: KnnPart, keys: np.ndarray, dist: np.ndarray) 
     return _vote(part.labels[at].astype(np.int64), dist, mult, part.weights)
 
 
-def training_rows_digest(estimator) -> str:
-    """Names what the kept lists' row keys mean beyond the drawings' ids: the feature space, and the data sets'
-    rows (features, labels, who drew them) of the image and stroke k-NNs. Lists kept under a model with
-    another digest are searched again."""
-    h = hashlib.sha256(f"training lists v{EVIDENCE_VERSION} spare {TRAINING_SPARE} "
-                       f"{feature_space_id(estimator)}".encode())
-    for part, model in ((image_part(estimator), estimator), (stroke_part(estimator), getattr(estimator, "stroke_model_", None))):
+def training_rows_digest(space: str | None, image: KnnPart, stroke: KnnPart | None, stroke_params: dict | None) -> str:
+    """Names what the kept lists' row keys mean beyond the drawings' ids: the feature space (feature_space_id),
+    and the data sets' rows (features, labels, who drew them) of the image and stroke k-NNs (image_part,
+    stroke_part; the stroke features' parameters). Lists kept under a model with another digest are searched
+    again."""
+    h = hashlib.sha256(f"training lists v{EVIDENCE_VERSION} spare {TRAINING_SPARE} {space}".encode())
+    for part, params in ((image, None), (stroke, stroke_params)):
         if part is None:
             h.update(b"none")
             continue
-        h.update(repr((part.k, part.weights, getattr(model, "feature_params", None))).encode())
+        h.update(repr((part.k, part.weights, params)).encode())
         base = part.keys < 0
         for a in (part.F[base], part.labels[base], part.groups[base]):
             _array_digest(h, a)
@@ -469,41 +480,9 @@ def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) 
     """(indices (m, k) int64, distances (m, k) float32): for each of `rows` (default: every drawing), the k
     nearest drawings of other accounts among all `features`, nearest first; -1 and inf where there are fewer."""
     F = np.ascontiguousarray(features, np.float32)
-    sq = np.einsum("ij,ij->i", F, F)
     users = np.asarray(users, np.int64)
     rows = np.arange(len(F)) if rows is None else np.asarray(rows, np.int64)
-    idx_out = np.full((len(rows), k), -1, np.int64)
-    dist_out = np.full((len(rows), k), np.inf, np.float32)
-    q_users = users[rows]
-    accounts, counts = np.unique(users, return_counts=True)
-    own_of = counts[np.searchsorted(accounts, q_users)]
-    everyone_small = np.flatnonzero(own_of <= _SMALL_ACCOUNT)
-    for s in range(0, len(everyone_small), 4096):  # 4,096 x (k + 128) candidates at a time
-        small = everyone_small[s: s + 4096]
-        # at most `own` of the k + own nearest are the row's own account's
-        idx, dist = _knn_sorted(F[rows[small]], F, sq, min(len(F), k + int(own_of[small].max())))
-        mine = users[idx] == q_users[small][:, None]
-        keep = np.argsort(mine, axis=1, kind="stable")[:, :k]
-        idx, dist = np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
-        gone = np.take_along_axis(mine, keep, axis=1)  # fewer than k other drawings: own ones filled in
-        idx_out[small, : idx.shape[1]] = np.where(gone, -1, idx)
-        dist_out[small, : idx.shape[1]] = np.where(gone, np.inf, dist)
-    for user in np.unique(q_users[own_of > _SMALL_ACCOUNT]):
-        mine = np.flatnonzero(q_users == user)
-        own = int(counts[np.searchsorted(accounts, user)])
-        kk = min(k, len(F) - own)
-        if kk <= 0:
-            continue
-        if own <= 1024:  # search everything and drop the account's own: at most `own` of kk + own are its
-            idx, dist = _knn_sorted(F[rows[mine]], F, sq, min(len(F), kk + own))
-            keep = np.argsort(users[idx] == user, axis=1, kind="stable")[:, :kk]
-            idx, dist = np.take_along_axis(idx, keep, axis=1), np.take_along_axis(dist, keep, axis=1)
-        else:  # a big account: search the others only
-            others = np.flatnonzero(users != user)
-            sub, dist = _knn_sorted(F[rows[mine]], F[others], sq[others], kk)
-            idx = others[sub]
-        idx_out[mine, :kk], dist_out[mine, :kk] = idx, dist
-    return idx_out, dist_out
+    return nearest_of_other_accounts(F, np.einsum("ij,ij->i", F, F), users, F[rows], users[rows], k)
 
 
 def neighbours_reached(features: np.ndarray, users, sources, targets, reach, block: int = 1 << 22
