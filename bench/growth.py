@@ -48,7 +48,8 @@ def configure(tmp: Path, mnist_limit: int) -> None:
 
 
 def synthetic_drawings(pen, n: int, rng) -> tuple[np.ndarray, np.ndarray, list]:
-    """n drawings made from the pen renders: each image moved by up to two pixels, its strokes as they were."""
+    """n drawings made from the pen renders: each image moved by up to two pixels, its strokes (when it has
+    them) drawn again by ``redrawn``."""
     from scipy import ndimage
 
     picks = rng.integers(0, len(pen.labels), size=n)
@@ -57,8 +58,25 @@ def synthetic_drawings(pen, n: int, rng) -> tuple[np.ndarray, np.ndarray, list]:
     for i, j in enumerate(picks):
         dx, dy = rng.integers(-2, 3, size=2)
         images[i] = ndimage.shift(pen.images[j], (dy, dx), order=0, mode="constant")
-        strokes.append(pen.strokes[j])
+        strokes.append(redrawn(pen.strokes[j], rng) if pen.strokes[j] else pen.strokes[j])
     return images, pen.labels[picks].astype(np.int64), strokes
+
+
+def redrawn(strokes: list, rng) -> list:
+    """A trajectory drawn again: turned by a few degrees (sd 3), each point moved by about 1% of its size.
+
+    Not the same points again: at 1M drawings each of the 7,000 pen trajectories would recur ~140 times, and
+    exact duplicates beyond a graph node's links (32) cut them off in an HNSW graph, as no user's strokes would."""
+    xy = np.concatenate([np.asarray(s, np.float64)[:, :2] for s in strokes])
+    centre, size = xy.mean(axis=0), max(float(np.ptp(xy, axis=0).max()), 1.0)
+    a = rng.normal(0.0, np.radians(3.0))
+    turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    out = []
+    for s in strokes:
+        s = np.array(s, np.float64)
+        s[:, :2] = (s[:, :2] - centre) @ turn.T + centre + rng.normal(0.0, 0.01 * size, (len(s), 2))
+        out.append(s)
+    return out
 
 
 def store(images, labels, strokes, first_user: int, users: int) -> None:
@@ -119,14 +137,61 @@ def serving_row(name: str, pngs: list[bytes], unseen, retrain_s: str, extra: dic
     exact = copy.copy(est)
     exact.__dict__.update(neighbour_index_=None)
     exact.__dict__.pop("_prune_index", None)
+    if est.reads_strokes:  # and its stroke k-NN's graph
+        exact.stroke_model_ = copy.copy(est.stroke_model_)
+        exact.stroke_model_.__dict__.update(neighbour_index_=None)
     exact_accuracy = float((exact.predict(X, **kw) == y).mean())
+    strokes_graph = getattr(est.stroke_model_, "neighbour_index_", None) is not None if est.reads_strokes else False
+    if est.reads_strokes:  # the stroke k-NN alone, through its graph and exactly
+        extra = {**extra, "strokes": float((est.stroke_model_.predict(S) == y).mean()),
+                 "strokes_exact": float((exact.stroke_model_.predict(S) == y).mean())}
     from django.conf import settings
 
     size_mb = (Path(settings.RECOGNIZER_MODEL_DIR) / version.file).stat().st_size / 1e6
     return {"name": name, "rows": len(est.train_labels_), "retrain": retrain_s,
             "p50": statistics.median(times), "p99": float(np.percentile(times, 99)), "size": size_mb,
             "rss": worker_memory_mb(version), "accuracy": accuracy, "exact": exact_accuracy,
-            "graph": getattr(est, "neighbour_index_", None) is not None, **extra}
+            "graph": getattr(est, "neighbour_index_", None) is not None, "strokes_graph": strokes_graph, **extra}
+
+
+def refitted_without_retrain(pen, users: int, rng, chunk: int = 50_000):
+    """Activate the active model refitted (recognizer.ml.model.refit_knn, as a retrain in a kept space does)
+    with synthetic drawings appended up to ``users`` user rows: their features computed here, in chunks,
+    instead of storing, ranking and gating them, so serving at a size the benchmark cannot retrain to is
+    measured on the model a retrain would serve. Returns (seconds to featurise, seconds to refit and save)."""
+    from recognizer import modelfiles, serving, versions
+    from recognizer.ml import model as ml_model
+    from recognizer.ml import store as ml_store
+
+    serving.model_cache.clear()
+    active = serving.model_cache.get().estimator
+    have = int((active.train_ids_ >= 0).sum())
+    n = users - have
+    t0 = time.perf_counter()
+    F, S, y, with_strokes = [], [], [], []
+    for start in range(0, n, chunk):
+        images, labels, strokes = synthetic_drawings(pen, min(chunk, n - start), rng)
+        F.append(active.transform(images))
+        has = np.array([bool(s) for s in strokes])
+        S.append(active.stroke_model_.features([s for s in strokes if s]))
+        y.append(labels)
+        with_strokes.append(has)
+        log(f"  {start + len(labels)} of {n} synthetic rows featurised")
+    featurised = time.perf_counter() - t0
+    F, S, y, has = np.concatenate(F), np.concatenate(S), np.concatenate(y), np.concatenate(with_strokes)
+    ids = np.arange(10**9, 10**9 + n, dtype=np.int64)  # ids no stored drawing has
+    groups = 10**8 + np.arange(n, dtype=np.int64) // 50  # 50 drawings an account, as stored ones
+    ones = np.ones(n, np.float32)
+    t0 = time.perf_counter()
+    est = ml_model.refit_knn(
+        active, ml_model.knn_rows(active) + ml_model.KnnRows(F, y, ones, groups, ids),
+        ml_model.knn_rows(active.stroke_model_) + ml_model.KnnRows(S, y[has], ones[has], groups[has], ids[has]))
+    log(f"  refitted: image graph {est.neighbour_index_origin_}, stroke graph "
+        f"{est.stroke_model_.neighbour_index_origin_} ({time.perf_counter() - t0:.0f} s)")
+    saved = ml_store.save_model(est, {"hyperparameters": {"refit": {"benchmark": "refitted without a retrain"}}},
+                                modelfiles.staging_dir())
+    versions.activate(versions.register_model(saved, kind="knn", data_source="growth benchmark", metrics={}))
+    return featurised, time.perf_counter() - t0
 
 
 def timed_retrain(label: str) -> tuple[float, dict]:
@@ -152,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist-limit", type=int, default=0, help="MNIST training digits (0 = all 60,000)")
     parser.add_argument("--predictions", type=int, default=200, help="timed predictions per row")
     parser.add_argument("--from-scratch", action="store_true", help="also time the last retrain from scratch")
+    parser.add_argument("--serving-sizes", default="",
+                        help="user rows to serve after the retrains, reached by refitting the active model with "
+                             "synthetic rows (no retrain timed), e.g. 1000000")
     parser.add_argument("--quick", action="store_true", help="--sizes 2000 --mnist-limit 10000 --predictions 50")
     args = parser.parse_args(argv)
     if args.quick:
@@ -211,25 +279,41 @@ def main(argv: list[str] | None = None) -> int:
             settings.RECOGNIZER_RETRAIN_INCREMENTAL = True
             retrain_s += f" / {scratch:.0f}"
         rows.append(serving_row(f"{stored} user drawings", pngs, unseen_set, retrain_s, extra))
+    for size in [int(s) for s in args.serving_sizes.split(",") if s]:
+        featurise_s, refit_s = refitted_without_retrain(pen, size, rng)
+        rows.append(serving_row(f"{size} user rows*", pngs, unseen_set, "-",
+                                {"drawings": size, "refit": {"featurise": featurise_s, "refit_and_save": refit_s}}))
 
     print(f"\nSetup: MNIST {args.mnist_limit or 60000} + the pen warm start ({len(pen.labels) if pen else 0} renders, "
           f"{len(writers) - UNSEEN_WRITERS} writers), cross-validation off; {UNSEEN_WRITERS} writers in no training "
           f"set; predictions: {args.predictions} canvas PNGs of theirs, one BLAS thread. Retrain: first over all the "
           f"drawings / after 1% more (incremental, in the space the first fitted) / after 1% more again"
           + (" / the same from scratch" if args.from_scratch else "") + ".")
-    print(f"{'':<24}{'rows':>9}{'search':>8}{'retrain s':>20}{'p50 ms':>8}{'p99 ms':>8}{'file MB':>9}"
-          f"{'worker MB':>10}{'unseen':>8}{'exact':>8}")
+    print(f"{'':<24}{'rows':>9}{'search':>13}{'retrain s':>20}{'p50 ms':>8}{'p99 ms':>8}{'file MB':>9}"
+          f"{'worker MB':>10}{'unseen':>8}{'exact':>8}{'strokes':>9}{'exact':>8}")
     for r in rows:
-        print(f"{r['name']:<24}{r['rows']:>9}{'graph' if r['graph'] else 'exact':>8}{r['retrain']:>20}{r['p50']:>8.2f}"
-              f"{r['p99']:>8.2f}{r['size']:>9.1f}{r['rss']:>10.0f}{r['accuracy'] * 100:>7.2f}%{r['exact'] * 100:>7.2f}%")
-    print("(unseen: what the served model reads on the unseen writers; exact: the same model searching exactly)")
+        search = f"{'graph' if r['graph'] else 'exact'}/{'graph' if r['strokes_graph'] else 'exact'}"
+        print(f"{r['name']:<24}{r['rows']:>9}{search:>13}{r['retrain']:>20}{r['p50']:>8.2f}"
+              f"{r['p99']:>8.2f}{r['size']:>9.1f}{r['rss']:>10.0f}{r['accuracy'] * 100:>7.2f}%{r['exact'] * 100:>7.2f}%"
+              f"{r.get('strokes', float('nan')) * 100:>8.2f}%{r.get('strokes_exact', float('nan')) * 100:>7.2f}%")
+    print("(search: image k-NN / stroke k-NN; unseen: what the served model reads on the unseen writers, image and "
+          "strokes fused; exact: the same model searching exactly; strokes: the stroke k-NN alone, as served and "
+          "exactly)")
+    if args.serving_sizes:
+        print("*: the active model refitted with synthetic rows up to that many user rows, no retrain (featurised, "
+              "refitted and saved by the benchmark: the model a retrain in the kept space would serve)")
     base = rows[0]["p50"]
     for r in rows[1:]:
+        refit = r["refit"]
+        if "featurise" in refit:
+            print(f"{r['name']}: p50 {r['p50'] / base:.2f}x the p50 with no user drawings; rows featurised in "
+                  f"{refit['featurise']:.0f} s, refitted (graphs) and saved in {refit['refit_and_save']:.0f} s")
+            continue
         print(f"{r['name']}: p50 {r['p50'] / base:.2f}x the p50 with no user drawings; second retrain featurised "
-              f"{r['refit'].get('computed', '-')} drawings, took {r['refit'].get('rows', '-')} from the active model "
-              f"and {r['refit'].get('label_evidence', '-')} from the ranking's store; neighbour graph "
-              f"{r['refit'].get('neighbour_index') or 'none'}")
-        stages = r["refit"].get("stages") or {}
+              f"{refit.get('computed', '-')} drawings, took {refit.get('rows', '-')} from the active model "
+              f"and {refit.get('label_evidence', '-')} from the ranking's store; neighbour graphs (image, strokes) "
+              f"{refit.get('neighbour_index') or 'none'}, {refit.get('stroke_neighbour_index') or 'none'}")
+        stages = refit.get("stages") or {}
         print("  its last retrain, stage by stage (s; a stage lasts until the next is reported): "
               + ", ".join(f"{stage} {t:.1f}" for stage, t in stages.items() if t >= 0.05))
     return 0

@@ -204,7 +204,8 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
         progress("done", 1.0)
     hyper = dict(previous.get_params())
     hyper["refit"] = {"feature_space": trust.feature_space_id(previous), **reused,
-                      "neighbour_index": getattr(estimator, "neighbour_index_origin_", None)}
+                      "neighbour_index": getattr(estimator, "neighbour_index_origin_", None),
+                      "stroke_neighbour_index": getattr(estimator.stroke_model_, "neighbour_index_origin_", None)}
     hyper["stroke_model"] = None
     if previous.reads_strokes:
         hyper["stroke_model"] = {"n_train": len(stroke_rows), "n_neighbors": estimator.stroke_model_.n_neighbors,

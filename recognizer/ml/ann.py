@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ANN_MIN_ROWS", "EF_CONSTRUCTION", "EF_SEARCH", "HNSW_M", "NeighbourIndex"]
+__all__ = ["ANN_MIN_ROWS", "EF_CONSTRUCTION", "EF_SEARCH", "HNSW_M", "NeighbourIndex", "index_rows"]
 
 # Reference sets of at least this many rows are searched through the graph. bench/ann.py, one
 # thread, exact pruned vs graph (ef 64) p50: 10k 0.39 vs 0.13 ms, 20k 0.51 vs 0.15, 40k 0.89 vs 0.21,
@@ -192,3 +192,15 @@ class NeighbourIndex:
 
     def __repr__(self) -> str:
         return f"NeighbourIndex({len(self)} rows x {self.dim}, HNSW, ef_search={self.ef_search})"
+
+
+def index_rows(R: np.ndarray, previous: NeighbourIndex | None = None) -> tuple[NeighbourIndex | None, str | None]:
+    """(graph, origin) for a k-NN's reference rows R: (None, None) below ``ANN_MIN_ROWS`` rows (read at call
+    time); ``previous`` extended by the rows after its own when its rows are exactly the first rows of R
+    (origin "extended": a copy, ``previous`` may still be serving); else a new graph ("built")."""
+    if len(R) < ANN_MIN_ROWS:
+        return None, None
+    if previous is not None and previous.dim == R.shape[1] and len(previous) <= len(R) \
+            and np.array_equal(previous.vectors, R[:len(previous)]):
+        return previous.extended(R[len(previous):]), "extended"
+    return NeighbourIndex.build(R, threads=1), "built"

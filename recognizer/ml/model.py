@@ -127,20 +127,11 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
 
     # -- the approximate neighbour index, for large training sets
     def _index_training_rows(self, previous: DigitClassifier | None = None) -> None:
-        """Set ``neighbour_index_`` for the training rows just set: None below ``ann.ANN_MIN_ROWS`` rows
-        (read here, at call time), else ``previous``'s graph extended by the rows after its own when its rows
-        are exactly the first of these (a copy: ``previous`` may still be serving), else a new graph."""
+        """Set ``neighbour_index_`` for the training rows just set (``ann.index_rows``: none below
+        ``ann.ANN_MIN_ROWS`` rows, else ``previous``'s graph extended or a new one)."""
         self.__dict__.pop("_prune_index", None)
-        self.neighbour_index_, self.neighbour_index_origin_ = None, None
-        R = self.train_features_
-        if len(R) < ann.ANN_MIN_ROWS:
-            return
         old = None if previous is None else getattr(previous, "neighbour_index_", None)
-        if old is not None and old.dim == R.shape[1] and len(old) <= len(R) \
-                and np.array_equal(old.vectors, R[:len(old)]):
-            self.neighbour_index_, self.neighbour_index_origin_ = old.extended(R[len(old):]), "extended"
-        else:
-            self.neighbour_index_, self.neighbour_index_origin_ = ann.NeighbourIndex.build(R, threads=1), "built"
+        self.neighbour_index_, self.neighbour_index_origin_ = ann.index_rows(self.train_features_, old)
 
     @property
     def reads_strokes(self) -> bool:
@@ -522,7 +513,8 @@ def refit_knn(previous: DigitClassifier, image_rows: KnnRows, stroke_rows: KnnRo
         old = previous.stroke_model_
         strokes = StrokeClassifier(n_neighbors=old.n_neighbors, weights=old.weights, **old.feature_params)
         sw = np.asarray(stroke_rows.weights, np.float32)
-        strokes.fit_features(stroke_rows.features, stroke_rows.labels, None if np.all(sw == 1.0) else sw)
+        strokes.fit_features(stroke_rows.features, stroke_rows.labels, None if np.all(sw == 1.0) else sw,
+                             previous=old)
         strokes.train_groups_, strokes.train_ids_ = stroke_rows.groups, stroke_rows.ids
         est.attach_stroke_model(strokes, previous.stroke_weight_)
     return est

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import ann
 from .knn import knn_sorted, vote
 from .preprocess import DrawingError
 
@@ -166,6 +167,9 @@ class StrokeClassifier:
 
     ``fit(drawings, y, sample_weight)``: ``drawings`` is a list of stroke lists (each stroke an
     (m, 2+) array); ``sample_weight`` multiplies a training drawing's neighbour vote.
+    ``neighbour_index_``: the HNSW graph the search goes through from ``ann.ANN_MIN_ROWS`` rows, as the image
+    k-NN's (every user drawing with strokes is a row: an exact search reads n x 160 floats a query, tens of
+    milliseconds at 1M rows); None below (or in a model saved before the stroke graph: exact search).
     """
 
     def __init__(self, n_neighbors: int = 3, weights: str = "distance", **feature_params: Any) -> None:
@@ -180,7 +184,9 @@ class StrokeClassifier:
             sample_weight: ArrayLike | None = None) -> StrokeClassifier:
         return self.fit_features(self.features(drawings), y, sample_weight)
 
-    def fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None) -> StrokeClassifier:
+    def fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                     previous: StrokeClassifier | None = None) -> StrokeClassifier:
+        """``previous``: the stroke k-NN these rows extend; its graph is extended when its rows come first."""
         y = np.asarray(y).astype(np.int64).ravel()
         if len(F) != len(y) or len(y) == 0:
             raise ValueError(f"{len(F)} stroke drawings but {len(y)} labels (need at least one)")
@@ -190,7 +196,29 @@ class StrokeClassifier:
         self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
         self.train_labels_ = y.astype(np.uint8)
         self.sample_weight_ = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
+        old = None if previous is None else getattr(previous, "neighbour_index_", None)
+        self.neighbour_index_, self.neighbour_index_origin_ = ann.index_rows(self.train_features_, old)
         return self
+
+    def kneighbors_features(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances) of the k nearest training rows of stroke features Q: through the graph when
+        there is one, else exact."""
+        graph = getattr(self, "neighbour_index_", None)
+        if graph is not None:
+            return graph.search(Q, k)
+        return knn_sorted(Q, self.train_features_, self.train_sq_, k)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state.get("neighbour_index_") is not None:
+            state.pop("train_features_", None)  # the graph stores the vectors: a model file holds them once
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        graph = state.get("neighbour_index_")
+        if graph is not None and "train_features_" not in state:
+            self.train_features_ = graph.vectors  # read-only, the graph's memory
 
     def predict_proba_features(self, Q: np.ndarray, extra_features: np.ndarray | None = None,
                                extra_y: ArrayLike | None = None, extra_weight: float = 1.0) -> np.ndarray:
@@ -198,7 +226,7 @@ class StrokeClassifier:
         searched alongside the training set (their votes multiplied by ``extra_weight``)."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         k = int(self.n_neighbors)
-        idx, dist = knn_sorted(Q, self.train_features_, self.train_sq_, k)
+        idx, dist = self.kneighbors_features(Q, k)
         labels = self.train_labels_[idx].astype(np.int64)
         mult = self.sample_weight_[idx] if self.sample_weight_ is not None else np.ones(idx.shape, np.float32)
         if extra_features is not None and len(extra_features):
