@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -353,7 +353,9 @@ class TrainingLists:
         return {"tk": np.full((n, self.ki), trust.PAD_KEY, np.int64), "td": np.full((n, self.ki), np.inf, np.float32),
                 "sk": np.full((n, self.ks), trust.PAD_KEY, np.int64), "sd": np.full((n, self.ks), np.inf, np.float32),
                 "SF": np.zeros((n, self.ds), np.float32), "has_S": np.zeros(n, bool), "has_T": np.zeros(n, bool),
-                "source": np.full(n, "", object)}
+                "source": np.full(n, "", object),
+                # lists extended (not searched in full) now, and which of them the new rows changed
+                "extended": np.zeros(n, bool), "changed": np.zeros(n, bool)}
 
     def load(self, out: dict, rows: list, at: np.ndarray) -> None:
         """Stored lists of drawings whose features are in the space (`rows`: LabelEvidence values at `at`)."""
@@ -402,13 +404,17 @@ class TrainingLists:
         """The kept lists of `rows` made this model's (trust.extend_training_lists); how many were searched again."""
         tk, td = ev["tk"][rows], ev["td"][rows]
         again = trust.extend_training_lists(self.image, ev["F"][rows], users[rows], tk, td, since[0])
+        changed = (tk != ev["tk"][rows]).any(axis=1) | (td != ev["td"][rows]).any(axis=1)
         ev["tk"][rows], ev["td"][rows] = tk, td
         strokes = rows[ev["has_S"][rows]]
         if len(strokes):
             sk, sd = ev["sk"][strokes], ev["sd"][strokes]
             again_s = trust.extend_training_lists(self.stroke, ev["SF"][strokes], users[strokes], sk, sd, since[1])
+            changed[ev["has_S"][rows]] |= (sk != ev["sk"][strokes]).any(axis=1) | (sd != ev["sd"][strokes]).any(axis=1)
             ev["sk"][strokes], ev["sd"][strokes] = sk, sd
             again[np.isin(rows, strokes[again_s])] = True
+        ev["extended"][rows] = True
+        ev["changed"][rows] |= changed
         return int(again.sum())
 
     def probabilities(self, ev: dict, rows: np.ndarray) -> np.ndarray:
@@ -515,6 +521,10 @@ class _Evidence:
     counts: dict
     model: str = ""  # trust.model_id of the estimator: every ranked drawing's evidence is under it once stored
     training_lists: TrainingLists | None = None  # to record the rows the written training lists are over
+    # (model, probabilities, updated_at, id) and (model, probabilities, 4 list fields, updated_at, id): rows
+    # whose training lists were extended, updated in place
+    probabilities_only: list = field(default_factory=list)
+    with_lists: list = field(default_factory=list)
 
 
 def _load_evidence(ids: np.ndarray, model: str, space: str | None, lists: TrainingLists | None = None,
@@ -614,17 +624,33 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
         src, dst, dist = trust.neighbours_reached(F, users, np.flatnonzero(new), old, nd[old, -1])
         entered = trust.merge_neighbours(nb, nd, dst, ids[src], dist)
         searched |= stale
+    # A drawing whose training lists were only extended keeps its features and peer lists: it is updated in place
+    # (model, probabilities and the lists if new rows entered them), not written whole: at every promotion that
+    # is every drawing, and most of a row's bytes did not change.
+    in_place = searched & ev.get("extended", np.zeros(len(ids), bool)) & ~new & ~stale
+    whole = searched & ~in_place
     write = [LabelEvidence(drawing_id=int(ids[i]), model=model, space=space or "",
                            probabilities=p[i].astype(np.float64).tobytes(),
                            features=b"" if space is None else F[i].tobytes(),
                            neighbour_ids=b"" if space is None else nb[i].tobytes(),
                            neighbour_distances=b"" if space is None else nd[i].tobytes(), **lists.fields(ev, i))
-             for i in np.flatnonzero(searched)]
-    entered_lists = [(nb[i].tobytes(), nd[i].tobytes(), int(ids[i])) for i in entered if not searched[i]]
+             for i in np.flatnonzero(whole)]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())  # for a raw UPDATE's parameters
+    probabilities_only, with_lists = [], []
+    for i in np.flatnonzero(in_place):
+        if ev["changed"][i]:
+            f = lists.fields(ev, i)
+            with_lists.append((model, p[i].astype(np.float64).tobytes(), f["training_neighbours"],
+                               f["training_distances"], f["stroke_neighbours"], f["stroke_distances"], now, int(ids[i])))
+        else:
+            probabilities_only.append((model, p[i].astype(np.float64).tobytes(), now, int(ids[i])))
+    entered_lists = [(nb[i].tobytes(), nd[i].tobytes(), int(ids[i])) for i in entered if not whole[i]]
     counts = {"searched": int(searched.sum()), "reused": int((~searched).sum()),
-              "lists_entered": len(entered), "lists_searched_again": int(stale.sum()), **counts}
+              "lists_entered": len(entered), "lists_searched_again": int(stale.sum()),
+              "updated_in_place": int(in_place.sum()), "lists_changed_in_place": len(with_lists), **counts}
     return _Evidence(ids, p, None if space is None else nb, None if space is None else nd, write, entered_lists,
-                     ev["orphans"], counts, model, lists if lists.image is not None and ev["has_T"].any() else None)
+                     ev["orphans"], counts, model, lists if lists.image is not None and ev["has_T"].any() else None,
+                     probabilities_only, with_lists)
 
 
 def _store_evidence(evidence: _Evidence) -> None:
@@ -646,27 +672,28 @@ def _store_evidence(evidence: _Evidence) -> None:
     TrainingRows.objects.exclude(model=evidence.model).delete()
     # Lists a new drawing entered: the two columns, as one prepared UPDATE (a drawing deleted meanwhile
     # updates nothing). About PEER_KEPT of them a new drawing: model instances would cost more than the search.
-    meta = LabelEvidence._meta
+    _update_columns(LabelEvidence, ["neighbour_ids", "neighbour_distances"], evidence.lists)
+    _update_columns(LabelEvidence, ["model", "probabilities", "updated_at"], evidence.probabilities_only)
+    _update_columns(LabelEvidence, ["model", "probabilities", "training_neighbours", "training_distances",
+                                    "stroke_neighbours", "stroke_distances", "updated_at"], evidence.with_lists)
+
+
+def _update_columns(model, fields: list[str], rows: list[tuple]) -> None:
+    """UPDATE these columns of `model` from rows of (their values..., primary key), as one prepared statement
+    run over all of them: bulk_update builds a CASE of every row in Python (2 s for 2,000 drawings), and a row
+    deleted meanwhile updates nothing."""
+    meta = model._meta
     qn = connection.ops.quote_name
-    sql = (f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('neighbour_ids').column)} = %s, "
-           f"{qn(meta.get_field('neighbour_distances').column)} = %s WHERE {qn(meta.pk.column)} = %s")
+    columns = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in fields)
+    sql = f"UPDATE {qn(meta.db_table)} SET {columns} WHERE {qn(meta.pk.column)} = %s"
     with connection.cursor() as cursor:
-        for s in range(0, len(evidence.lists), 5000):
-            cursor.executemany(sql, evidence.lists[s: s + 5000])
+        for s in range(0, len(rows), 5000):
+            cursor.executemany(sql, rows[s: s + 5000])
 
 
 def _write_suspicion(updates: list[tuple[bool, float, int]]) -> None:
-    """(suspicious, suspicion_score, id) per drawing, as one prepared UPDATE: bulk_update builds a CASE
-    of every row in Python, 2 s for 2,000 drawings, and most scores move a little at every ranking."""
-    if not updates:
-        return
-    meta = Drawing._meta
-    qn = connection.ops.quote_name
-    sql = (f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('suspicious').column)} = %s, "
-           f"{qn(meta.get_field('suspicion_score').column)} = %s WHERE {qn(meta.pk.column)} = %s")
-    with connection.cursor() as cursor:
-        for s in range(0, len(updates), 5000):
-            cursor.executemany(sql, updates[s: s + 5000])
+    """(suspicious, suspicion_score, id) per drawing: most scores move a little at every ranking."""
+    _update_columns(Drawing, ["suspicious", "suspicion_score"], updates)
 
 
 def flag_suspicious_labels(estimator=None) -> dict:

@@ -410,10 +410,27 @@ def test_a_promotion_in_the_same_space_searches_only_the_rows_new_to_the_model(
     assert counts["probabilities"] == 10 + summary.get("training_lists_searched_again", 0)  # the new drawings
     assert_same(stored(), reference(second))
     assert set(feedback.TrainingRows.objects.values_list("model", flat=True)) == {trust.model_id(second)}
+    # the old drawings' rows were updated in place (their probabilities, and their lists where new rows entered)
+    assert summary["updated_in_place"] == 210 - summary["lists_searched_again"] > 0
+    assert 0 < summary["lists_changed_in_place"] < summary["updated_in_place"]
+    features = dict(LabelEvidence.objects.values_list("drawing_id", "features"))
+    # read back, they are this model's evidence: nothing is searched, the decisions are the same
+    again = feedback.flag_suspicious_labels(second)
+    assert again["searched"] == 0 and again["reused"] == 220
+    assert_same(stored(), reference(second))
+    # and the lists updated in place extend again under the next model as a full search would find them
+    draw(site["honest"][1], fallback_data, site["spare"][10:14])
+    third = refitted(second, kept + list(Drawing.objects.order_by("id"))[220:])
+    searches()
+    summary = feedback.flag_suspicious_labels(third)
+    assert summary["updated_in_place"] > 0 and searches()["probabilities"] == 4 + summary["training_lists_searched_again"]
+    assert_same(stored(), reference(third))
+    assert all(bytes(features[pk]) == bytes(f) for pk, f in LabelEvidence.objects.values_list("drawing_id", "features")
+               if pk in features)  # features are never rewritten in a space
 
     # a model from scratch (another space): every list is searched again
     summary = feedback.flag_suspicious_labels(estimators[1])
-    assert "training_lists_extended" not in summary and searches()["probabilities"] == 220
+    assert "training_lists_extended" not in summary and searches()["probabilities"] == 224
     assert_same(stored(), reference(estimators[1]))
 
 

@@ -8,8 +8,9 @@ with the exact search's k=4 vote on writers the model has never seen to within 0
 Measured by ``bench/ann.py`` against faiss IVF-Flat, voyager, hnswlib, usearch and pynndescent: see
 bench/README.md for the table and why faiss's HNSW.
 
-recognizer.ml.model.DigitClassifier builds one over its training rows once they number ANN_MIN_ROWS, and a
-retrain that only appends rows extends the previous model's graph (``NeighbourIndex.extended``).
+recognizer.ml.model.DigitClassifier builds one over its training rows once they number ANN_MIN_ROWS, and so
+does the stroke k-NN (recognizer.ml.strokes.StrokeClassifier) over its stroke rows; a retrain that only appends
+rows extends the previous model's graph (``NeighbourIndex.extended``, through ``index_rows``).
 Personal examples (a user's own drawings) stay on the exact search: there are few of them.
 Plain Python, no Django.
 """
