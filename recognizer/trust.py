@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recognizer.ml import ann
 from recognizer.ml.knn import N_CLASSES
 from recognizer.ml.knn import knn_sorted as _knn_sorted  # local names kept: only the import moved to the public ones
 from recognizer.ml.knn import vote as _vote
@@ -72,6 +73,7 @@ class KnnPart:
     k: int
     weights: str
     ids: np.ndarray | None = None  # which stored drawing each row is (-1: a data set's row); None: not known
+    index: ann.NeighbourIndex | None = None  # the k-NN's HNSW graph over exactly these rows, when it has one
     _keys: np.ndarray | None = field(default=None, init=False, repr=False)
     _key_order: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -136,7 +138,8 @@ def image_part(estimator) -> KnnPart | None:
     n = len(estimator.train_labels_)
     return KnnPart(estimator.train_features_, estimator.train_sq_, estimator.train_labels_,
                    estimator.sample_weight_, _groups_or_mnist(estimator, n), int(estimator.n_neighbors),
-                   estimator.weights, getattr(estimator, "train_ids_", None))
+                   estimator.weights, getattr(estimator, "train_ids_", None),
+                   getattr(estimator, "neighbour_index_", None))
 
 
 def stroke_part(estimator) -> KnnPart | None:
@@ -145,7 +148,8 @@ def stroke_part(estimator) -> KnnPart | None:
         return None
     n = len(model.train_labels_)
     return KnnPart(model.train_features_, model.train_sq_, model.train_labels_, model.sample_weight_,
-                   _groups_or_mnist(model, n), int(model.n_neighbors), model.weights, getattr(model, "train_ids_", None))
+                   _groups_or_mnist(model, n), int(model.n_neighbors), model.weights, getattr(model, "train_ids_", None),
+                   getattr(model, "neighbour_index_", None))
 
 
 def _stroke_rows(strokes) -> list[int]:
@@ -206,12 +210,21 @@ def training_list_length(part: KnnPart) -> int:
     return part.k + TRAINING_SPARE
 
 
+# Candidates asked of a graph beyond the k wanted: the query's own account's rows among them are dropped, and
+# a query left with fewer than k is searched exactly. An account's drawings of one digit rarely number more.
+GRAPH_MARGIN = 16
+
+
 def nearest_of_other_accounts(F: np.ndarray, sq: np.ndarray, groups: np.ndarray, Q: np.ndarray, users,
-                              k: int) -> tuple[np.ndarray, np.ndarray]:
+                              k: int, index: ann.NeighbourIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(rows (n, k) int64, distances (n, k) float32): for each query, the k nearest rows of `F` (`sq`: their
     squared norms, `groups`: who drew each) not drawn by the query's own account (`users`), nearest first;
     -1 and inf where there are fewer. The peer lists (peer_neighbours) and the kept training lists
-    (training_neighbours) are both this search."""
+    (training_neighbours) are both this search.
+
+    `index`: an HNSW graph over exactly the rows of F. The k + GRAPH_MARGIN nearest it finds are searched
+    instead of every row, as served queries are (recognizer.ml.ann: at 1M rows an exact search of every
+    drawing is O(n^2), hours); a query with fewer than k of other accounts among them is searched exactly."""
     idx_out = np.full((len(Q), k), -1, np.int64)
     dist_out = np.full((len(Q), k), np.inf, np.float32)
     if not len(F) or not len(Q):
@@ -227,13 +240,23 @@ def nearest_of_other_accounts(F: np.ndarray, sq: np.ndarray, groups: np.ndarray,
         idx_out[q, : idx.shape[1]] = np.where(mine, -1, idx)
         dist_out[q, : idx.shape[1]] = np.where(mine, np.inf, dist)
 
-    small = np.flatnonzero(own <= _SMALL_ACCOUNT)
+    exact = np.ones(len(Q), bool)
+    if index is not None and len(index) == len(F):
+        for s in range(0, len(Q), 50_000):  # bounds the candidate arrays held at once
+            q = np.arange(s, min(s + 50_000, len(Q)))
+            want = min(len(F), k + min(int(own[q].max()), GRAPH_MARGIN))
+            idx, dist = index.search(Q[q], want)
+            mine = groups[idx] == users[q][:, None]
+            enough = (~mine).sum(axis=1) >= np.minimum(k, len(F) - own[q])
+            put(q[enough], idx[enough], dist[enough], mine[enough])
+            exact[q[enough]] = False
+    small = np.flatnonzero((own <= _SMALL_ACCOUNT) & exact)
     for s in range(0, len(small), 4096):  # at most `own` of the k + own nearest are the query's own account's
         q = small[s: s + 4096]
         idx, dist = _knn_sorted(Q[q], F, sq, min(len(F), k + int(own[q].max())))
         put(q, idx, dist, groups[idx] == users[q][:, None])
-    for user in np.unique(users[own > _SMALL_ACCOUNT]):  # a big account: search the others only
-        q = np.flatnonzero(users == user)
+    for user in np.unique(users[(own > _SMALL_ACCOUNT) & exact]):  # a big account: search the others only
+        q = np.flatnonzero((users == user) & exact)
         others = np.flatnonzero(groups != user)
         if len(others):
             sub, dist = _knn_sorted(Q[q], F[others], sq[others], min(k, len(others)))
@@ -245,12 +268,13 @@ def nearest_of_other_accounts(F: np.ndarray, sq: np.ndarray, groups: np.ndarray,
 def _nearest_of_others(part: KnnPart, Q: np.ndarray, users: np.ndarray, k: int, among: np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """nearest_of_other_accounts among `among` (default: every row) of `part`, as row keys (PAD_KEY pads)."""
-    if among is None:  # every row: the arrays themselves, not a copy of them
-        F, sq, groups, keys = part.F, part.sq, part.groups, part.keys
+    index = None
+    if among is None:  # every row: the arrays themselves, not a copy of them, and the model's graph over them
+        F, sq, groups, keys, index = part.F, part.sq, part.groups, part.keys, part.index
     else:
         among = np.asarray(among, np.int64)
         F, sq, groups, keys = part.F[among], part.sq[among], part.groups[among], part.keys[among]
-    idx, dist = nearest_of_other_accounts(F, sq, groups, Q, users, k)
+    idx, dist = nearest_of_other_accounts(F, sq, groups, Q, users, k, index)
     if not len(keys):  # no row to search among: every list is padding
         return np.full(idx.shape, PAD_KEY, np.int64), dist
     return np.where(idx >= 0, keys[np.maximum(idx, 0)], PAD_KEY), dist
@@ -476,13 +500,27 @@ def vote_weights(users, trust: dict[int, float], threshold: float, approved=None
 _SMALL_ACCOUNT = 128
 
 
+# A search of this many drawings' peers among at least ann.ANN_MIN_ROWS goes through a graph built for it. An
+# estimate from figures measured elsewhere, not a measurement of this choice: one thread builds a graph at about
+# 0.36 ms a row (ann.NeighbourIndex.build: 6 min at 1M) and searches it in under 1 ms a query, where the exact
+# search costs n x 80 multiply-adds a query (about 6 us per 1,000 rows): from about 50,000 queries the build
+# pays for itself. Fewer (a ranking's new drawings) are searched exactly.
+PEER_GRAPH_MIN_QUERIES = 50_000
+
+
 def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) -> tuple[np.ndarray, np.ndarray]:
     """(indices (m, k) int64, distances (m, k) float32): for each of `rows` (default: every drawing), the k
-    nearest drawings of other accounts among all `features`, nearest first; -1 and inf where there are fewer."""
+    nearest drawings of other accounts among all `features`, nearest first; -1 and inf where there are fewer.
+    Approximate (an HNSW graph over the drawings) for PEER_GRAPH_MIN_QUERIES rows or more among
+    ann.ANN_MIN_ROWS drawings or more: a feature space's first ranking of a large site."""
     F = np.ascontiguousarray(features, np.float32)
     users = np.asarray(users, np.int64)
     rows = np.arange(len(F)) if rows is None else np.asarray(rows, np.int64)
-    return nearest_of_other_accounts(F, np.einsum("ij,ij->i", F, F), users, F[rows], users[rows], k)
+    index = None
+    if len(rows) >= PEER_GRAPH_MIN_QUERIES and len(F) >= ann.ANN_MIN_ROWS:
+        # a wider search than served queries' (ef 64): these lists hold 40 and more
+        index = ann.NeighbourIndex.build(F, ef_search=2 * (k + GRAPH_MARGIN))
+    return nearest_of_other_accounts(F, np.einsum("ij,ij->i", F, F), users, F[rows], users[rows], k, index)
 
 
 def neighbours_reached(features: np.ndarray, users, sources, targets, reach, block: int = 1 << 22

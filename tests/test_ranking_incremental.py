@@ -516,3 +516,56 @@ def test_the_model_alone_ranking_forks_no_processes(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="recognizer.feedback"):
         issues = feedback.find_label_issues(labels, p)
     assert issues.shape == (500,) and not caplog.records  # cleanlab ran, without falling back
+
+
+# --- the same searches through a graph, for a large site (lowered thresholds) ---
+
+
+def test_searches_that_leave_accounts_out_through_a_graph_find_the_exact_neighbours_of_other_accounts(monkeypatch):
+    """With a graph, the k + GRAPH_MARGIN nearest it finds are searched instead of every row: never a row of the
+    query's own account, nearly always the exact search's rows; a query whose own account fills its neighbourhood
+    beyond the margin is searched exactly."""
+    from recognizer.ml import ann
+
+    rng = np.random.default_rng(11)
+    n, k = 4000, 12
+    F = rng.normal(size=(n, 12)).astype(np.float32)
+    groups = rng.integers(1, 80, n)
+    F[:60] = F[0] + rng.normal(scale=0.01, size=(60, 12))  # account 500 drew 60 drawings nearly alike
+    groups[:60] = 500
+    sq = np.einsum("ij,ij->i", F, F)
+    index = ann.NeighbourIndex.build(F)
+    rows = np.concatenate([np.arange(0, 10), rng.choice(np.arange(60, n), 600, replace=False)])
+    Q, users = F[rows], groups[rows]
+    calls = []
+    real = index.search
+    monkeypatch.setattr(index, "search", lambda q, kk, *a, **kw: calls.append(kk) or real(q, kk, *a, **kw))
+    exact_idx, exact_dist = trust.nearest_of_other_accounts(F, sq, groups, Q, users, k)
+    idx, dist = trust.nearest_of_other_accounts(F, sq, groups, Q, users, k, index)
+    assert calls and max(calls) <= k + trust.GRAPH_MARGIN  # the graph was asked for candidates, not every row
+    assert (idx >= 0).all() and not (groups[idx] == users[:, None]).any()
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(idx, exact_idx)])
+    assert recall >= 0.97, recall
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+    # account 500's own 60 drawings fill its queries' nearest 28: searched exactly, the exact answer
+    np.testing.assert_array_equal(idx[:10], exact_idx[:10])
+    np.testing.assert_allclose(dist[:10], exact_dist[:10], rtol=1e-5)
+
+    # the kept training lists search through the model's graph (KnnPart.index) ...
+    part = trust.KnnPart(F, sq, rng.integers(0, 10, n), None, groups, 4, "distance", np.arange(n), index)
+    keys, _ = trust.training_neighbours(part, Q, users)
+    exact_keys, _ = trust.training_neighbours(_part(F, part.labels, groups, np.arange(n), k=4), Q, users)
+    assert np.mean(keys == exact_keys) >= 0.95
+    # ... and the peer lists of many drawings through one built for them
+    monkeypatch.setattr(ann, "ANN_MIN_ROWS", 1000)
+    monkeypatch.setattr(trust, "PEER_GRAPH_MIN_QUERIES", 500)
+    built = []
+    build = ann.NeighbourIndex.build
+    monkeypatch.setattr(ann.NeighbourIndex, "build", classmethod(lambda cls, R, **kw: built.append(len(R)) or
+                                                                 build(R, **kw)))
+    peers, _ = trust.peer_neighbours(F, groups, rows=rows)
+    assert built == [n]
+    exact_peers, _ = trust.peer_neighbours(F, groups, rows=rows[:499])  # too few queries: exact, no graph
+    assert built == [n]
+    assert not (groups[peers] == users[:, None]).any()
+    assert np.mean([len(set(a) & set(b)) / trust.PEER_KEPT for a, b in zip(peers[:499], exact_peers)]) >= 0.97
