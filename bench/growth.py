@@ -221,11 +221,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="user rows to serve after the retrains, reached by refitting the active model with "
                              "synthetic rows (no retrain timed), e.g. 1000000")
     parser.add_argument("--quick", action="store_true", help="--sizes 2000 --mnist-limit 10000 --predictions 50")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="go on with the site an earlier run left in DIR (stopped during a first retrain): its "
+                             "base model and stored drawings are kept; that first retrain reuses what the stopped "
+                             "one stored (its timing is not a first retrain's)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.mnist_limit, args.predictions = "2000", 10000, 50
     _mnist_dir, pen_dir = data_dirs()
-    tmp = Path(tempfile.mkdtemp(prefix="digitsite-growth-bench-"))
+    tmp = Path(args.resume) if args.resume else Path(tempfile.mkdtemp(prefix="digitsite-growth-bench-"))
     configure(tmp, args.mnist_limit)
 
     from django.conf import settings
@@ -248,17 +252,24 @@ def main(argv: list[str] | None = None) -> int:
     pngs = [render_png(unseen[i], np.random.default_rng(i)) for i in rng.choice(len(unseen), args.predictions)]
     pen, _why = training.pen_warm_start()
 
-    t0 = time.perf_counter()
-    training.train_new_model(limit=args.mnist_limit, activate=True, cv=False)
-    log(f"base model in {time.perf_counter() - t0:.0f} s")
-    rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
     stored = 0
-    for size in [int(s) for s in args.sizes.split(",")]:
-        images, labels, strokes = synthetic_drawings(pen, size - stored, rng)
+    if args.resume:  # the stopped retrain's run is reaped (its process is gone) by the next retrain
+        from recognizer.models import Drawing
+
+        stored = Drawing.objects.count()
+        log(f"resumed {tmp}: {stored} drawings stored")
+    else:
         t0 = time.perf_counter()
-        store(images, labels, strokes, first_user=stored // 50, users=max(1, (size - stored) // 50))
-        stored = size
-        log(f"{size} drawings stored ({time.perf_counter() - t0:.0f} s)")
+        training.train_new_model(limit=args.mnist_limit, activate=True, cv=False)
+        log(f"base model in {time.perf_counter() - t0:.0f} s")
+    rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+    for size in [int(s) for s in args.sizes.split(",")]:
+        if size > stored:
+            images, labels, strokes = synthetic_drawings(pen, size - stored, rng)
+            t0 = time.perf_counter()
+            store(images, labels, strokes, first_user=stored // 50, users=max(1, (size - stored) // 50))
+            stored = size
+            log(f"{size} drawings stored ({time.perf_counter() - t0:.0f} s)")
         first, _ = timed_retrain(f"{size}: first retrain")
         new = max(1, size // 100)
         images, labels, strokes = synthetic_drawings(pen, new, rng)
@@ -288,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(writers) - UNSEEN_WRITERS} writers), cross-validation off; {UNSEEN_WRITERS} writers in no training "
           f"set; predictions: {args.predictions} canvas PNGs of theirs, one BLAS thread. Retrain: first over all the "
           f"drawings / after 1% more (incremental, in the space the first fitted) / after 1% more again"
-          + (" / the same from scratch" if args.from_scratch else "") + ".")
+          + (" / the same from scratch" if args.from_scratch else "") + "."
+          + (f" Resumed from {args.resume}: the first retrain reused what a stopped one had stored." if args.resume
+             else ""))
     print(f"{'':<24}{'rows':>9}{'search':>13}{'retrain s':>20}{'p50 ms':>8}{'p99 ms':>8}{'file MB':>9}"
           f"{'worker MB':>10}{'unseen':>8}{'exact':>8}{'strokes':>9}{'exact':>8}")
     for r in rows:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
@@ -87,9 +89,9 @@ def is_holdout_user(user_id: int) -> bool:
 
 
 class StoredStrokes(Sequence):
-    """Drawings' stored strokes (their JSON values), parsed into arrays only when one is read: a retrain that
-    keeps its model's rows reads the strokes of new drawings only, and parsing (validating) every drawing's
-    at every retrain cost more than the rest of reading them."""
+    """Drawings' stored strokes (their JSON text as drawing_set reads it, or JSON values), parsed into arrays
+    only when one is read: a retrain that keeps its model's rows reads the strokes of new drawings only, and
+    decoding and validating every drawing's at every retrain cost more than the rest of reading them."""
 
     def __init__(self, raw: list) -> None:
         self._raw = raw
@@ -103,7 +105,13 @@ class StoredStrokes(Sequence):
             return StoredStrokes(self._raw[i])
         i = range(len(self._raw))[i]  # negative and out-of-range indices as a list has them
         if i not in self._parsed:
-            self._parsed[i] = stored_strokes(self._raw[i])
+            raw = self._raw[i]
+            if isinstance(raw, str):
+                try:
+                    raw = json.loads(raw)
+                except ValueError:
+                    raw = None
+            self._parsed[i] = stored_strokes(raw)
         return self._parsed[i]
 
     def take(self, rows) -> StoredStrokes:
@@ -122,7 +130,7 @@ class StoredStrokes(Sequence):
 
     def present(self) -> np.ndarray:
         """Bool per drawing: it has strokes (stored ones that no longer parse read as none when parsed)."""
-        return np.array([bool(r) for r in self._raw], bool)
+        return np.array([bool(r) and r not in ("null", "[]") for r in self._raw], bool)
 
 
 def has_strokes(strokes, parsed_before: np.ndarray | None = None) -> np.ndarray:
@@ -185,8 +193,12 @@ class DrawingSet:
 
 def drawing_set(drawings) -> DrawingSet:
     fields = ("id", "user_id", "label", "preprocessed", "strokes", "status", "suspicion_score")
-    rows = list(drawings.values_list(*fields)) if isinstance(drawings, QuerySet) \
-        else [tuple(getattr(d, f) for f in fields) for d in drawings]
+    if isinstance(drawings, QuerySet):
+        # the strokes as their JSON text, decoded only when read (StoredStrokes): not every drawing's at every retrain
+        rows = list(drawings.annotate(strokes_text=Cast("strokes", TextField()))
+                    .values_list(*fields[:4], "strokes_text", *fields[5:]))
+    else:
+        rows = [tuple(getattr(d, f) for f in fields) for d in drawings]
     images = np.empty((len(rows), 28, 28), np.float32)
     for i, row in enumerate(rows):
         images[i] = ml_preprocess.from_uint8(bytes(row[3]))

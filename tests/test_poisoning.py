@@ -6,6 +6,8 @@ Tiny data throughout (scikit-learn's bundled digits); bench/poisoning.py measure
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -179,6 +181,45 @@ def test_caps_limit_one_accounts_share_of_a_digit(tiny_training, alice, bob, car
 def test_the_floor_lets_a_small_sites_first_users_train():
     keep, dropped = trust.cap_accounts([1] * 12 + [2] * 2, [4] * 14, np.zeros(14), share=0.25, floor=30)
     assert keep.all() and not dropped
+
+
+def _cap_accounts_row_by_row(users, labels, rank_key, exempt, share, floor):
+    """cap_accounts as it was first written, one scan of every drawing per (digit, account): the reference."""
+    keep, dropped, ratio = np.ones(len(users), bool), {}, share / (1.0 - share)
+    for digit in np.unique(labels):
+        of_digit = labels == digit
+        total = int(of_digit.sum())
+        for user in np.unique(users[of_digit]):
+            mine = of_digit & (users == user)
+            n = int(mine.sum())
+            cap = max(floor, math.ceil(ratio * (total - n)))
+            if n <= cap:
+                continue
+            free = np.flatnonzero(mine & ~exempt)
+            room = max(0, cap - int((mine & exempt).sum()))
+            order = free[np.lexsort((free, rank_key[free]))]
+            keep[order[room:]] = False
+            if len(order) > room:
+                dropped.setdefault(int(user), {})[str(int(digit))] = int(len(order) - room)
+    return keep, dropped
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_caps_are_those_of_a_scan_per_account_and_digit(seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    users = rng.choice([3, 5, 8, 13, 21, 34], size=n, p=[0.4, 0.3, 0.1, 0.1, 0.05, 0.05])
+    labels = rng.integers(0, 10, n)
+    rank_key = rng.choice([0.0, 0.1, 0.5, 0.9], size=n)  # ties: broken by row
+    exempt = rng.random(n) < 0.05
+    left_out = []
+    for share, floor in ((0.25, 5), (0.1, 0), (0.4, 30)):
+        got = trust.cap_accounts(users, labels, rank_key, exempt, share=share, floor=floor)
+        want = _cap_accounts_row_by_row(users, labels, rank_key, exempt, share, floor)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1] and list(got[1]) == list(want[1])
+        left_out.append(int((~got[0]).sum()))
+    assert left_out[0] > 0 and left_out[1] > left_out[0]  # the caps bite, harder for a smaller share
 
 
 def test_low_trust_accounts_vote_with_less_weight():

@@ -129,6 +129,34 @@ def test_stored_strokes_are_parsed_when_read(monkeypatch):
     assert both[0] is not None and both[0][0].shape == (2, 3) and both[2] is None
     mixed = picked + [[np.zeros((2, 3))]]  # parsed strokes cannot join stored ones unparsed: a plain list
     assert isinstance(mixed, list) and len(mixed) == 4 and mixed[-1][0].shape == (2, 3)
+    # as drawing_set reads them: their JSON text (None, "[]" and "null" are none; text that is no JSON too)
+    text = feedback.StoredStrokes([None, "[[[0, 0], [5, 5], [9, 2]]]", "[]", "null", "[[[1,", "[[[1, 1], [2, 8]]]"])
+    assert list(text.present()) == [False, True, False, False, True, True]
+    assert list(feedback.has_strokes(text)) == [False, True, False, False, False, True]
+    np.testing.assert_array_equal(text[1][0], strokes[1][0])
+
+
+@pytest.mark.django_db
+def test_a_drawing_set_reads_the_strokes_a_drawing_stores(alice, fallback_data):
+    """Read from the database as JSON text, parsed when read: the strokes the model instances hold."""
+    from recognizer import feedback
+    from recognizer.ml import strokes as ml_strokes
+    from recognizer.models import Drawing
+    from tests.training_helpers import make_drawing
+
+    for i, strokes in enumerate([[[[0, 0, 0], [5, 5, 10]], [[9, 2, 20], [3, 3, 30]]], None, [[[1.5, 2.25, 0]]]]):
+        drawing = make_drawing(alice, fallback_data.test_images[i], int(fallback_data.test_labels[i]))
+        drawing.strokes = strokes
+        drawing.save(update_fields=["strokes"])
+    from_text = feedback.drawing_set(Drawing.objects.order_by("id"))
+    from_instances = feedback.drawing_set(list(Drawing.objects.order_by("id")))
+    assert isinstance(from_text.strokes._raw[0], str)
+    for a, b in zip(from_text.strokes, from_instances.strokes):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    assert [len(s) for s in from_text.strokes if s] == [2, 1]
+    assert ml_strokes.strokes_to_json(from_text.strokes[2]) == [[[1.5, 2.25, 0.0]]]
 
 
 @pytest.mark.django_db
