@@ -66,7 +66,7 @@ def redrawn(strokes: list, rng) -> list:
     """A trajectory drawn again: turned by a few degrees (sd 3), each point moved by about 1% of its size.
 
     Not the same points again: at 1M drawings each of the 7,000 pen trajectories would recur ~140 times, and
-    exact duplicates beyond a graph node's links (32) cut them off in an HNSW graph, as no user's strokes would."""
+    exact duplicates crowd an HNSW graph's links (bench/README.md), as no user's strokes would."""
     xy = np.concatenate([np.asarray(s, np.float64)[:, :2] for s in strokes])
     centre, size = xy.mean(axis=0), max(float(np.ptp(xy, axis=0).max()), 1.0)
     a = rng.normal(0.0, np.radians(3.0))
