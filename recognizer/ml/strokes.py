@@ -168,8 +168,8 @@ class StrokeClassifier:
     ``fit(drawings, y, sample_weight)``: ``drawings`` is a list of stroke lists (each stroke an
     (m, 2+) array); ``sample_weight`` multiplies a training drawing's neighbour vote.
     ``neighbour_index_``: the HNSW graph the search goes through from ``ann.ANN_MIN_ROWS`` rows, as the image
-    k-NN's (every user drawing with strokes is a row: an exact search reads n x 160 floats a query, tens of
-    milliseconds at 1M rows); None below (or in a model saved before the stroke graph: exact search).
+    k-NN's (every user drawing with strokes is a row, and an exact search reads n x 160 floats a query); None
+    below (or in a model saved before the stroke graph: exact search).
     """
 
     def __init__(self, n_neighbors: int = 3, weights: str = "distance", **feature_params: Any) -> None:
