@@ -6,7 +6,9 @@ today's 75k rows, 17-27 ms at 1M, one thread). An HNSW graph (faiss ``IndexHNSWF
 themselves, uncompressed, plus each row's graph links) answers in 0.1-0.4 ms from 10k to 1M rows,
 with the exact search's k=4 vote on writers the model has never seen to within 0.07 points.
 Measured by ``bench/ann.py`` against faiss IVF-Flat, voyager, hnswlib, usearch and pynndescent: see
-bench/README.md for the table and why faiss's HNSW.
+bench/README.md for the table and why faiss's HNSW. Not so on the growth benchmark's 1M synthetic rows (near
+copies of 12,000 pen renders, half of them exact duplicates of another row): 1.2 points lost there, see
+bench/README.md, "Growth".
 
 recognizer.ml.model.DigitClassifier builds one over its training rows once they number ANN_MIN_ROWS, and so
 does the stroke k-NN (recognizer.ml.strokes.StrokeClassifier) over its stroke rows; a retrain that only appends
