@@ -137,14 +137,14 @@ def serving_row(name: str, pngs: list[bytes], unseen, retrain_s: str, extra: dic
     exact = copy.copy(est)
     exact.__dict__.update(neighbour_index_=None)
     exact.__dict__.pop("_prune_index", None)
-    if est.reads_strokes:  # and its stroke k-NN's graph
+    strokes_graph = False
+    if est.reads_strokes:  # its stroke k-NN's graph too; and the stroke k-NN alone, through its graph and exactly
         exact.stroke_model_ = copy.copy(est.stroke_model_)
         exact.stroke_model_.__dict__.update(neighbour_index_=None)
-    exact_accuracy = float((exact.predict(X, **kw) == y).mean())
-    strokes_graph = getattr(est.stroke_model_, "neighbour_index_", None) is not None if est.reads_strokes else False
-    if est.reads_strokes:  # the stroke k-NN alone, through its graph and exactly
+        strokes_graph = getattr(est.stroke_model_, "neighbour_index_", None) is not None
         extra = {**extra, "strokes": float((est.stroke_model_.predict(S) == y).mean()),
                  "strokes_exact": float((exact.stroke_model_.predict(S) == y).mean())}
+    exact_accuracy = float((exact.predict(X, **kw) == y).mean())
     from django.conf import settings
 
     size_mb = (Path(settings.RECOGNIZER_MODEL_DIR) / version.file).stat().st_size / 1e6
@@ -159,7 +159,7 @@ def refitted_without_retrain(pen, users: int, rng, chunk: int = 50_000):
     with synthetic drawings appended up to ``users`` user rows: their features computed here, in chunks,
     instead of storing, ranking and gating them, so serving at a size the benchmark cannot retrain to is
     measured on the model a retrain would serve. Returns (seconds to featurise, seconds to refit and save)."""
-    from recognizer import modelfiles, serving, versions
+    from recognizer import feedback, modelfiles, serving, versions
     from recognizer.ml import model as ml_model
     from recognizer.ml import store as ml_store
 
@@ -172,8 +172,8 @@ def refitted_without_retrain(pen, users: int, rng, chunk: int = 50_000):
     for start in range(0, n, chunk):
         images, labels, strokes = synthetic_drawings(pen, min(chunk, n - start), rng)
         F.append(active.transform(images))
-        has = np.array([bool(s) for s in strokes])
-        S.append(active.stroke_model_.features([s for s in strokes if s]))
+        has = feedback.has_strokes(strokes)
+        S.append(active.stroke_model_.features([s for s, h in zip(strokes, has) if h]))
         y.append(labels)
         with_strokes.append(has)
         log(f"  {start + len(labels)} of {n} synthetic rows featurised")
@@ -206,8 +206,11 @@ def timed_retrain(label: str) -> tuple[float, dict]:
 
         versions.activate(version)
     refit = (version.metadata.get("hyperparameters") or {}).get("refit") or {}
-    log(f"{label}: {run.status} in {seconds:.0f} s; refit {json.dumps(refit)[:200]}; "
-        f"ranking {json.dumps(run.data_counts.get('ranking', {}))[:500]}")
+    if run.status != "promoted":
+        log(f"{label}: the gate said {'; '.join((run.decision or {}).get('reasons', []))[:600]}")
+    peak_mb = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    log(f"{label}: {run.status} in {seconds:.0f} s (this process's peak memory so far {peak_mb:.0f} MB); "
+        f"refit {json.dumps(refit)[:200]}; ranking {json.dumps(run.data_counts.get('ranking', {}))[:500]}")
     return seconds, {**refit, "stages": durations}
 
 

@@ -133,6 +133,11 @@ class StoredStrokes(Sequence):
         return np.array([bool(r) and r not in ("null", "[]") for r in self._raw], bool)
 
 
+def take_strokes(strokes: Sequence, rows) -> Sequence:
+    """The stroke entries at `rows`, stored ones still unparsed."""
+    return strokes.take(rows) if isinstance(strokes, StoredStrokes) else [strokes[i] for i in rows]
+
+
 def has_strokes(strokes, parsed_before: np.ndarray | None = None) -> np.ndarray:
     """Bool per drawing of a stroke sequence: it has strokes. Stored strokes are parsed only where that is
     not known already: a stored value that no longer parses has none, unless `parsed_before` (bool per
@@ -168,8 +173,7 @@ class DrawingSet:
         rows = np.flatnonzero(mask) if mask.dtype == bool else mask
         return DrawingSet(
             self.images[rows], self.labels[rows], self.users[rows], self.ids[rows],
-            None if self.strokes is None else self.strokes.take(rows) if isinstance(self.strokes, StoredStrokes)
-            else [self.strokes[i] for i in rows],
+            None if self.strokes is None else take_strokes(self.strokes, rows),
             None if self.approved is None else self.approved[rows],
             None if self.suspicion is None else self.suspicion[rows],
         )
@@ -639,7 +643,7 @@ def label_evidence(estimator, ids: np.ndarray, users: np.ndarray) -> _Evidence:
     # A drawing whose training lists were only extended keeps its features and peer lists: it is updated in place
     # (model, probabilities and the lists if new rows entered them), not written whole: at every promotion that
     # is every drawing, and most of a row's bytes did not change.
-    in_place = searched & ev.get("extended", np.zeros(len(ids), bool)) & ~new & ~stale
+    in_place = searched & ev["extended"] & ~new & ~stale
     whole = searched & ~in_place
     write = [LabelEvidence(drawing_id=int(ids[i]), model=model, space=space or "",
                            probabilities=p[i].astype(np.float64).tobytes(),

@@ -167,8 +167,7 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
         ids = ids[order]
         weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,))[order]
         labels, groups = np.asarray(extra.labels)[order], np.asarray(extra.groups)[order]
-        strokes = None if extra.strokes is None else (extra.strokes.take(order) if isinstance(
-            extra.strokes, feedback.StoredStrokes) else [extra.strokes[i] for i in order])
+        strokes = None if extra.strokes is None else feedback.take_strokes(extra.strokes, order)
         F = np.empty((n, rows.features.shape[1]), np.float32)
         missing = _fill_from(F, ids, rows, reused, "rows")
         if missing.any():
