@@ -160,3 +160,77 @@ def test_extending_an_index_keeps_it_and_finds_the_new_rows():
     assert len(old.extended(R[:0])) == 4000
     with pytest.raises(ValueError):
         old.extended(R[4000:, :3])
+
+
+def _with_copies(seed=2):
+    """300 distinct rows, each repeated 1-6 times, shuffled: (rows, the distinct vector of each row)."""
+    rng = np.random.default_rng(seed)
+    distinct, _Q = _clustered(n=300, d=12, clusters=10, seed=seed)
+    which = rng.permutation(np.repeat(np.arange(300), rng.integers(1, 7, 300)))
+    return distinct[which], which
+
+
+def test_copies_share_a_node_and_each_comes_back_as_a_row():
+    R, which = _with_copies()
+    index = ann.NeighbourIndex.build(R)
+    assert len(index) == len(R) and index.nodes == 300 and index.merges_copies
+    assert np.array_equal(index.vectors, R) and not index.vectors.flags.writeable
+    # a query on a stored vector gets every copy of it, in row order, then the next nearest rows
+    for row in (0, 17, 123):
+        copies = np.flatnonzero(which == which[row])
+        idx, dist = index.search(R[row], len(copies) + 3)
+        assert list(idx[0, :len(copies)]) == list(copies) and (dist[0, :len(copies)] == 0).all()
+        assert (dist[0, len(copies):] > 0).all()
+    # any k: the exact search's distances, each row named once, each distance that of the row it names
+    Q = R[::7] + np.float32(0.05)
+    for k in (1, 4, 9):
+        idx, dist = index.search(Q, k)
+        _ref, ref_dist = _exact(Q, R, k)
+        assert idx.shape == (len(Q), k) and all(len(set(r)) == k for r in idx)
+        assert np.allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+        assert np.allclose(np.linalg.norm(R[idx] - Q[:, None, :], axis=2), dist, rtol=1e-4, atol=1e-4)
+    back = pickle.loads(pickle.dumps(index))
+    assert back.nodes == 300 and np.array_equal(back.search(Q, 9)[0], index.search(Q, 9)[0])
+
+
+def test_extending_adds_a_node_only_for_a_vector_not_stored():
+    R, which = _with_copies(seed=3)
+    old = ann.NeighbourIndex.build(R[:1000])
+    fresh = _clustered(n=5, d=12, seed=9)[0]
+    new = np.concatenate([R[1000:], fresh, fresh[:2], R[:3]])  # copies of stored rows, of each other, and new
+    grown = old.extended(new)
+    rows = np.concatenate([R[:1000], new])
+    assert len(grown) == len(R) + 10 and np.array_equal(grown.vectors, rows)
+    assert grown.nodes == len(np.unique(rows, axis=0)) == old.nodes + 5 + (len(np.unique(R, axis=0)) - old.nodes)
+    idx, dist = grown.search(fresh[:2], 3)  # each of the two twice, then something else
+    assert sorted(idx[0, :2]) == [len(R) + 0, len(R) + 5] and (dist[:, :2] == 0).all()
+
+
+def test_rows_whose_hashes_collide_stay_apart(monkeypatch):
+    R, which = _with_copies(seed=4)
+    monkeypatch.setattr(ann, "_row_hashes", lambda R, chunk=0: np.zeros(len(R), np.uint64))  # all collide
+    firsts, at = ann._distinct_rows(R)
+    # no row is taken for a copy of a different vector; copies of the first row's vector still share its node
+    assert np.array_equal(R[firsts][at], R) and len(firsts) > len(np.unique(which))
+    assert (at[which == which[0]] == 0).all()
+
+
+def test_a_graph_saved_with_a_node_per_row_is_read_and_built_again_not_extended(monkeypatch):
+    R, which = _with_copies(seed=5)
+    import faiss
+
+    flat = faiss.IndexHNSWFlat(R.shape[1], ann.HNSW_M)
+    flat.add(R)  # a node per row, copies apart: as version 1 saved it
+    old = pickle.loads(pickle.dumps(ann.NeighbourIndex(flat)))
+    state = old.__getstate__()
+    state.update(version=1)
+    del state["node_of_row"]
+    v1 = ann.NeighbourIndex.__new__(ann.NeighbourIndex)
+    v1.__setstate__(state)
+    assert len(v1) == v1.nodes == len(R) and not v1.merges_copies
+    assert np.array_equal(v1.vectors, R)
+    monkeypatch.setattr(ann, "ANN_MIN_ROWS", 10)
+    graph, origin = ann.index_rows(np.concatenate([R, R[:5]]), v1)
+    assert origin == "built" and graph.nodes == 300 and graph.merges_copies
+    again, origin = ann.index_rows(np.concatenate([R, R[:5], R[5:9]]), graph)
+    assert origin == "extended" and again.nodes == 300
