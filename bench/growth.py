@@ -43,6 +43,12 @@ warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no c
 UNSEEN_WRITERS = 6
 
 
+def unseen_writers(digits) -> set[int]:
+    """The writers left out of the models' pen rows, whose digits the table's accuracy is measured on."""
+    writers = sorted({d.writer for d in digits})
+    return set(int(w) for w in np.random.default_rng(0).permutation(writers)[:UNSEEN_WRITERS])
+
+
 def configure(tmp: Path, mnist_limit: int) -> None:
     retrain_site(tmp, mnist_limit, OMP_NUM_THREADS="2")
 
@@ -225,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                              "synthetic rows (no retrain timed), e.g. 1000000")
     parser.add_argument("--quick", action="store_true", help="--sizes 2000 --mnist-limit 10000 --predictions 50")
     parser.add_argument("--resume", metavar="DIR",
-                        help="go on with the site an earlier run left in DIR (stopped during a first retrain): its "
-                             "base model and stored drawings are kept; that first retrain reuses what the stopped "
-                             "one stored (its timing is not a first retrain's)")
+                        help="go on with the site an earlier run left in DIR: its base model (the baseline row), "
+                             "stored drawings and active model are kept, and its first retrain reuses what the "
+                             "earlier run stored (its timing is not a first retrain's)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.mnist_limit, args.predictions = "2000", 10000, 50
@@ -243,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from recognizer.ml.evaluate import render_canvas_images
 
     digits = load_pendigits(pen_dir)
-    writers = sorted({d.writer for d in digits})
-    unseen_w = set(int(w) for w in np.random.default_rng(0).permutation(writers)[:UNSEEN_WRITERS])
+    unseen_w = unseen_writers(digits)
     original = ml_warmstart.pen_training_set
     ml_warmstart.pen_training_set = lambda path, **kw: original(path, exclude_writers=sorted(unseen_w), **kw)
     settings.PENDIGITS_DIR = str(pen_dir)
@@ -265,7 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         training.train_new_model(limit=args.mnist_limit, activate=True, cv=False)
         log(f"base model in {time.perf_counter() - t0:.0f} s")
-    rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+    if args.resume:  # the baseline is the base model, whatever the earlier run left active; then back to that
+        from recognizer import versions
+        from recognizer.models import ModelVersion
+
+        left_active = ModelVersion.objects.get(is_active=True)
+        versions.activate(ModelVersion.objects.order_by("id").first())
+        rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+        versions.activate(left_active)
+    else:
+        rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
     for size in [int(s) for s in args.sizes.split(",")]:
         if size > stored:
             images, labels, strokes = synthetic_drawings(pen, size - stored, rng)
@@ -299,11 +313,13 @@ def main(argv: list[str] | None = None) -> int:
                                 {"drawings": size, "refit": {"featurise": featurise_s, "refit_and_save": refit_s}}))
 
     print(f"\nSetup: MNIST {args.mnist_limit or 60000} + the pen warm start ({len(pen.labels) if pen else 0} renders, "
-          f"{len(writers) - UNSEEN_WRITERS} writers), cross-validation off; {UNSEEN_WRITERS} writers in no training "
+          f"{len({d.writer for d in digits}) - UNSEEN_WRITERS} writers), cross-validation off; {UNSEEN_WRITERS} "
+          f"writers in no training "
           f"set; predictions: {args.predictions} canvas PNGs of theirs, one BLAS thread. Retrain: first over all the "
           f"drawings / after 1% more (incremental, in the space the first fitted) / after 1% more again"
           + (" / the same from scratch" if args.from_scratch else "") + "."
-          + (f" Resumed from {args.resume}: the first retrain reused what a stopped one had stored." if args.resume
+          + (f" Resumed from {args.resume}: the first retrain reused what the earlier run had stored (after a "
+               f"promotion there, it is a retrain after a promotion)." if args.resume
              else ""))
     print(f"{'':<24}{'rows':>9}{'search':>13}{'retrain s':>20}{'p50 ms':>8}{'p99 ms':>8}{'file MB':>9}"
           f"{'worker MB':>10}{'unseen':>8}{'exact':>8}{'strokes':>9}{'exact':>8}")
