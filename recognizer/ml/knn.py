@@ -36,7 +36,7 @@ def knn_sorted(Q: np.ndarray, R: np.ndarray, r_sq: np.ndarray, k: int) -> tuple[
     return idx_out, dist_out
 
 
-# Rows of R per column _k_smallest samples to bound each query's k-th smallest distance.
+# _k_smallest bounds a row's k-th smallest value by the k-th smallest of one column in this many.
 _SAMPLE_STRIDE = 16
 
 
@@ -46,21 +46,27 @@ def _k_smallest(D: np.ndarray, k: int) -> np.ndarray:
     Partitioning whole rows is most of a large search's time (a ranking's 10,000 new drawings against 1M others:
     1e10 values). So: the k-th smallest of every _SAMPLE_STRIDE-th column bounds the row's k-th smallest from
     above; the values at or under that bound (about k x _SAMPLE_STRIDE of them) are the candidates, and only they
-    are partitioned. A row's values tied at its k-th smallest may be taken in another order than a whole-row
-    partition takes them."""
+    are partitioned. A row with far more candidates (heaps of ties) is partitioned whole. Values tied at a row's
+    k-th smallest may be taken in another order than a whole-row partition takes them."""
     n = D.shape[1]
     if n < 4 * _SAMPLE_STRIDE * k:
         return np.argpartition(D, k - 1, axis=1)[:, :k]
     bound = np.partition(D[:, ::_SAMPLE_STRIDE], k - 1, axis=1)[:, k - 1]
     rows, cols = np.nonzero(D <= bound[:, None])
-    if len(rows) > 16 * _SAMPLE_STRIDE * k * len(D):  # a sample far from typical (heaps of ties): no gain
-        return np.argpartition(D, k - 1, axis=1)[:, :k]
     counts = np.bincount(rows, minlength=len(D))  # each at least k: the bound is one of the row's values
+    whole = counts > 16 * _SAMPLE_STRIDE * k
+    if whole.any():
+        keep = ~whole[rows]
+        rows, cols = rows[keep], cols[keep]
+        counts[whole] = 0
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    cand = np.zeros((len(D), int(counts.max())), np.int64)
+    cand = np.zeros((len(D), max(int(counts.max()), k)), np.int64)
     value = np.full(cand.shape, np.inf, D.dtype)
     cand[rows, slot], value[rows, slot] = cols, D[rows, cols]
-    return np.take_along_axis(cand, np.argpartition(value, k - 1, axis=1)[:, :k], axis=1)
+    out = np.take_along_axis(cand, np.argpartition(value, k - 1, axis=1)[:, :k], axis=1)
+    if whole.any():
+        out[whole] = np.argpartition(D[whole], k - 1, axis=1)[:, :k]
+    return out
 
 
 def vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -> np.ndarray:
