@@ -502,7 +502,7 @@ _SMALL_ACCOUNT = 128
 
 # A search of this many drawings' peers among at least ann.ANN_MIN_ROWS goes through a graph built for it. An
 # estimate from figures measured elsewhere, not a measurement of this choice: one thread builds a graph at about
-# 0.36 ms a row (ann.NeighbourIndex.build: 6 min at 1M) and searches it in under 1 ms a query, where the exact
+# 0.36 ms a row with 16 links (ann.NeighbourIndex.build: 6 min at 1M) and searches it in under 1 ms a query, where the exact
 # search costs n x 80 multiply-adds a query (about 6 us per 1,000 rows): from about 50,000 queries the build
 # pays for itself. Fewer (a ranking's new drawings) are searched exactly.
 PEER_GRAPH_MIN_QUERIES = 50_000
@@ -518,8 +518,9 @@ def peer_neighbours(features: np.ndarray, users, rows=None, k: int = PEER_KEPT) 
     rows = np.arange(len(F)) if rows is None else np.asarray(rows, np.int64)
     index = None
     if len(rows) >= PEER_GRAPH_MIN_QUERIES and len(F) >= ann.ANN_MIN_ROWS:
-        # a wider search than served queries' (ef 64): these lists hold 40 and more
-        index = ann.NeighbourIndex.build(F, ef_search=2 * (k + GRAPH_MARGIN))
+        # these lists hold 40 and more: a wider search than served queries', over a graph of 16 links and a build
+        # list of 100 (half the build time of a model's, PEER_GRAPH_MIN_QUERIES's estimate) built once per space
+        index = ann.NeighbourIndex.build(F, m=16, ef_construction=100, ef_search=2 * (k + GRAPH_MARGIN))
     return nearest_of_other_accounts(F, np.einsum("ij,ij->i", F, F), users, F[rows], users[rows], k, index)
 
 

@@ -11,7 +11,8 @@ bench/README.md for the table and why faiss's HNSW.
 The graph holds each distinct vector once (a node) and a search hands back every copy of a node it finds, as
 rows. Rows that are exact copies of each other cost HNSW its recall: their links point at one another, so a
 walk that enters a heap of copies finds few ways out. The growth benchmark's 1M rows (638,160 of 887,690 rows
-with an exact copy) lost 1.2 points against the exact search through a graph with a node per row
+with an exact copy) lost 1.2 points on unseen writers against the exact search through a graph with a node per
+row and 16 links; with copies sharing a node and 32 links (HNSW_M) they read as the exact search does
 (bench/README.md, "Growth").
 
 recognizer.ml.model.DigitClassifier builds one over its training rows once they number ANN_MIN_ROWS, and so
@@ -36,13 +37,15 @@ ANN_MIN_ROWS = 40_000
 
 # Graph links per row (2M on the bottom layer) and the build's candidate list. 16 and 100 were enough for
 # the MNIST-like rows of bench/ann.py (recall@4 0.999+ at ef 64 from 75k to 1M rows), not for the growth
-# benchmark's 1M rows, which are heaps of near copies (each pen render about 80 times, shifted a pixel or
-# two): there a graph over the distinct rows with 16 links lost 0.9 points on unseen writers at ef 64 and
-# 0.3 at ef 256, against 0.1 or less with 32 links (bench/README.md, "Growth"). 32 links cost twice the
-# build time and 128 more bytes a row in the model file.
+# benchmark's 1M rows, heaps of near copies (each pen render about 80 times, shifted a pixel or two).
+# bench/graph_recall.py --settings 16:100,32:200 on its 920k-row model (481k distinct): distance recall@4 on
+# MNIST test digits at ef 64/128/256 0.894/0.942/0.970 with 16 links, 0.939/0.969/0.987 with 32; unseen
+# writers read 99.27/99.47/99.67% and 99.47/99.67/99.73% against the exact search's 99.73%. 32 links cost
+# twice the build (70 s against 32 s there, two threads) and 128 more bytes a node in the model file.
 HNSW_M = 32
 EF_CONSTRUCTION = 200
-# The search's candidate list: see bench/README.md, "Growth", for recall and time by ef on the 1M graph.
+# The search's candidate list: at 128 the graph above is within 0.1 point of the exact search, at 0.19 ms a
+# query against 0.11 at 64 (one thread).
 EF_SEARCH = 128
 
 _STATE_VERSION = 2  # 1: a node per row, no node_of_row (still read)
@@ -100,8 +103,10 @@ class NeighbourIndex:
     @classmethod
     def build(cls, R: np.ndarray, *, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION,
               ef_search: int = EF_SEARCH, threads: int = 1) -> NeighbourIndex:
-        """The graph over the distinct rows of R (n, d). One thread, 80 columns, 2 shared cores: 29 s at 75k
-        rows, 6 min at 1M; a second thread barely helped there (measured 381 s) and loses determinism."""
+        """The graph over the distinct rows of R (n, d). One thread, 80 columns, 2 shared cores, with 16 links
+        and a build list of 100: 29 s at 75k rows, 6 min at 1M (bench/ann.py); a second thread barely helped
+        there (measured 381 s) and loses determinism. The 32 links and 200 of today's defaults take about twice
+        as long (HNSW_M)."""
         faiss = _faiss()
         R = _checked_rows(R)
         if len(R) == 0 or R.shape[1] == 0:
@@ -117,7 +122,7 @@ class NeighbourIndex:
 
         This index is left as it is (a model still serving may be reading it): its graph is copied and only
         the new rows that copy no stored vector are inserted, one thread, so a retrain that appends rows costs
-        their insertion, not a whole build (6 min at 1M rows). The copy starts from the seed a built or loaded
+        their insertion, not a whole build (minutes at 1M rows). The copy starts from the seed a built or loaded
         graph starts from, so the same index and rows give the same graph whether this index was just built or
         loaded from a file. The graph differs from a build over all the rows: HNSW depends on insertion order.
         """
