@@ -31,14 +31,19 @@ def recall_by_ef(index: ann.NeighbourIndex, R: np.ndarray, sq: np.ndarray, Q: np
     exact, _ = knn_sorted(Q, R, sq, k)
     out = []
     for ef in (64, 128, 256):
-        index.ef_search = ef
-        t0 = time.perf_counter()
-        with threadpool_limits(1):
-            found, _ = index.search(Q, k, threads=1)
-        ms = (time.perf_counter() - t0) / len(Q) * 1000
+        (found, _), ms = timed_search(index, Q, k, ef)
         out.append((ef, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)])), ms))
     index.ef_search = ann.EF_SEARCH
     return out
+
+
+def timed_search(index: ann.NeighbourIndex, Q: np.ndarray, k: int, ef: int) -> tuple[tuple, float]:
+    """(index.search's answer at search list `ef`, ms a query, one thread); the index keeps that ef."""
+    index.ef_search = ef
+    t0 = time.perf_counter()
+    with threadpool_limits(1):
+        found = index.search(Q, k, threads=1)
+    return found, (time.perf_counter() - t0) / len(Q) * 1000
 
 
 def distance_recall(found: np.ndarray, exact: np.ndarray) -> float:
@@ -63,11 +68,7 @@ def compare_settings(est, R: np.ndarray, Q: np.ndarray, k: int, digits, settings
         model = copy.copy(est)
         model.__dict__.update(neighbour_index_=graph)
         for ef in (64, 128, 256):
-            graph.ef_search = ef
-            t0 = time.perf_counter()
-            with threadpool_limits(1):
-                _, found = graph.search(Q, k, threads=1)
-            ms = (time.perf_counter() - t0) / len(Q) * 1000
+            (_, found), ms = timed_search(graph, Q, k, ef)
             print(f"{m:>3}{ef_construction:>5}{build_s:>9.0f}{mb:>7.0f}{ef:>5}{distance_recall(found, exact):>8.4f}"
                   f"{ms:>7.3f}{(model.predict(X) == y).mean():>8.4f}{(model.predict(X, strokes=S) == y).mean():>8.4f}")
 
