@@ -212,15 +212,19 @@ class NeighbourIndex:
     def _rows_of(self, nodes: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The first k rows of each query's nodes (nearest first, a node's copies in row order)."""
         count = self._node_start[nodes + 1] - self._node_start[nodes]
-        before = np.cumsum(count, axis=1) - count  # rows of the nearer nodes
         out_idx = np.empty((len(nodes), k), np.int64)
         out_dist = np.empty((len(nodes), k), np.float32)
         q = np.arange(len(nodes))
-        for t in range(k):
-            j = (before <= t).sum(axis=1) - 1  # the node whose rows hold the query's t-th row
+        j = np.zeros(len(nodes), np.int64)  # each query's node being read, and how many of its rows were taken
+        taken = np.zeros(len(nodes), np.int64)
+        for t in range(k):  # every node holds a row, so the t-th row is in one of the first t + 1 nodes
             node = nodes[q, j]
-            out_idx[:, t] = self._rows_by_node[self._node_start[node] + t - before[q, j]]
+            out_idx[:, t] = self._rows_by_node[self._node_start[node] + taken]
             out_dist[:, t] = dist[q, j]
+            taken += 1
+            done = taken == count[q, j]
+            j[done] += 1
+            taken[done] = 0
         return out_idx, out_dist
 
     def _raw_search(self, Q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
