@@ -270,16 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         training.train_new_model(limit=args.mnist_limit, activate=True, cv=False)
         log(f"base model in {time.perf_counter() - t0:.0f} s")
-    if args.resume:  # the baseline is the base model, whatever the earlier run left active; then back to that
-        from recognizer import versions
-        from recognizer.models import ModelVersion
+    from recognizer import versions
+    from recognizer.models import ModelVersion
 
-        left_active = ModelVersion.objects.get(is_active=True)
-        versions.activate(ModelVersion.objects.order_by("id").first())
-        rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+    # the baseline serves the base model, whatever a resumed run's earlier run left active; then back to that
+    left_active, base = ModelVersion.objects.get(is_active=True), ModelVersion.objects.order_by("id").first()
+    if base != left_active:
+        versions.activate(base)
+    rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
+    if base != left_active:
         versions.activate(left_active)
-    else:
-        rows = [serving_row("no user drawings", pngs, unseen_set, "-", {"drawings": 0})]
     for size in [int(s) for s in args.sizes.split(",")]:
         if size > stored:
             images, labels, strokes = synthetic_drawings(pen, size - stored, rng)
