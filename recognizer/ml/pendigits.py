@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import unlzw3
 from PIL import Image, ImageDraw
 
 from .mnist import FetchError, download_to
@@ -123,77 +124,31 @@ def _file_sha256(path: Path) -> str:
 
 
 def decompress_z(data: bytes, limit: int | None = None) -> bytes:
-    """Decode Unix ``compress`` (``.Z``, LZW) data, as ``gzip -d`` and ncompress's ``uncompress`` do.
+    """Decode Unix ``compress`` (``.Z``, LZW) data with ``unlzw3``, as ``gzip -d`` and ncompress's
+    ``uncompress`` do.
 
-    Header ``1f 9d`` then a flags byte (low 5 bits: the largest code width, 9-16; 0x80: block mode,
-    where code 256 (CLEAR) empties the table).  Codes are packed low bit first and grow from 9 bits
-    as the table fills.  The format's quirk: codes go in groups of ``nbits`` bytes (8 codes), and
-    after a width change or a CLEAR the rest of the current group is padding and is skipped.
-    Raises ``FetchError`` on a corrupt stream or when the output would exceed ``limit`` bytes
-    (default: the module's 64 MB cap).  A truncated stream decodes to a shorter text: the caller's
-    checksum catches it.
+    Raises ``FetchError`` on data that is not ``.Z`` (no ``1f 9d`` header, or header flags that no
+    ``compress`` writes), on a corrupt stream, and when the output is more than ``limit`` bytes
+    (default: the module's 64 MB cap).  ``unlzw3`` decodes the whole input at once and cannot stop at
+    ``limit``, so the output is measured once decoded: a stream unpacking past the cap is refused, but
+    the memory used while decoding is bounded only by the compressed size the callers cap
+    (``_read_capped``), times what LZW can expand it by.  A truncated stream decodes to a shorter text
+    or is a ``FetchError``: the caller's checksum catches the former.
     """
     limit = _MAX_BYTES if limit is None else limit
     data = bytes(data)
     if len(data) < 3 or data[:2] != _LZW_MAGIC:
         raise FetchError("corrupt .Z data: no Unix-compress header")
-    flags = data[2]
-    maxbits = flags & 0x1F
-    block_mode = bool(flags & 0x80)
-    if flags & 0x60 or not 9 <= maxbits <= 16:
+    flags = data[2]  # low 5 bits: the widest code, 9-16; 0x80: block mode; 0x60: reserved
+    if flags & 0x60 or not 9 <= flags & 0x1F <= 16:
         raise FetchError(f"corrupt .Z data: unsupported header flags 0x{flags:02x}")
-    maxmax = 1 << maxbits
-    table = [bytes((i,)) for i in range(256)]  # code -> string; len(table) is the next free code
-    if block_mode:
-        table.append(b"")  # code 256 is CLEAR, never a string
-    append = table.append
-    out = bytearray()
-    prev = b""
-    first = True
-    nbits = 9
-    maxcode = mask = (1 << nbits) - 1  # as gzip and ncompress do, even when maxbits is 9
-    pos, end = 3, len(data)
-    while pos < end:
-        group = data[pos:pos + nbits]
-        pos += nbits
-        bits = int.from_bytes(group, "little")
-        for _ in range((len(group) << 3) // nbits):  # 8 codes, fewer in a short last group
-            code = bits & mask
-            bits >>= nbits
-            if first:
-                if code >= 256:
-                    raise FetchError(f"corrupt .Z data: first code {code} is not a byte")
-                first = False
-                prev = table[code]
-                out += prev
-                continue
-            if code == 256 and block_mode:
-                # CLEAR: empty the table.  Like gzip, the next code still adds an entry (at 256,
-                # never used) from the string before the CLEAR.
-                del table[256:]
-                nbits = 9
-                maxcode = mask = (1 << nbits) - 1
-                break  # the rest of the group is padding
-            free = len(table)
-            if code < free:
-                entry = table[code]
-                if free < maxmax:
-                    append(prev + entry[:1])
-            elif code == free and free < maxmax:  # the string being defined (cScSc)
-                entry = prev + prev[:1]
-                append(entry)
-            else:
-                raise FetchError(f"corrupt .Z data: code {code} used before it is defined")
-            out += entry
-            prev = entry
-            if len(table) > maxcode:  # one bit wider from the next code on
-                nbits += 1
-                maxcode = maxmax if nbits == maxbits else (1 << nbits) - 1
-                mask = (1 << nbits) - 1
-                break  # the rest of the group is padding
-        if len(out) > limit:
-            raise FetchError(f"unpacks to more than {limit:,} bytes: not {PENDIGITS_FILE}")
-    return bytes(out)
+    try:
+        out = unlzw3.unlzw(data)
+    except ValueError as exc:  # unlzw3 says "Invalid Data: ..." for a damaged stream
+        raise FetchError(f"corrupt .Z data: {exc}") from exc
+    if len(out) > limit:
+        raise FetchError(f"unpacks to more than {limit:,} bytes: not {PENDIGITS_FILE}")
+    return out
 
 
 def _read_capped(src) -> bytes:
