@@ -5,13 +5,44 @@ Small synthetic data only: no data sets, a second or two."""
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 
 from recognizer.ml import ann  # faiss-cpu is in requirements.txt: a missing one fails here, never skips
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _log_of_a_first_faiss_import(first: str) -> str:
+    """What a fresh process with the site's logging (settings.LOGGING: root at INFO on the console, as
+    `manage.py train_model` has it) writes while ``first`` is imported and then faiss loads through
+    recognizer.ml.ann. Logging is configured as django.setup() does first, before the apps (whose
+    import brings in recognizer.ml) load, so ``first`` is the first import of either."""
+    code = ("from django.conf import settings; from django.utils.log import configure_logging; "
+            "configure_logging(settings.LOGGING_CONFIG, settings.LOGGING); "
+            f"import {first}; from recognizer.ml import ann; ann._faiss(); "
+            "import logging; print('level', logging.getLogger('faiss.loader').getEffectiveLevel())")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "digitsite.settings.base", "DJANGO_LOG_LEVEL": "INFO"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_faiss_loader_info_lines_stay_out_of_the_site_log():
+    # the control: faiss imported before recognizer.ml.ann logs its loader's INFO lines to the root handler
+    # (if a faiss upgrade stops logging them, the quieting in recognizer/ml/ann.py can go)
+    assert "INFO faiss.loader" in _log_of_a_first_faiss_import("faiss")
+    out = _log_of_a_first_faiss_import("recognizer.ml.ann")
+    assert "faiss.loader" not in out and "Loading faiss" not in out, out
+    assert "level 30" in out  # WARNING: its warnings and errors still show
 
 
 def _clustered(n=4000, d=24, clusters=40, seed=0):

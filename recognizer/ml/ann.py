@@ -24,6 +24,8 @@ Plain Python, no Django.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 __all__ = ["ANN_MIN_ROWS", "EF_CONSTRUCTION", "EF_SEARCH", "HNSW_M", "NeighbourIndex", "index_rows"]
@@ -50,6 +52,15 @@ EF_SEARCH = 128
 
 _STATE_VERSION = 2  # 1: a node per row, no node_of_row (still read)
 _HNSW_SEED = 12345  # faiss's HNSW() seeds its level draws with this: a loaded graph starts from it
+
+
+# faiss's loader logs at INFO every CPU build it tries ("Loading faiss with AVX512 support", "Could not load
+# library with AVX512 support due to: ModuleNotFoundError ...") and the site's root logger shows INFO: noise
+# in a first training's output that says nothing is wrong. Its warnings and errors still show; a level set
+# for it on purpose (Django's LOGGING, before this import) is kept.
+_FAISS_LOADER_LOG = logging.getLogger("faiss.loader")
+if _FAISS_LOADER_LOG.level == logging.NOTSET:
+    _FAISS_LOADER_LOG.setLevel(logging.WARNING)
 
 
 def _faiss():
