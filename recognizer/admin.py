@@ -269,8 +269,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @staticmethod
     def _accuracy(obj: ModelVersion, key: str) -> str:
         value = obj.metrics.get(key)
-        if isinstance(value, dict):
-            value = value.get("accuracy")
+        if isinstance(value, dict):  # a figure on writers it trained on (stored by older versions) is no figure
+            value = None if value.get("writers_seen_in_training") else value.get("accuracy")
         return "-" if value is None else f"{value * 100:.2f}%"
 
     @admin.display(description="MNIST test")

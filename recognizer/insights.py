@@ -45,8 +45,15 @@ def _pct(value) -> str:
 # --- Queries ---------------------------------------------------------------------------------------
 
 
-def _accuracy(metrics: dict, name: str) -> float | None:
+def _measured(metrics: dict, name: str):
+    """metrics[name], or None for a figure measured on data the model trained on: versions trained before
+    that figure was dropped stored a canvas figure over pen writers in their training set, marked so."""
     value = (metrics or {}).get(name)
+    return None if isinstance(value, dict) and value.get("writers_seen_in_training") else value
+
+
+def _accuracy(metrics: dict, name: str) -> float | None:
+    value = _measured(metrics, name)
     if isinstance(value, dict):
         value = value.get("accuracy")
     return float(value) if isinstance(value, (int, float)) and value == value else None
@@ -299,7 +306,7 @@ def metrics_markdown(version: ModelVersion, metrics: dict | None = None) -> str:
               f"| k, PCA components, weights | {summary['k']}, {summary['pca_components']}, {summary['weights']} |",
               ""]
     per_sets = [(name, metrics[name]["per_digit"]) for name in ("mnist_test", "canvas")
-                if isinstance(metrics.get(name), dict) and metrics[name].get("per_digit")]
+                if isinstance(_measured(metrics, name), dict) and metrics[name].get("per_digit")]
     if per_sets:
         lines += ["## Accuracy per digit", "", "| digit | " + " | ".join(n for n, _ in per_sets) + " |",
                   "| --- |" + " --- |" * len(per_sets)]

@@ -90,6 +90,27 @@ def test_accuracy_history_takes_holdout_from_the_version_or_a_later_runs_decisio
 
 
 @pytest.mark.django_db
+def test_a_stored_canvas_figure_on_writers_the_model_trained_on_is_not_shown():
+    # versions trained before that figure was dropped stored it, marked; a figure on unseen writers shows
+    seen = {"accuracy": 1.0, "n": 2000, "per_digit": [1.0] * 10, "writers_seen_in_training": True}
+    unseen = {"accuracy": 0.97, "n": 2000, "per_digit": [0.97] * 10, "writers_seen_in_training": False}
+    mnist = {"accuracy": 0.96, "n": 10000, "per_digit": [0.96] * 10}
+    old = ModelVersion.objects.create(file="a", sha256="0" * 64, metrics={"mnist_test": mnist, "canvas": seen})
+    other = ModelVersion.objects.create(file="b", sha256="0" * 64, is_active=True,
+                                        metrics={"mnist_test": {"accuracy": 0.97}, "canvas": unseen})
+    assert insights.accuracy_history()["canvas"] == [None, 0.97]
+    assert insights.model_summary(old)["canvas"] is None and insights.model_summary(other)["canvas"] == 0.97
+    report = insights.metrics_markdown(old)
+    assert "| canvas (replayed pen digits) accuracy | - |" in report
+    assert "| digit | mnist_test |" in report and "100.00 %" not in report
+
+    from django.contrib.admin.sites import site
+
+    admin = site._registry[ModelVersion]
+    assert admin.canvas_accuracy(old) == "-" and admin.canvas_accuracy(other) == "97.00%"
+
+
+@pytest.mark.django_db
 def test_last_cv_curve_skips_versions_trained_without_cross_validation():
     assert insights.last_cv_curve() is None
     with_cv = ModelVersion.objects.create(file="a", sha256="0" * 64, metadata={

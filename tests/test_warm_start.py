@@ -4,8 +4,11 @@ says so when there is no pen data. Tiny pen files are made by the tests; no down
 
 from __future__ import annotations
 
+from io import StringIO
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 
 from recognizer import training
 from recognizer.ml import warmstart
@@ -61,8 +64,13 @@ def test_the_default_model_trains_on_the_pen_writers_and_reads_strokes(settings,
     est = outcome.extra["estimator"]
     assert est.reads_strokes and est.stroke_model_.train_features_.shape[0] == 90
     assert meta["hyperparameters"]["stroke_model"]["n_train"] == 90
-    # the writers it saw are not reported as unseen canvas accuracy
-    assert outcome.metrics["canvas"]["writers_seen_in_training"] is True
+    # it saw every writer in the file: no canvas figure is measured on them, nor stored
+    assert "canvas" not in outcome.metrics and "canvas" not in outcome.version.metrics
+    assert "canvas" not in meta["metrics"]
+    assert training.no_canvas_figure_note(outcome.metrics, [11, 12, 13]) == training.NO_CANVAS_FIGURE
+    # a writer it did not train on is measured, and only that writer's 30 drawings
+    figures = training.evaluation_metrics(est, outcome.extra["data"], seen_writers=[11, 12])
+    assert figures["canvas"]["n"] == 30 and training.no_canvas_figure_note(figures, [11, 12]) == ""
     # pen writers are their own training groups, apart from MNIST (-1) and users (ids > 0)
     assert set(np.unique(est.train_groups_[est.train_groups_ < -1]).tolist()) == {
         warmstart.writer_group(w) for w in (11, 12, 13)}
@@ -82,13 +90,16 @@ def test_without_pen_data_it_trains_on_mnist_alone_and_says_so(settings, tmp_pat
 
 @pytest.mark.django_db
 def test_train_model_says_what_pen_data_it_trained_on(settings, pen_dir):
-    from io import StringIO
-
-    from django.core.management import call_command
-
     settings.RECOGNIZER_PEN_WARM_START = True
     settings.PENDIGITS_DIR = str(pen_dir)
     out = StringIO()
     call_command("train_model", "--limit", "300", "--no-cv", stdout=out, stderr=StringIO())
     n = 90 * len(warmstart.PEN_VARIANTS)
     assert f"Pen data: {n} canvas renderings of 90 trajectories by 3 pendigits writers" in out.getvalue()
+    # no "canvas" row measured on the writers it trained on, and it says why there is none
+    evaluated = StringIO()
+    call_command("evaluate_model", stdout=evaluated, stderr=StringIO())
+    for text in (out.getvalue(), evaluated.getvalue()):
+        rows = [line.split()[0] for line in text.splitlines() if line.strip()]
+        assert "mnist_test" in rows and "canvas" not in rows
+        assert training.NO_CANVAS_FIGURE in text

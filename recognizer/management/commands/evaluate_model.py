@@ -7,7 +7,8 @@ from recognizer.models import ModelVersion
 
 
 class Command(BaseCommand):
-    help = "Evaluate a model version (default: the active one) on the MNIST test set and on replayed canvas drawings."
+    help = ("Evaluate a model version (default: the active one) on the MNIST test set and on replayed canvas drawings "
+            "by the pendigits writers it did not train on.")
 
     def add_arguments(self, parser):
         parser.add_argument("--model-version", type=int, help="Model version id (default: the active version).")
@@ -30,6 +31,9 @@ class Command(BaseCommand):
         seen = (version.metadata.get("pen_data") or {}).get("pendigits_writers", ())
         metrics = training.evaluation_metrics(estimator, data, seen_writers=seen)
         self.stdout.write(f"Model v{version.pk}\n" + format_evaluation(metrics))
+        note = training.no_canvas_figure_note(metrics, seen)
+        if note:
+            self.stdout.write(note)
         if options["save"]:
             version.metrics = metrics
             version.save(update_fields=["metrics"])

@@ -49,5 +49,8 @@ class Command(BaseCommand):
         if pen:
             self.stdout.write(f"Pen data: {pen['pen_samples']} canvas renderings of {pen['pen_drawings']} trajectories "
                               f"by {len(pen['pendigits_writers'])} pendigits writers (ids in the model's metadata)")
+            note = training.no_canvas_figure_note(outcome.metrics, pen["pendigits_writers"])
+            if note:
+                self.stdout.write(note)
         state = "active" if outcome.activated else "stored, not active (use --activate)"
         self.stdout.write(self.style.SUCCESS(f"Model v{version.pk} ({version.file}) {state}."))
