@@ -7,6 +7,7 @@ missing Xvfb is a failure: run scripts/install-xvfb first.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -23,11 +24,15 @@ import pytest
 from PIL import Image
 
 from clients.desktop import (
+    CORRECTED_COLOUR,
     DEFAULT_SERVER,
+    PEN_WIDTH,
+    UNSURE_COLOUR,
     ApiError,
     App,
     ClientError,
     DigitClient,
+    NumberReading,
     Point,
     ServerUnreachable,
     Sketch,
@@ -104,11 +109,52 @@ def sketch_png(draw=draw_one) -> bytes:
     return sketch.png_bytes()
 
 
+def draw_seventeen(target) -> None:
+    """"17" on a number canvas (560 x 280): a 1 on the left, a 7 well apart from it on the right."""
+    stroke(target, line_points((130, 50), (130, 230)))
+    stroke(target, line_points((300, 60), (420, 60)) + line_points((420, 60), (340, 230))[1:])
+
+
+def number_sketch() -> Sketch:
+    sketch = Sketch(560, 280)
+    draw_seventeen(sketch)
+    return sketch
+
+
+def number_answer(*, new_fields: bool = True, stored: bool = True) -> dict:
+    """A number-mode answer as the API contract gives it: "170", digit 2 (a 7, or a 1) unsure. Without
+    `new_fields`, as older servers answer (no segmentation, alternative or per-digit strokes)."""
+
+    def digit(i, d, other, p, box, uncertain=False):
+        return {"digit": d, "confidence": p, "probabilities": [0.0] * 10, "uncertain": uncertain,
+                "top_two": [{"digit": d, "probability": p}, {"digit": other, "probability": 1 - p}],
+                "box": box, "drawing": 20 + i if stored else None,
+                "label_url": f"/api/v1/drawings/{20 + i}/label" if stored else None}
+
+    answer = {"number": "170", "model_version": 3, "uncertain": True,
+              "digits": [digit(0, 1, 7, 0.98, [100, 40, 160, 240]), digit(1, 7, 1, 0.55, [290, 50, 430, 240], True),
+                         digit(2, 0, 6, 0.95, [450, 50, 540, 240])]}
+    if new_fields:
+        answer.update(segmentation={"method": "strokes", "uncertain": False}, alternative="110")
+        for d in answer["digits"]:
+            d.update(strokes=None, strokes_used=False)
+    return answer
+
+
+def sent_image(body: bytes) -> Image.Image:
+    """The PNG inside a predict request's data URL."""
+    image = json.loads(body)["image"]
+    assert image.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(image.split(",", 1)[1])))
+
+
 class FakeServer:
-    """A tiny HTTP server answering every request with one canned status, type and body."""
+    """A tiny HTTP server answering every request with one canned status, type and body (`body` may be
+    changed between requests)."""
 
     def __init__(self, status: int, body: bytes, content_type: str) -> None:
         outer = self
+        self.body = body
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
@@ -116,9 +162,9 @@ class FakeServer:
                 outer.requests.append((self.path, dict(self.headers)))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(outer.body)
 
             def log_message(self, *args):
                 pass
@@ -233,6 +279,77 @@ def test_more_strokes_than_the_api_takes_are_not_sent():
     assert sketch.stroke_data() is None and not sketch.is_empty
 
 
+def test_a_wide_sketch_is_a_wide_png_with_its_strokes():
+    sketch = number_sketch()
+    assert (sketch.width, sketch.height) == (560, 280)
+    image = Image.open(io.BytesIO(sketch.png_bytes()))
+    assert image.size == (560, 280) and image.mode == "L"
+    assert image.getpixel((130, 140)) == 0 and image.getpixel((420, 61)) == 0  # the 1, and the 7's far corner
+    assert image.getpixel((559, 279)) == 255
+    one, seven = sketch.stroke_data()
+    assert {point[0] for point in one} == {130.0}
+    assert max(point[0] for point in seven) == 420.0  # beyond a square canvas: not clipped to 280
+    assert seven[0][2] >= one[-1][2]  # one clock for the whole number
+    sketch.clear()
+    assert sketch.is_empty and sketch.image.getextrema() == (255, 255)  # the whole width, not a square of it
+
+
+def test_number_reading_says_which_digits_it_is_unsure_of():
+    reading = NumberReading(number_answer())
+    assert reading.number == "170"
+    assert reading.message() == "I read 1?0 — not sure of digit 2."
+    assert reading.selected == 1  # the unsure digit is selected first
+    assert reading.describe_selected() == "Digit 2 of 3: 7, unsure (or 1?)"
+    assert reading.alternative() == "110"
+
+    answer = number_answer()
+    for d in answer["digits"]:
+        d["uncertain"] = True
+    assert NumberReading(answer).message() == "I read ??? — not sure of digits 1, 2 and 3."
+    answer["digits"][1]["uncertain"] = False
+    assert NumberReading(answer).message() == "I read ?7? — not sure of digits 1 and 3."
+
+
+def test_number_reading_with_a_correction():
+    reading = NumberReading(number_answer())
+    reading.corrections[1] = 4
+    assert reading.number == "140"
+    assert reading.message() == "It's 140 (corrected; I read 170)."
+    assert reading.describe_selected() == "Digit 2 of 3: 4 (corrected)"
+    assert reading.alternative() is None  # "or 110?" no more: the user has said what the digits are
+
+
+def test_number_reading_of_an_older_servers_answer():
+    answer = number_answer(new_fields=False)
+    reading = NumberReading(answer)
+    assert reading.message() == "I read 1?0 — not sure of digit 2." and reading.alternative() is None
+    answer["digits"][1]["uncertain"] = answer["uncertain"] = False
+    assert NumberReading(answer).message() == "It's 170."
+    answer["uncertain"] = True  # unsure, but of no digit in particular
+    assert NumberReading(answer).message() == "I read 170 — not sure of it."
+
+
+def test_number_reading_doubts_the_split_when_the_server_does():
+    answer = number_answer()
+    answer["digits"][1]["uncertain"] = False
+    answer["segmentation"]["uncertain"] = True
+    reading = NumberReading(answer)
+    assert reading.message() == "I read 170 — not sure where one digit ends and the next begins."
+    reading.corrections[0] = 4  # a correction cannot mend a split
+    assert reading.message() == "I read 470 — not sure where one digit ends and the next begins."
+
+
+def test_number_reading_finds_the_box_under_a_point_and_moves_the_selection():
+    reading = NumberReading(number_answer())
+    assert reading.box(2) == (450, 50, 540, 240)
+    assert reading.box_at(120, 100) == 0 and reading.box_at(539, 239) == 2
+    assert reading.box_at(540, 100) is None and reading.box_at(200, 100) is None  # x1 exclusive; between boxes
+    reading.move(5)
+    assert reading.selected == 2
+    reading.move(-9)
+    assert reading.selected == 0
+
+
 def test_server_and_token_come_from_arguments_then_environment_then_default():
     parser = build_parser()
     env = {"DIGITSITE_URL": "http://env:9000", "DIGITSITE_TOKEN": "envtoken"}
@@ -319,6 +436,44 @@ def test_the_predict_request_carries_the_strokes(fake_server):
     assert [tuple(point[:2]) for point in stroke] == sketch.strokes[0]
 
 
+def test_a_number_request_carries_the_mode_the_strokes_and_store(fake_server):
+    answer = number_answer()
+    server = fake_server(200, json.dumps(answer).encode())
+    sketch = number_sketch()
+    assert DigitClient(server.url, token="k3y").predict(sketch.png_bytes(), sketch.stroke_data(),
+                                                        mode="number") == answer
+    body = json.loads(server.bodies[0])
+    assert set(body) == {"image", "mode", "strokes", "store"}
+    assert body["mode"] == "number" and body["store"] is True
+    assert body["strokes"] == sketch.stroke_data()
+    assert sent_image(server.bodies[0]).size == (560, 280)
+
+
+def test_a_number_answer_must_have_digits(fake_server):
+    server = fake_server(200, json.dumps({"digit": 7, "drawing": None}).encode())  # a server without number mode
+    with pytest.raises(ClientError, match="no number"):
+        DigitClient(server.url).predict(sketch_png(), mode="number")
+    with pytest.raises(ValueError):
+        DigitClient(server.url).predict(sketch_png(), mode="numbers")
+
+
+def test_a_digit_is_corrected_at_its_label_url_on_the_server_only(fake_server):
+    server = fake_server(200, json.dumps({"id": 21, "label": 4}).encode())
+    DigitClient(server.url + "/", token="k3y").label_at("/api/v1/drawings/21/label", 4)
+    path, headers = server.requests[0]
+    assert path == "/api/v1/drawings/21/label" and headers["Authorization"] == "Token k3y"
+    assert json.loads(server.bodies[0]) == {"label": 4}
+    # Under a path prefix the server's link already holds the prefix: it is not added twice.
+    DigitClient(server.url + "/digits", token="k3y").label_at("/digits/api/v1/drawings/21/label", 5)
+    assert server.requests[1][0] == "/digits/api/v1/drawings/21/label"
+    # A link to another host would carry the token there: refused, nothing sent.
+    with pytest.raises(ClientError, match="another site"):
+        DigitClient(server.url, token="k3y").label_at("http://elsewhere.example/api/v1/drawings/21/label", 4)
+    with pytest.raises(ValueError):
+        DigitClient(server.url, token="k3y").label_at("/api/v1/drawings/21/label", 10)
+    assert len(server.requests) == 2
+
+
 def test_a_200_that_is_not_json_is_an_error(fake_server):
     server = fake_server(200, b"<html>hello</html>", "text/html")
     with pytest.raises(ClientError, match="did not answer with JSON"):
@@ -362,6 +517,83 @@ def test_prediction_with_a_token_is_stored_and_can_be_labelled(live_server, acti
     client.label(answer["drawing"], 4)
     drawing.refresh_from_db()
     assert drawing.label == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_number_mode_against_the_live_server(live_server, active_model, alice, alice_token):
+    from recognizer.models import Drawing
+
+    client = DigitClient(live_server.url, alice_token)
+    sketch = number_sketch()
+    answer = client.predict(sketch.png_bytes(), sketch.stroke_data(), mode="number")
+    digits = answer["digits"]
+    assert len(digits) == 2  # the 1 and the 7 are far apart: whatever reads them, it finds two digits
+    assert answer["number"] == "".join(str(d["digit"]) for d in digits)
+    assert answer["model_version"] == active_model.pk
+    assert answer["uncertain"] == (any(d["uncertain"] for d in digits)
+                                   or bool(answer.get("segmentation", {}).get("uncertain")))
+    (a0, _, a1, _), (b0, _, b1, _) = (d["box"] for d in digits)
+    assert a0 <= 130 < a1 <= b0 and b0 <= 340 and 420 < b1 <= 560  # left to right, each around its digit
+    for d in digits:
+        x0, y0, x1, y1 = d["box"]
+        assert 0 <= x0 < x1 <= 560 and 0 <= y0 < y1 <= 280
+        assert NumberReading(answer).box_at((x0 + x1) / 2, (y0 + y1) / 2) == digits.index(d)
+    stored = Drawing.objects.filter(user=alice)
+    assert sorted(stored.values_list("pk", flat=True)) == sorted(d["drawing"] for d in digits)
+
+    client.label_at(digits[1]["label_url"], 7)
+    assert Drawing.objects.get(pk=digits[1]["drawing"]).label == 7
+    assert Drawing.objects.get(pk=digits[0]["drawing"]).label is None
+
+
+def check_newer_number_fields(answer: dict) -> None:
+    """The number answer's fields newer than number mode itself, as the client reads them."""
+    segmentation = answer["segmentation"]
+    assert segmentation["method"] in ("strokes", "image") and isinstance(segmentation["uncertain"], bool)
+    assert answer["uncertain"] or not segmentation["uncertain"]  # an unsure split makes the answer unsure
+    alternative = answer["alternative"]
+    assert alternative is None or (alternative.isdigit() and alternative != answer["number"])
+    for d in answer["digits"]:
+        if d.get("strokes") is not None:  # this digit's own strokes, in the sent image's pixels
+            x0, y0, x1, y1 = d["box"]
+            assert all(x0 - PEN_WIDTH <= x <= x1 + PEN_WIDTH and y0 - PEN_WIDTH <= y <= y1 + PEN_WIDTH
+                       for s in d["strokes"] for x, y, _t in s)
+
+
+def test_the_newer_number_fields_check_itself():
+    answer = number_answer()
+    check_newer_number_fields(answer)
+    answer["digits"][0]["strokes"] = [[[130.0, 50.0, 0.0], [130.0, 230.0, 90.0]]]
+    check_newer_number_fields(answer)
+    for broken in ({"alternative": "170"}, {"segmentation": {"method": "guess", "uncertain": False}}):
+        with pytest.raises(AssertionError):
+            check_newer_number_fields({**answer, **broken})
+    answer["digits"][0]["strokes"] = [[[400.0, 50.0, 0.0]]]  # the 7's ink given to the 1
+    with pytest.raises(AssertionError):
+        check_newer_number_fields(answer)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_newer_number_answer_fields_when_the_server_gives_them(live_server, active_model, alice_token):
+    sketch = number_sketch()
+    answer = DigitClient(live_server.url, alice_token).predict(sketch.png_bytes(), sketch.stroke_data(),
+                                                               mode="number")
+    if "segmentation" not in answer and "alternative" not in answer:
+        pytest.skip("this server answers number mode without segmentation or alternative (an older one)")
+    check_newer_number_fields(answer)
+    reading = NumberReading(answer)  # and the client makes sense of it
+    assert reading.number == answer["number"] and reading.message().startswith(("It's ", "I read "))
+    assert reading.alternative() == answer["alternative"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_anonymous_number_is_not_stored(live_server, active_model):
+    from recognizer.models import Drawing
+
+    sketch = number_sketch()
+    answer = DigitClient(live_server.url).predict(sketch.png_bytes(), sketch.stroke_data(), mode="number")
+    assert answer["digits"] and all(d["drawing"] is None and d["label_url"] is None for d in answer["digits"])
+    assert not Drawing.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -708,3 +940,153 @@ def test_gui_real_mouse_draws_on_canvas_and_sketch(make_app, xvfb):
     start_x, start_y = app.sketch.strokes[0][0]
     assert abs(start_x - 100) <= 1 and abs(start_y - 60) <= 1
     assert app.sketch.image.getpixel((130, 135)) == 0  # on the line drawn
+
+
+def press_key(app: App, keysym: str) -> None:
+    """A key press as Tk delivers it to the window's bindings."""
+    app.root.focus_force()
+    app.root.update()
+    app.root.event_generate(f"<KeyPress-{keysym}>")
+    app.root.update()
+
+
+def box_items(app: App) -> list:
+    return sorted(app.canvas.find_withtag("box"), key=lambda item: app.canvas.coords(item)[0])
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_gui_number_mode_predict_and_correct(make_app, xvfb, live_server, active_model, alice, alice_token):
+    from recognizer.models import Drawing
+
+    app = make_app(DigitClient(live_server.url, alice_token))
+    draw_one(app)
+    press_key(app, "n")  # to number mode: a wide canvas, cleared
+    assert app.mode == "number" and app.mode_var.get() == "number"
+    assert app.canvas.winfo_width() == 560 and app.canvas.winfo_height() == 280
+    assert app.sketch.is_empty and not app.canvas.find_withtag("ink") and app.sketch.image.size == (560, 280)
+
+    draw_seventeen(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    answer = app.last_prediction
+    digits = answer["digits"]
+    assert app.digit_var.get() == answer["number"] and len(digits) == 2
+    assert app.confidence_var.get() == NumberReading(answer).message()
+    assert [app.canvas.coords(item) for item in box_items(app)] == [[float(v) for v in d["box"]] for d in digits]
+    assert app.correction_enabled and "Click its box" in app.status_var.get()
+
+    x0, y0, x1, y1 = digits[0]["box"]
+    app.on_press(Point((x0 + x1) / 2, (y0 + y1) / 2))  # a click on the 1's box selects it, and draws nothing
+    app.on_release()
+    assert app.reading.selected == 0 and len(app.sketch.strokes) == 2
+    assert app.selection_var.get().startswith("Digit 1 of 2: ")
+    right = (digits[0]["digit"] + 1) % 10
+    app.correct(right)
+    pump(app, lambda: app.status_var.get().startswith("Thanks"))
+    assert app.status_var.get() == f"Thanks: digit 1 saved as a {right}."
+    assert Drawing.objects.get(pk=digits[0]["drawing"]).label == right
+    assert Drawing.objects.get(pk=digits[1]["drawing"]).label is None
+    assert app.digit_var.get() == f"{right}{digits[1]['digit']}"  # the number shown, corrected
+    assert app.canvas.itemcget(box_items(app)[0], "outline") == CORRECTED_COLOUR
+
+    root = app.root
+    bbox = (root.winfo_rootx(), root.winfo_rooty(),
+            root.winfo_rootx() + root.winfo_width(), root.winfo_rooty() + root.winfo_height())
+    if screenshot(xvfb, ARTIFACTS / "desktop-client-number.png", bbox):
+        assert (ARTIFACTS / "desktop-client-number.png").stat().st_size > 0
+
+    press_key(app, "n")  # back to a digit: square again, the number and its boxes gone
+    assert app.mode == "digit" and app.canvas.winfo_width() == 280 and app.sketch.image.size == (280, 280)
+    assert not app.canvas.find_withtag("box") and app.reading is None and app.digit_var.get() == "?"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
+def test_gui_number_unsure_digit_alternative_and_keys(make_app, fake_server):
+    server = fake_server(200, json.dumps(number_answer()).encode())
+    app = make_app(DigitClient(server.url, "t"))
+    app.mode_buttons["number"].invoke()
+    assert app.mode == "number" and app.sketch.width == 560
+    draw_seventeen(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    body = json.loads(server.bodies[0])
+    assert body["mode"] == "number" and body["store"] is True and body["strokes"] == app.sketch.stroke_data()
+    assert sent_image(server.bodies[0]).convert("L").tobytes() == app.sketch.image.tobytes()
+
+    assert app.digit_var.get() == "170"
+    assert app.confidence_var.get() == "I read 1?0 — not sure of digit 2."
+    assert app.alternative_var.get() == "or 110?"
+    assert str(app.digit_label.cget("fg")) == UNSURE_COLOUR
+    items = box_items(app)
+    assert [app.canvas.itemcget(item, "outline") for item in items][1] == UNSURE_COLOUR
+    assert [float(app.canvas.itemcget(item, "width")) for item in items] == [1.0, 3.0, 1.0]  # the unsure one selected
+
+    press_key(app, "Right")
+    assert app.reading.selected == 2
+    assert float(app.canvas.itemcget(box_items(app)[2], "width")) == 3.0
+    press_key(app, "Left")
+    press_key(app, "Left")
+    press_key(app, "Left")  # stops at the first digit
+    assert app.reading.selected == 0
+    press_key(app, "Right")
+    press_key(app, "1")  # digit 2 is a 1
+    pump(app, lambda: app.status_var.get().startswith("Thanks"))
+    assert app.status_var.get() == "Thanks: digit 2 saved as a 1."
+    path, headers = server.requests[-1]
+    assert path == "/api/v1/drawings/21/label" and headers["Authorization"] == "Token t"
+    assert json.loads(server.bodies[-1]) == {"label": 1}
+    assert app.digit_var.get() == "110" and app.confidence_var.get() == "It's 110 (corrected; I read 170)."
+    assert app.alternative_var.get() == ""
+
+    # Digit mode afterwards asks as it always did: no mode in the request.
+    server.body = json.dumps({"digit": 4, "confidence": 0.9, "uncertain": False, "drawing": 30}).encode()
+    app.set_mode("digit")
+    draw_one(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    assert "mode" not in json.loads(server.bodies[-1]) and app.digit_var.get() == "4"
+    assert sent_image(server.bodies[-1]).size == (280, 280)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
+def test_gui_number_digit_that_was_not_stored_cannot_be_corrected(make_app, fake_server):
+    server = fake_server(200, json.dumps(number_answer(new_fields=False, stored=False)).encode())
+    for client, says in ((DigitClient(server.url, "t"), "Digit 2 was not stored"),
+                         (DigitClient(server.url), "Corrections need a token")):
+        app = make_app(client)
+        app.set_mode("number")
+        app.correct(3)
+        assert app.status_var.get().startswith(("Predict first", "Corrections need a token"))
+        draw_seventeen(app)
+        app.predict()
+        pump(app, lambda app=app: not app.busy)
+        assert app.confidence_var.get() == "I read 1?0 — not sure of digit 2."
+        assert app.alternative_var.get() == ""  # an older answer: no alternative given
+        assert not app.correction_enabled
+        requests = len(server.requests)
+        app.correct(3)
+        assert app.status_var.get().startswith(says)
+        assert len(server.requests) == requests  # nothing sent
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)  # keeps all GUI tests in one block
+def test_gui_number_more_ink_drops_the_boxes(make_app, fake_server):
+    server = fake_server(200, json.dumps(number_answer()).encode())
+    app = make_app(DigitClient(server.url, "t"))
+    app.set_mode("number")
+    draw_seventeen(app)
+    app.predict()
+    pump(app, lambda: not app.busy)
+    assert len(box_items(app)) == 3
+    stroke(app, line_points((480, 60), (480, 200)))  # a stroke starting inside the last box: drawing, not a click
+    assert len(app.sketch.strokes) == 3 and app.sketch.strokes[-1][0] == (480, 60)
+    assert not app.canvas.find_withtag("box") and app.reading is None and not app.correction_enabled
+    assert app.confidence_var.get() == "The drawing changed: Predict again."
+    app.predict()
+    pump(app, lambda: not app.busy)
+    assert len(server.requests) == 2
+    assert server.requests[0][1]["Idempotency-Key"] != server.requests[1][1]["Idempotency-Key"]  # another drawing
