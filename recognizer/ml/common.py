@@ -54,6 +54,7 @@ class Prediction:
     distance: float | None = None
     unfamiliar: bool = False
     used_strokes: bool = False  # the pen trajectory was read too, not only the image
+    stroke_distance: float | None = None  # mean distance to the stroke k-NN's neighbours, when it read them
 
 
 @dataclass

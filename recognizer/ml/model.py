@@ -138,20 +138,24 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         return getattr(self, "stroke_model_", None) is not None
 
     def _fuse(self, p_image: np.ndarray, strokes: Sequence[StrokeList | None] | None,
-              stroke_extras: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, used) for each row: rows whose ``strokes`` entry is None keep the image's."""
+              stroke_extras: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, used, stroke distance) for each row: rows whose ``strokes`` entry is None keep the
+        image's, and their stroke distance (the mean over the stroke k-NN's neighbours) is NaN."""
         used = np.zeros(len(p_image), dtype=bool)
+        stroke_distance = np.full(len(p_image), np.nan)
         if strokes is None or not self.reads_strokes:
-            return p_image, used
+            return p_image, used, stroke_distance
         rows = [i for i, s in enumerate(strokes) if s is not None and len(s)]
         if not rows:
-            return p_image, used
-        p_strokes = self.stroke_model_.predict_proba([strokes[i] for i in rows], **stroke_extras)
+            return p_image, used, stroke_distance
+        p_strokes, dist = self.stroke_model_.predict_proba_and_distance(
+            [strokes[i] for i in rows], **stroke_extras)
         w = self.stroke_weight_
         out = p_image.copy()
         out[rows] = (1.0 - w) * p_image[rows] + w * p_strokes
         used[rows] = True
-        return out, used
+        stroke_distance[rows] = dist.mean(axis=1)
+        return out, used, stroke_distance
 
     def _typical_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
         """The mean k-NN distance that `quantile`% of training digits stay within, leaving each out.
@@ -271,21 +275,29 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     def predict(self, X: ArrayLike, **extras: Any) -> np.ndarray:
         return self.predict_proba(X, **extras).argmax(axis=1)
 
-    def predict_one(self, img28: ArrayLike, strokes: StrokeList | None = None,
-                    extra_stroke_features: np.ndarray | None = None, extra_stroke_y: ArrayLike | None = None,
-                    **extras: Any) -> Prediction:
+    def predict_one(self, img28: ArrayLike, strokes: StrokeList | None = None, **extras: Any) -> Prediction:
         """One preprocessed 28x28 image (and its pen strokes, if any) -> Prediction."""
-        labels, dist, mult = self._neighbours(as_images(img28)[:1], **extras)
+        return self.predict_many(as_images(img28)[:1], None if strokes is None else [strokes], **extras)[0]
+
+    def predict_many(self, images: ArrayLike, strokes: Sequence[StrokeList | None] | None = None,
+                     extra_stroke_features: np.ndarray | None = None, extra_stroke_y: ArrayLike | None = None,
+                     **extras: Any) -> list[Prediction]:
+        """Preprocessed 28x28 images (and one stroke list or None per image) -> a Prediction each, with the
+        distances a number's reader weighs candidate digits by (recognizer.ml.numbers): one search for all."""
+        labels, dist, mult = self._neighbours(as_images(images), **extras)
         p_image = vote(labels, dist, mult, self.weights)
         stroke_extras = _stroke_extras(extra_stroke_features, extra_stroke_y, extras.get("extra_weight", 1.0))
-        p, used = self._fuse(p_image, None if strokes is None else [strokes], stroke_extras)
-        p = p[0]
-        d = int(p.argmax())
-        distance = float(dist[0].mean())
+        p, used, stroke_distance = self._fuse(p_image, strokes, stroke_extras)
         threshold = getattr(self, "novelty_distance_", None)
-        return Prediction(digit=d, confidence=float(p[d]), probabilities=[float(v) for v in p],
-                          distance=distance, unfamiliar=threshold is not None and distance > threshold,
-                          used_strokes=bool(used[0]))
+        out = []
+        for i, row in enumerate(p):
+            d = int(row.argmax())
+            distance = float(dist[i].mean())
+            out.append(Prediction(
+                digit=d, confidence=float(row[d]), probabilities=[float(v) for v in row], distance=distance,
+                unfamiliar=threshold is not None and distance > threshold, used_strokes=bool(used[i]),
+                stroke_distance=None if np.isnan(stroke_distance[i]) else float(stroke_distance[i])))
+        return out
 
 
 def _stroke_extras(features: np.ndarray | None, y: ArrayLike | None, weight: float) -> dict:

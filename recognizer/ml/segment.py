@@ -30,7 +30,7 @@ from .preprocess import (
     preprocess_drawing,
 )
 
-__all__ = ["MAX_DIGITS", "Segment", "TooManyDigits", "segment_image28", "split_number"]
+__all__ = ["MAX_DIGITS", "Segment", "TooManyDigits", "segment_image28", "split_ink", "split_number"]
 
 MAX_DIGITS = 12  # more pieces than this is a scribble or text, not a number
 X_OVERLAP_MERGE = 0.5  # merge two pieces when their x-ranges overlap by this much of the narrower one
@@ -51,11 +51,15 @@ class Segment:
     box: tuple[int, int, int, int]
     ink: np.ndarray  # float32 in [0, 1], shape (y1 - y0, x1 - x0): this digit's ink only
 
+    def png_padding(self, margin: float = 0.15) -> int:
+        """The transparent margin ``png`` puts around the ink, in pixels on each side."""
+        h, w = self.ink.shape
+        return max(2, round(margin * max(h, w)))
+
     def png(self, margin: float = 0.15) -> bytes:
         """The digit as a canvas-like PNG (black ink on transparent, with a margin): re-reading it with
         ``preprocess_drawing`` gives the same 28x28 as ``segment_image28``."""
-        h, w = self.ink.shape
-        pad = max(2, round(margin * max(h, w)))
+        pad = self.png_padding(margin)
         alpha = np.pad(np.clip(self.ink, 0, 1), pad)
         a = Image.fromarray((alpha * 255 + 0.5).astype(np.uint8), mode="L")
         black = Image.new("L", a.size, 0)
@@ -129,7 +133,11 @@ def split_number(image: ImageInput, *, split_touching: bool = True, dilate: int 
     """Bytes / PIL image / array -> the digits' Segments, left to right.
 
     Raises EmptyDrawing when there is no ink, TooManyDigits for more than MAX_DIGITS pieces."""
-    ink = ink_array(image)
+    return split_ink(ink_array(image), split_touching=split_touching, dilate=dilate)
+
+
+def split_ink(ink: np.ndarray, *, split_touching: bool = True, dilate: int | None = None) -> list[Segment]:
+    """``split_number`` of an ink array already read from the image (``ink_array``)."""
     mask = ink > INK_THRESHOLD
     if int(np.count_nonzero(mask)) < MIN_INK_PIXELS:
         raise EmptyDrawing("the canvas is empty: draw a number first")

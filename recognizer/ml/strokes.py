@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from PIL import Image, ImageDraw
 
 from . import ann
 from .knn import knn_sorted, vote
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_STROKES",
     "STROKE_FEATURE_PARAMS",
     "InvalidStrokes",
+    "draw_strokes",
     "parse_strokes",
     "resample",
     "stroke_features",
@@ -86,6 +88,25 @@ def parse_strokes(raw: Any, *, max_strokes: int = MAX_STROKES, max_points: int =
     if not out:
         raise InvalidStrokes("strokes has no points")
     return out
+
+
+def draw_strokes(strokes: Sequence[np.ndarray], width: int, height: int, pen: float,
+                 supersample: int = 4) -> Image.Image:
+    """Strokes (image pixels) drawn as a browser canvas draws them: RGBA, transparent, black ink, a round
+    pen ``pen`` pixels wide, anti-aliased."""
+    ss = supersample
+    big = Image.new("L", (width * ss, height * ss), 0)
+    draw = ImageDraw.Draw(big)
+    r = pen * ss / 2
+    for s in strokes:
+        pts = [tuple(p) for p in (np.asarray(s, dtype=np.float64)[:, :2] * ss).tolist()]
+        if len(pts) > 1:
+            draw.line(pts, fill=255, width=max(1, round(pen * ss)), joint="curve")
+        for x, y in pts:  # round caps and joins
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    alpha = big.reduce(ss) if ss > 1 else big
+    black = Image.new("L", (width, height), 0)
+    return Image.merge("RGBA", (black, black, black, alpha))
 
 
 def strokes_to_json(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
@@ -208,8 +229,24 @@ class StrokeClassifier:
             return graph.search(Q, k)
         return knn_sorted(Q, self.train_features_, self.train_sq_, k)
 
+    def typical_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
+        """The mean k-NN distance that ``quantile``% of training drawings stay within, each left out (as the
+        image k-NN's ``novelty_distance_``): the scale a number's reader judges a candidate digit's strokes by.
+        Computed on first use and kept in memory only, so models saved before it have it too."""
+        if "_typical_distance" not in self.__dict__:
+            k = int(self.n_neighbors)
+            F = self.train_features_
+            if len(F) < k + 2:
+                self.__dict__["_typical_distance"] = None
+            else:
+                sel = np.random.default_rng(0).choice(len(F), size=min(n, len(F)), replace=False)
+                _idx, dist = self.kneighbors_features(np.ascontiguousarray(F[sel]), k + 1)
+                self.__dict__["_typical_distance"] = float(np.percentile(dist[:, 1:].mean(axis=1), quantile))
+        return self.__dict__["_typical_distance"]
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state.pop("_typical_distance", None)
         if state.get("neighbour_index_") is not None:
             state.pop("train_features_", None)  # the graph stores the vectors: a model file holds them once
         return state
@@ -224,6 +261,19 @@ class StrokeClassifier:
                                extra_y: ArrayLike | None = None, extra_weight: float = 1.0) -> np.ndarray:
         """(n, 10) probabilities for stroke features Q; ``extra_*``: a user's own drawings with strokes,
         searched alongside the training set (their votes multiplied by ``extra_weight``)."""
+        labels, dist, mult = self._neighbours(Q, extra_features, extra_y, extra_weight)
+        return vote(labels, dist, mult, self.weights)
+
+    def predict_proba_and_distance(self, drawings: Sequence[Sequence[np.ndarray]], **extras: Any
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 10), distances to the k nearest (n, k)): ``predict_proba``'s search once."""
+        labels, dist, mult = self._neighbours(self.features(drawings), **extras)
+        return vote(labels, dist, mult, self.weights), dist
+
+    def _neighbours(self, Q: np.ndarray, extra_features: np.ndarray | None = None,
+                    extra_y: ArrayLike | None = None, extra_weight: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, distances, vote multipliers) of the k nearest, training set and a user's own merged."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         k = int(self.n_neighbors)
         idx, dist = self.kneighbors_features(Q, k)
@@ -239,7 +289,7 @@ class StrokeClassifier:
             labels = np.take_along_axis(np.concatenate([labels, ey[eidx]], axis=1), keep, axis=1)
             mult = np.take_along_axis(
                 np.concatenate([mult, np.full(eidx.shape, float(extra_weight), np.float32)], axis=1), keep, axis=1)
-        return vote(labels, dist, mult, self.weights)
+        return labels, dist, mult
 
     def predict_proba(self, drawings: Sequence[Sequence[np.ndarray]], **extras: Any) -> np.ndarray:
         return self.predict_proba_features(self.features(drawings), **extras)

@@ -1,0 +1,326 @@
+"""Reading a whole number (plain Python, no Django): over-segment it, then choose how the pieces join into
+digits by reading them, as handwriting recognisers do.
+
+With the pen strokes (recognizer.ml.pen_segment) the pieces are strokes, left to right; a stroke much wider
+than the number's digits are tall (two digits written without lifting the pen) is first cut where both
+halves read best. A candidate digit is a run of up to ``max_pieces`` neighbouring pieces, read by the model
+exactly as a single drawn digit (its own ink and its own strokes). A segmentation scores
+
+    the sum over its digits of  log p(digit) - penalties for a candidate far from every training digit,
+                                too wide, or too small to be one
+    + over each pair of neighbouring pieces, the log-probability of a boundary there (or of none) given
+      their horizontal gap in line heights,
+
+and the best path through that small lattice (``best_paths``) is the answer; the best path that reads
+another number is the alternative, and the margin to the best path with another segmentation says whether
+the split is sure. Without strokes the pieces are recognizer.ml.segment's (ink components, too-wide ones
+cut), each one digit, and only the digits' readings are weighed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .common import Prediction
+from .pen_segment import InkOwners, PenPiece, align_strokes, line_height, pen_pieces
+from .preprocess import INK_THRESHOLD, MIN_INK_PIXELS, DrawingError, EmptyDrawing, ImageInput, ink_array
+from .segment import MAX_DIGITS, Segment, TooManyDigits, segment_image28, split_ink
+
+__all__ = ["NumberDigit", "NumberReading", "Path", "ReadingParams", "best_paths", "read_number"]
+
+LOG_FLOOR = math.log(1e-4)  # a digit the vote gave nothing still costs a finite amount
+
+
+@dataclass(frozen=True)
+class ReadingParams:
+    """The lattice's weights (bench/numbers.py --tune chooses them on training writers only)."""
+
+    gap_centre: float = -0.05  # gap, in line heights, at which a boundary and a join are as likely
+    gap_scale: float = 0.06  # how fast the boundary's log-odds grow with the gap
+    sure_gap: float = 0.2  # pieces further apart than this are never one digit (not read together)
+    distance_weight: float = 3.0  # per unit of image distance beyond the model's typical one
+    stroke_distance_weight: float = 2.0  # the same for the stroke k-NN
+    max_width: float = 1.1  # a digit wider than this many line heights costs ...
+    width_weight: float = 4.0  # ... this much per line height more
+    min_size: float = 0.35  # a candidate whose box is smaller than this many line heights costs ...
+    size_weight: float = 6.0  # ... this much per line height less
+    max_pieces: int = 4  # pieces one digit can be made of
+    max_group_width: float = 2.0  # line heights: a wider run of pieces is never read as one digit
+    joined_width: float = 1.3  # line heights: a single stroke wider than this may run through two digits
+    cut_candidates: int = 8  # points a joined stroke is tried at
+    unsure_margin: float = 1.0  # a segmentation less than this far ahead of the next one is unsure
+
+
+DEFAULT_PARAMS = ReadingParams()
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to read the pieces: ``groups`` (first piece, piece after the last) with the ``digits`` read."""
+
+    score: float
+    groups: tuple[tuple[int, int], ...]
+    digits: tuple[int, ...]
+
+    @property
+    def number(self) -> str:
+        return "".join(str(d) for d in self.digits)
+
+
+def best_paths(n: int, edges: dict[tuple[int, int], np.ndarray], boundary: np.ndarray | None = None,
+               beam: int = 8, labels_per_edge: int = 3) -> list[Path]:
+    """The best-scoring ways through ``n`` pieces, best first (at most ``beam``).
+
+    ``edges[(i, j)]``: the score of pieces i..j-1 read as each digit (10,); ``boundary[k]``: (join, cut)
+    log-probabilities between pieces k and k+1 (None: no preference). A path adds its digits' scores, a
+    cut at each of its boundaries and a join inside each of its digits."""
+    if boundary is None:
+        boundary = np.zeros((max(n - 1, 0), 2))
+    join_prefix = np.concatenate([[0.0], np.cumsum(boundary[:, 0])])
+    ends: list[list[Path]] = [[] for _ in range(n + 1)]
+    ends[0] = [Path(0.0, (), ())]
+    for j in range(1, n + 1):
+        found: list[Path] = []
+        for i in range(j):
+            scores = edges.get((i, j))
+            if scores is None or not ends[i]:
+                continue
+            base = join_prefix[j - 1] - join_prefix[i] + (boundary[i - 1, 1] if i > 0 else 0.0)
+            top = np.argsort(scores)[::-1][:labels_per_edge]
+            for head in ends[i]:
+                for d in top:
+                    found.append(Path(head.score + base + float(scores[d]), (*head.groups, (i, j)),
+                                      (*head.digits, int(d))))
+        found.sort(key=lambda p: -p.score)
+        ends[j] = found[:beam]
+    return ends[n]
+
+
+# ---------------------------------------------------------------- the answer
+
+
+@dataclass
+class NumberDigit:
+    segment: Segment  # its box in the image and its own ink
+    image28: np.ndarray  # that ink in the MNIST frame, as a single drawn digit's
+    prediction: Prediction
+    strokes: list[np.ndarray] | None = None  # its pen strokes (image pixels, in the order drawn)
+
+
+@dataclass
+class NumberReading:
+    digits: list[NumberDigit]
+    method: str  # "strokes": grouped from the pen strokes; "image": split from the ink alone
+    alternative: str | None  # the second-best reading of the whole number
+    segmentation_uncertain: bool  # another split of the ink scored close to the chosen one
+
+    @property
+    def number(self) -> str:
+        return "".join(str(d.prediction.digit) for d in self.digits)
+
+
+def read_number(image: ImageInput, strokes: Sequence[np.ndarray] | None, model: Any,
+                params: ReadingParams = DEFAULT_PARAMS, **predict_kwargs: Any) -> NumberReading:
+    """A drawing of a number (and its pen strokes, validated by recognizer.ml.strokes.parse_strokes, or None)
+    -> its digits left to right, each read by ``model`` as ``predict_one`` would read it drawn alone
+    (``predict_kwargs``: the personalisation keyword arguments). Strokes that do not trace the image's ink
+    are ignored: the image is split alone. Raises EmptyDrawing, TooManyDigits."""
+    ink = ink_array(image)
+    if int(np.count_nonzero(ink > INK_THRESHOLD)) < MIN_INK_PIXELS:
+        raise EmptyDrawing("the canvas is empty: write a number first")
+    aligned = align_strokes(strokes, ink) if strokes else None
+    if aligned is not None:
+        reading = _read_by_strokes(ink, aligned, model, params, predict_kwargs)
+        if reading is not None:
+            return reading
+    return _read_by_image(ink, model, predict_kwargs)
+
+
+class _Reader:
+    """The model reading candidate digits in batches, and their scores (log p + the penalties)."""
+
+    def __init__(self, model: Any, height: float, params: ReadingParams, kwargs: dict) -> None:
+        self.model, self.height, self.params, self.kwargs = model, height, params, kwargs
+        self.image_scale = getattr(model, "novelty_distance_", None)
+        stroke_model = getattr(model, "stroke_model_", None)
+        self.stroke_scale = stroke_model.typical_distance() if stroke_model is not None else None
+
+    def read(self, segments: Sequence[Segment | None], strokes: Sequence[list[np.ndarray] | None]
+             ) -> list[tuple[np.ndarray, Prediction] | None]:
+        """(image28, Prediction) for each candidate, None for one with no readable ink (a dot, nothing)."""
+        images, rows = [], []
+        for i, segment in enumerate(segments):
+            if segment is None:
+                continue
+            try:
+                images.append(segment_image28(segment))
+            except DrawingError:
+                continue
+            rows.append(i)
+        out: list[tuple[np.ndarray, Prediction] | None] = [None] * len(segments)
+        if not rows:
+            return out
+        predictions = predict_many(self.model, np.stack(images), [strokes[i] for i in rows], **self.kwargs)
+        for i, image28, prediction in zip(rows, images, predictions):
+            out[i] = (image28, prediction)
+        return out
+
+    def scores(self, prediction: Prediction, box: Sequence[float]) -> np.ndarray:
+        """(10,) the candidate as each digit: log p less its penalties (the same for every digit)."""
+        p = self.params
+        log_p = _log_p(prediction.probabilities)
+        penalty = 0.0
+        if self.image_scale and prediction.distance is not None:
+            penalty += p.distance_weight * max(0.0, prediction.distance / self.image_scale - 1.0)
+        if self.stroke_scale and prediction.stroke_distance is not None:
+            penalty += p.stroke_distance_weight * max(0.0, prediction.stroke_distance / self.stroke_scale - 1.0)
+        width, height = (box[2] - box[0]) / self.height, (box[3] - box[1]) / self.height
+        penalty += p.width_weight * max(0.0, width - p.max_width)
+        penalty += p.size_weight * max(0.0, p.min_size - max(width, height))
+        return log_p - penalty
+
+
+def predict_many(model: Any, images: np.ndarray, strokes: Sequence[list[np.ndarray] | None],
+                 **kwargs: Any) -> list[Prediction]:
+    """A Prediction per image: in one search where the model can (the k-NN), else one by one; strokes go
+    only to a model that reads them."""
+    reads_strokes = bool(getattr(model, "reads_strokes", False))
+    if hasattr(model, "predict_many"):
+        return model.predict_many(images, list(strokes) if reads_strokes else None, **kwargs)
+    out = []
+    for image, s in zip(images, strokes):
+        extra = {"strokes": s} if reads_strokes and s else {}
+        out.append(model.predict_one(image, **extra, **kwargs))
+    return out
+
+
+# ---------------------------------------------------------------- by the pen
+
+
+def _piece_strokes(pieces: Sequence[PenPiece]) -> list[np.ndarray]:
+    return [p.points for p in sorted(pieces, key=lambda p: (p.stroke, p.start))]  # in the order drawn
+
+
+def _span(pieces: Sequence[PenPiece]) -> tuple[float, float, float, float]:
+    boxes = np.array([p.box for p in pieces])
+    return float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()), float(boxes[:, 3].max())
+
+
+def _gaps(pieces: Sequence[PenPiece], height: float) -> np.ndarray:
+    """Between pieces k and k+1: how far piece k+1 starts right of everything before it, in line heights."""
+    right = np.maximum.accumulate([p.box[2] for p in pieces])
+    return np.array([(pieces[k + 1].box[0] - right[k]) / height for k in range(len(pieces) - 1)])
+
+
+def _boundary(gaps: np.ndarray, params: ReadingParams) -> np.ndarray:
+    z = (gaps - params.gap_centre) / params.gap_scale
+    cut = -np.logaddexp(0.0, -z)  # log sigmoid(z)
+    join = -np.logaddexp(0.0, z)
+    return np.stack([join, cut], axis=1) if len(gaps) else np.zeros((0, 2))
+
+
+def _cut_points(piece: PenPiece, count: int) -> list[int]:
+    """Where a joined stroke may pass from one digit into the next, in the middle of its width: its turning
+    points (the bottom of a ligature, the top of an arch) and points evenly spaced along it, ``count`` at most."""
+    x, y = piece.points[:, 0], piece.points[:, 1]
+    lo, hi = x.min() + 0.2 * piece.width, x.max() - 0.2 * piece.width
+    middle = [c for c in range(2, len(x) - 2) if lo <= x[c] <= hi]
+    if not middle:
+        return []
+    dy = np.sign(np.diff(y))
+    turning = [c for c in middle if dy[c - 1] != 0 and dy[c] != 0 and dy[c - 1] != dy[c]][: count // 2]
+    spaced = [middle[int(i)] for i in np.linspace(0, len(middle) - 1, max(count - len(turning), 1)).round()]
+    return sorted(set(turning) | set(spaced))
+
+
+def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, params: ReadingParams,
+                depth: int = 0) -> list[PenPiece]:
+    """Cut each stroke much wider than the line is tall where reading both halves scores best."""
+    out: list[PenPiece] = []
+    for piece in pieces:
+        cuts = _cut_points(piece, params.cut_candidates) if piece.width > params.joined_width * reader.height \
+            and depth < 2 else []
+        if not cuts:
+            out.append(piece)
+            continue
+        halves = [piece.cut(c) for c in cuts]
+        flat = [h for pair in halves for h in pair]
+        read = reader.read([owners.segment_of([h]) for h in flat], [[h.points] for h in flat])
+        best, best_score = None, -math.inf
+        for k, pair in enumerate(halves):
+            a, b = read[2 * k], read[2 * k + 1]
+            if a is None or b is None:
+                continue
+            score = sum(float(reader.scores(r[1], h.box).max()) for r, h in ((a, pair[0]), (b, pair[1])))
+            if score > best_score:
+                best, best_score = pair, score
+        out.extend([piece] if best is None else _cut_joined(list(best), owners, reader, params, depth + 1))
+    return sorted(out, key=lambda p: (p.centre_x, p.stroke, p.start))
+
+
+def _read_by_strokes(ink: np.ndarray, strokes: list[np.ndarray], model: Any, params: ReadingParams,
+                     kwargs: dict) -> NumberReading | None:
+    height = line_height(strokes)
+    reader = _Reader(model, height, params, kwargs)
+    owners = InkOwners(ink, strokes)
+    pieces = _cut_joined(pen_pieces(strokes, height), owners, reader, params)
+    gaps = _gaps(pieces, height)
+    n = len(pieces)
+    candidates = []
+    for i in range(n):
+        for j in range(i + 1, min(n, i + params.max_pieces) + 1):
+            if j - i > 1 and (gaps[j - 2] > params.sure_gap
+                              or (_span(pieces[i:j])[2] - _span(pieces[i:j])[0]) > params.max_group_width * height):
+                break  # a wider run would only be wider
+            candidates.append((i, j))
+    runs = owners.runs(pieces)
+    segments = {(i, j): runs.segment(i, j) for i, j in candidates}
+    read = reader.read([segments[c] for c in candidates], [_piece_strokes(pieces[i:j]) for i, j in candidates])
+    edges, found = {}, {}
+    for (i, j), r in zip(candidates, read):
+        if r is not None:
+            edges[(i, j)] = reader.scores(r[1], _span(pieces[i:j]))
+            found[(i, j)] = r
+    paths = best_paths(n, edges, _boundary(gaps, params))
+    if not paths:
+        return None
+    best = paths[0]
+    if len(best.groups) > MAX_DIGITS:
+        raise TooManyDigits(f"that is {len(best.groups)} digits: write at most {MAX_DIGITS}")
+    digits = [NumberDigit(segments[(i, j)], found[(i, j)][0], found[(i, j)][1],
+                          _piece_strokes(pieces[i:j])) for i, j in best.groups]
+    return NumberReading(digits, "strokes", _alternative(paths), _segmentation_unsure(paths, params))
+
+
+def _alternative(paths: Sequence[Path]) -> str | None:
+    return next((p.number for p in paths[1:] if p.number != paths[0].number), None)
+
+
+def _segmentation_unsure(paths: Sequence[Path], params: ReadingParams) -> bool:
+    other = next((p for p in paths[1:] if p.groups != paths[0].groups), None)
+    return other is not None and paths[0].score - other.score < params.unsure_margin
+
+
+# ---------------------------------------------------------------- by the ink alone
+
+
+def _read_by_image(ink: np.ndarray, model: Any, kwargs: dict) -> NumberReading:
+    segments = split_ink(ink)
+    reader = _Reader(model, 1.0, DEFAULT_PARAMS, kwargs)
+    kept = [(s, r) for s, r in zip(segments, reader.read(segments, [None] * len(segments))) if r is not None]
+    if not kept:
+        raise EmptyDrawing("that is only dots, not a number: write bigger digits")
+    edges = {(k, k + 1): _log_p(r[1].probabilities) for k, (_s, r) in enumerate(kept)}
+    paths = best_paths(len(kept), edges)
+    digits = [NumberDigit(s, r[0], r[1]) for s, r in kept]
+    return NumberReading(digits, "image", _alternative(paths), False)
+
+
+def _log_p(probabilities: ArrayLike) -> np.ndarray:
+    return np.maximum(np.log(np.maximum(np.asarray(probabilities, float), 1e-12)), LOG_FLOOR)
