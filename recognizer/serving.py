@@ -197,9 +197,14 @@ def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict
         prediction = loaded.estimator.predict_one(image28, strokes=strokes, **predict_kwargs)
     else:
         prediction = loaded.estimator.predict_one(image28, **predict_kwargs)
+    return prediction_result(prediction, loaded)
+
+
+def prediction_result(prediction, loaded: LoadedModel) -> PredictionResult:
+    """A model's Prediction (recognizer.ml.common) as the site answers it."""
     probabilities = [float(p) for p in prediction.probabilities]
     order = np.argsort(probabilities)[::-1][:2]
-    result = PredictionResult(
+    return PredictionResult(
         digit=int(prediction.digit),
         confidence=float(prediction.confidence),
         probabilities=probabilities,
@@ -208,13 +213,13 @@ def predict_array(image28: np.ndarray, loaded: LoadedModel, predict_kwargs: dict
         top_two=[{"digit": int(d), "probability": probabilities[d]} for d in order],
         strokes_used=bool(getattr(prediction, "used_strokes", False)),
     )
-    return result
 
 
 @dataclass
 class NumberDigit:
     result: PredictionResult
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the uploaded image's pixels
+    strokes: list[np.ndarray] | None = None  # this digit's pen strokes, in the uploaded image's pixels
 
 
 @dataclass
@@ -222,37 +227,53 @@ class NumberResult:
     number: str
     digits: list[NumberDigit]
     model_version: int
-    uncertain: bool
+    uncertain: bool  # a digit is unsure, or how the ink splits into digits is
+    segmentation: str = "image"  # "strokes": the digits were grouped from the pen strokes; "image": from the ink
+    segmentation_uncertain: bool = False
+    alternative: str | None = None  # the second-best reading of the whole number
 
 
-def predict_number(data: bytes, user=None, *, store: bool = True) -> NumberResult:
-    """Split a drawing of a number into digits (recognizer.ml.segment) and predict each one as a single
-    drawn digit; a logged-in user's digits are each stored as their own Drawing (the digit's crop)."""
-    from recognizer.ml import segment as ml_segment
+def predict_number(data: bytes, user=None, *, store: bool = True, strokes: list[np.ndarray] | None = None
+                   ) -> NumberResult:
+    """Read a drawing of a number digit by digit (recognizer.ml.numbers: grouped by its pen `strokes` when they
+    come, else split from the ink); each digit is read as a single drawn digit is, with its own strokes, and a
+    logged-in user's digits are each stored as their own Drawing (the digit's crop and its strokes)."""
+    from recognizer.ml import numbers as ml_numbers
 
     check_upload_size(data)
     image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
-    pieces = []
-    for segment in ml_segment.split_number(image):
-        try:
-            pieces.append((segment, ml_segment.segment_image28(segment)))
-        except ml_preprocess.EmptyDrawing:
-            continue  # a dot next to the digits
-    if not pieces:
-        raise ml_preprocess.EmptyDrawing("that is only dots, not a number: draw bigger digits")
     loaded = model_cache.get()
-    kwargs = personal_predict_kwargs(user, loaded)
-    digits = [NumberDigit(predict_array(image28, loaded, kwargs), segment.box) for segment, image28 in pieces]
+    reading = ml_numbers.read_number(image, strokes, loaded.estimator, **personal_predict_kwargs(user, loaded))
+    digits = [NumberDigit(prediction_result(d.prediction, loaded), d.segment.box, d.strokes) for d in reading.digits]
     if store and user is not None and user.is_authenticated:
         with transaction.atomic():
-            for digit, (segment, image28) in zip(digits, pieces):
-                digit.result.drawing = store_drawing(user, segment.png(), image28, digit.result)
+            for digit, read in zip(digits, reading.digits):
+                digit.result.drawing = store_drawing(user, read.segment.png(), read.image28, digit.result,
+                                                     strokes=_in_crop(read.strokes, read.segment))
     return NumberResult(
-        number="".join(str(d.result.digit) for d in digits),
+        number=reading.number,
         digits=digits,
         model_version=loaded.version_id,
-        uncertain=any(d.result.uncertain for d in digits),
+        uncertain=reading.segmentation_uncertain or any(d.result.uncertain for d in digits),
+        segmentation=reading.method,
+        segmentation_uncertain=reading.segmentation_uncertain,
+        alternative=reading.alternative,
     )
+
+
+def _in_crop(strokes: list[np.ndarray] | None, segment) -> list[np.ndarray] | None:
+    """A digit's strokes moved into its stored crop's pixels (Segment.png), as a single drawing's are in its image."""
+    if not strokes:
+        return None
+    x0, y0, _x1, _y1 = segment.box
+    pad = segment.png_padding()
+    moved = []
+    for s in strokes:
+        m = np.array(s, dtype=np.float64)
+        m[:, 0] += pad - x0
+        m[:, 1] += pad - y0
+        moved.append(m)
+    return moved
 
 
 def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult,

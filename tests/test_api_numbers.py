@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from django.core.cache import cache
 from PIL import Image, ImageDraw
@@ -47,14 +48,16 @@ def test_an_anonymous_visitor_gets_each_digit_with_its_box_and_nothing_is_stored
     response = APIClient().post(PREDICT, {"image": data_url(number_png("170")), "mode": "number"}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"number", "digits", "model_version", "uncertain"}
+    assert set(body) == {"number", "digits", "model_version", "uncertain", "segmentation", "alternative"}
+    assert body["segmentation"]["method"] == "image"  # no strokes sent: split from the ink
     assert len(body["digits"]) == 3
     assert body["number"] == "".join(str(d["digit"]) for d in body["digits"])
     assert body["model_version"] == active_model.pk
     assert body["uncertain"] == any(d["uncertain"] for d in body["digits"])
     lefts = []
     for d in body["digits"]:
-        assert set(d) >= {"digit", "confidence", "probabilities", "uncertain", "box", "drawing"}
+        assert set(d) >= {"digit", "confidence", "probabilities", "uncertain", "box", "drawing", "strokes"}
+        assert d["strokes"] is None and d["strokes_used"] is False
         assert len(d["probabilities"]) == 10 and d["confidence"] == pytest.approx(max(d["probabilities"]))
         x0, y0, x1, y1 = d["box"]
         assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 240
@@ -170,3 +173,106 @@ def test_a_number_made_of_many_pieces_is_refused_with_a_400(active_model):
     response = APIClient().post(PREDICT, {"image": data_url(buffer.getvalue()), "mode": "number"}, format="json")
     assert response.status_code == 400, response.content
     assert "at most" in response.json()["detail"]
+
+
+# --- With the pen strokes ------------------------------------------------------------------------
+
+
+def written_number(digits: str = "147", width: int = 700, height: int = 240):
+    """The digits' hand-made trajectories side by side (a 4's second stroke drawn after the next digit), drawn
+    as the page draws them: (PNG bytes, strokes as the API takes them)."""
+    from recognizer.ml.strokes import draw_strokes
+    from tests.test_ml_numbers import box_width, placed
+
+    per_digit, x = [], 60.0
+    for d in digits:
+        strokes = placed(int(d), x, y=60, height=120)
+        per_digit.append(strokes)
+        x += box_width(strokes) + 50
+    order = []
+    for i, strokes in enumerate(per_digit):
+        order.extend(strokes if digits[i] != "4" or i == len(digits) - 1 else strokes[:1])
+        if i > 0 and digits[i - 1] == "4":
+            order.append(per_digit[i - 1][1])  # the 4's bar, late
+    buffer = io.BytesIO()
+    draw_strokes(order, width, height, 12).save(buffer, format="PNG")
+    return buffer.getvalue(), [[[float(x), float(y), 10.0 * k] for k, (x, y) in enumerate(s)] for s in order]
+
+
+def test_with_strokes_each_digit_comes_with_its_own_strokes_and_is_stored_with_them(alice, fused_active_model):
+    image, strokes = written_number("147")
+    response = client_for(alice).post(PREDICT, {"image": data_url(image), "mode": "number", "strokes": strokes},
+                                      format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["segmentation"]["method"] == "strokes"
+    assert isinstance(body["segmentation"]["uncertain"], bool)
+    assert body["uncertain"] == (body["segmentation"]["uncertain"] or any(d["uncertain"] for d in body["digits"]))
+    assert body["alternative"] is None or (body["alternative"] != body["number"] and body["alternative"].isdigit())
+    assert len(body["digits"]) == 3
+    assert [len(d["strokes"]) for d in body["digits"]] == [1, 2, 1]  # the 4's late bar went back to it
+    assert all(d["strokes_used"] for d in body["digits"])
+    sent = {tuple(s[0][:2]) for s in strokes}
+    assert {tuple(s[0][:2]) for d in body["digits"] for s in d["strokes"]} == sent
+    for d in body["digits"]:
+        stored = Drawing.objects.get(pk=d["drawing"])
+        assert stored.strokes is not None and len(stored.strokes) == len(d["strokes"])
+        # stored in the digit's own crop, as a single drawing's strokes are in its image
+        with stored.image.open("rb") as handle:
+            crop = Image.open(handle)
+            crop.load()
+        points = np.concatenate([np.array(s)[:, :2] for s in stored.strokes])
+        assert points.min() >= 0 and points[:, 0].max() <= crop.width and points[:, 1].max() <= crop.height
+        # the same points, moved by one offset: the crop's margin less the box's corner
+        shift = points - np.concatenate([np.array(s)[:, :2] for s in d["strokes"]])
+        assert np.allclose(shift, shift[0]) and np.all(shift[0] > -np.array(d["box"][:2]))
+
+
+def test_each_digit_answers_as_its_crop_and_strokes_sent_alone(fused_active_model):
+    image, strokes = written_number("10")
+    body = APIClient().post(PREDICT, {"image": data_url(image), "mode": "number", "strokes": strokes},
+                            format="json").json()
+    assert body["segmentation"]["method"] == "strokes"
+    from recognizer.ml.numbers import read_number
+
+    loaded = serving.model_cache.get()
+    reading = read_number(Image.open(io.BytesIO(image)), [np.array(s) for s in strokes], loaded.estimator)
+    for d, read in zip(body["digits"], reading.digits):
+        alone = APIClient().post(PREDICT, {"image": data_url(read.segment.png()), "strokes": d["strokes"]},
+                                 format="json").json()
+        assert alone["digit"] == d["digit"] and alone["strokes_used"]
+        assert alone["probabilities"] == pytest.approx(d["probabilities"], abs=1e-6)
+
+
+def test_a_correction_of_one_digit_is_one_label(alice, fused_active_model):
+    image, strokes = written_number("147")
+    body = client_for(alice).post(PREDICT, {"image": data_url(image), "mode": "number", "strokes": strokes},
+                                  format="json").json()
+    middle = body["digits"][1]
+    response = client_for(alice).post(middle["label_url"], {"label": 4}, format="json")
+    assert response.status_code == 200, response.content
+    assert sorted(Drawing.objects.filter(user=alice).values_list("label", flat=True), key=str) == [4, None, None]
+
+
+def test_strokes_of_another_drawing_fall_back_to_the_image(fused_active_model):
+    image, _strokes = written_number("10")
+    _image, elsewhere = written_number("74")
+    body = APIClient().post(PREDICT, {"image": data_url(image), "mode": "number", "strokes": elsewhere},
+                            format="json").json()
+    assert body["segmentation"]["method"] == "image" and len(body["digits"]) == 2
+    assert all(d["strokes"] is None for d in body["digits"])
+
+
+@pytest.mark.parametrize("strokes, message", [
+    ([[[1, "x"]]], "must be a number"),
+    ([[[0, 0]]] * 65, "too many strokes"),
+    ("[[[0, 0], [NaN, 1]]]", "finite"),
+    ({"x": 1}, "list of strokes"),
+])
+def test_bad_strokes_in_number_mode_are_a_400_and_nothing_is_stored(alice, fused_active_model, strokes, message):
+    image, _strokes = written_number("10")
+    response = client_for(alice).post(PREDICT, {"image": data_url(image), "mode": "number", "strokes": strokes},
+                                      format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_strokes" and message in response.json()["detail"]
+    assert Drawing.objects.count() == 0

@@ -163,15 +163,19 @@ def test_a_live_preview_with_strokes_is_not_stored(alice, active_model, digit_pn
     assert not Drawing.objects.exists()
 
 
-def test_number_mode_reads_the_image_only_and_stores_no_strokes(alice, active_model, digit_png):
-    response = post_json(client_for(alice), {"image": data_url(digit_png(1)), "mode": "number", "strokes": ONE})
+def test_number_mode_with_an_image_only_model_groups_by_the_strokes_and_stores_them(alice, active_model):
+    from tests.test_api_numbers import written_number
+
+    image, strokes = written_number("47")
+    response = post_json(client_for(alice), {"image": data_url(image), "mode": "number", "strokes": strokes})
     assert response.status_code == 200, response.content
     body = response.json()
-    assert "strokes_used" not in body
-    assert [d["drawing"] for d in body["digits"]]
-    assert all(d.strokes is None for d in Drawing.objects.all())
+    assert body["segmentation"]["method"] == "strokes" and len(body["digits"]) == 2
+    assert not any(d["strokes_used"] for d in body["digits"])  # the model reads images only
+    stored = [Drawing.objects.get(pk=d["drawing"]) for d in body["digits"]]
+    assert [len(d.strokes) for d in stored] == [2, 1]  # each digit keeps its own strokes, for a later model
     # Still validated: a number's request with broken strokes is refused like any other.
-    response = post_json(client_for(alice), {"image": data_url(digit_png(1)), "mode": "number", "strokes": 3})
+    response = post_json(client_for(alice), {"image": data_url(image), "mode": "number", "strokes": 3})
     assert response.status_code == 400 and response.json()["code"] == "invalid_strokes"
 
 

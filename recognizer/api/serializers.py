@@ -126,8 +126,10 @@ class PredictRequestSerializer(serializers.Serializer):
     )
     mode = serializers.ChoiceField(
         choices=["digit", "number"], default="digit",
-        help_text="`digit`: the drawing is one digit. `number`: split it into digits, left to right, and read "
-                  "each (each digit is stored as its own drawing).",
+        help_text="`digit`: the drawing is one digit. `number`: a whole number, read digit by digit, left to right; "
+                  "with `strokes` the digits are grouped by the pen (a bar drawn late, touching or overlapping digits, "
+                  "a stroke joining two digits), without them split from the ink. Each digit is read as a single "
+                  "drawing is, with its own strokes, and stored as its own drawing.",
     )
     strokes = StrokesField(
         help_text="Optional: the pen strokes of the drawing, `[[[x, y, t], ...], ...]`, one list of points per "
@@ -135,14 +137,15 @@ class PredictRequestSerializer(serializers.Serializer):
                   "Validated (at most 64 strokes and 5,000 points, finite numbers; 400 `invalid_strokes` "
                   "otherwise) and stored with the drawing; a model that reads strokes uses them (see "
                   "`strokes_used` in the answer). In a multipart form, send the same array as a JSON string. "
-                  "`number` mode reads the image only and ignores them.",
+                  "In `number` mode they say where each digit is; strokes that do not trace the image's ink "
+                  "(another drawing's) are ignored and the image is split alone (`segmentation.method`).",
     )
 
     def create(self, validated_data) -> serving.PredictionResult | serving.NumberResult:
         user = validated_data.get("user")
         if validated_data["mode"] == "number":
-            # Numbers are split from the image alone: strokes are validated but neither used nor stored.
-            return serving.predict_number(validated_data["image"], user, store=validated_data["store"])
+            return serving.predict_number(validated_data["image"], user, store=validated_data["store"],
+                                          strokes=validated_data.get("strokes"))
         return serving.predict_image(validated_data["image"], user, store=validated_data["store"],
                                       strokes=validated_data.get("strokes"))
 
@@ -189,6 +192,11 @@ class NumberDigitSerializer(serializers.Serializer):
     top_two = TopGuessSerializer(source="result.top_two", many=True)
     box = serializers.ListField(child=serializers.IntegerField(), min_length=4, max_length=4,
                                 help_text="x0, y0, x1, y1 in the image's pixels (x1, y1 exclusive).")
+    strokes = StrokesField(read_only=True, help_text="This digit's pen strokes in the image's pixels, in the order "
+                                                     "drawn (a stroke joining two digits is cut between them); null "
+                                                     "when the number was split from the image alone.")
+    strokes_used = serializers.BooleanField(source="result.strokes_used",
+                                            help_text="The model read this digit's strokes, not only its image.")
     drawing = serializers.SerializerMethodField(help_text="This digit's stored drawing; null for anonymous callers. "
                                                           "Correct it at `label_url`.")
     label_url = serializers.SerializerMethodField(help_text="Where to POST this digit's right label; null when "
@@ -201,11 +209,23 @@ class NumberDigitSerializer(serializers.Serializer):
         return label_url(digit.result.drawing)
 
 
+class SegmentationSerializer(serializers.Serializer):
+    method = serializers.ChoiceField(choices=["strokes", "image"], source="segmentation",
+                                     help_text="`strokes`: the digits were grouped from the pen strokes; `image`: "
+                                               "split from the ink alone (no strokes sent, or they did not trace it).")
+    uncertain = serializers.BooleanField(source="segmentation_uncertain",
+                                         help_text="Another split into digits read almost as well.")
+
+
 class NumberPredictionSerializer(serializers.Serializer):
     number = serializers.CharField(help_text="The digits read, left to right.")
     digits = NumberDigitSerializer(many=True)
     model_version = serializers.IntegerField()
-    uncertain = serializers.BooleanField(help_text="At least one digit is uncertain.")
+    uncertain = serializers.BooleanField(help_text="At least one digit, or the split into digits, is uncertain.")
+    segmentation = SegmentationSerializer(source="*")
+    alternative = serializers.CharField(allow_null=True, help_text="The second-best reading of the whole number "
+                                                                   "(another digit somewhere, or another split); "
+                                                                   "null when there is none.")
 
 
 class DrawingSerializer(serializers.ModelSerializer):

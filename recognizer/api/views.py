@@ -61,10 +61,11 @@ class FirstRendererNegotiation(BaseContentNegotiation):
 
 
 class PredictView(ApiView):
-    """Recognise the digit in a drawing, or with `"mode": "number"` the number (digits split left to right,
-    each with its box). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored.
+    """Recognise the digit in a drawing, or with `"mode": "number"` the number (digits left to right, each with
+    its box and strokes). Anyone may call it (throttled); a logged-in caller's drawing (each digit) is stored.
     Optional `strokes` (the pen trajectories) are validated, stored with a digit's drawing, and read by a
-    serving model that reads strokes (`strokes_used` in the answer); number mode reads the image only.
+    serving model that reads strokes (`strokes_used` in the answer); in number mode they also say which ink
+    belongs to which digit (`segmentation`).
     With an `Idempotency-Key` header, a stored prediction sent twice is stored once (recognizer.idempotency)."""
 
     permission_classes = [AllowAny]
