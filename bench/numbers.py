@@ -1,197 +1,289 @@
-"""Numbers benchmark: whole numbers built from 2-5 replayed pendigits drawings side by side on one
-wide canvas, split into digits by recognizer.ml.segment and read by the k-NN trained on MNIST.
+"""Numbers benchmark: whole numbers of 2-6 digits written by writers left out of training, read by the
+site's reader (recognizer.ml.numbers) with their pen strokes and from the image alone.
 
-Each number takes its digits from one writer, drawn with one pen width and one digit height (like a
-person writing a number), pasted left to right with random gaps and random vertical jitter. Reported
-per number length and overall: segmentation accuracy (the right number of digits), per-digit accuracy
-(digits read right at their position; a wrongly split number counts all its digits wrong), per-digit
-accuracy given the right split, whole-number accuracy, and, as the ceiling, the accuracy on the same
-digits each drawn alone on its own canvas. Two gap settings: "spaced" (gaps 10-40 % of the digit
-height) and "tight" (-5 to +10 %: digits often touch), each with and without the cut of too-wide
-pieces at their column of least ink (``split_touching``).
+Leave-writers-out over the 30 pendigits writers (the folds of bench/unseen_writers.py): each fold's model
+is the default recipe (MNIST plus the other writers' trajectories replayed as canvas drawings, image k-NN
+fused with the stroke k-NN) and reads numbers made only of the fold's test writers' digits. A number takes
+its digits from one writer, one pen width and one digit height (as a person writes a number), its strokes
+placed left to right as people write numbers:
 
-Usage (data dirs come from the environment, there is no default):
-    MNIST_DIR=/work/shared/data/mnist PENDIGITS_DIR=/work/shared/data/pendigits \\
-        .venv/bin/python -m bench.numbers [--quick] [--per-length N] [--train-limit N]
+- spaced:      ink gaps of 10-40 % of the digit height;
+- tight:       ink gaps of -5 to +10 %;
+- touching:    the ink of neighbours touches or overlaps by up to a pen width;
+- overlapping: the next digit starts over the end of the last (its pen line 8-25 % of the height back);
+- late stroke: tight or spaced, and the last stroke of a two-stroke 4, 5 or 7 (its bar) drawn after the
+               next digit.
+
+The image is drawn from those strokes like a browser canvas (transparent, black, round pen). Reported per
+placement: whole numbers read right, numbers split into the right count of digits, digits read right at
+their place, and the same digits each drawn alone on their own canvas (the ceiling), with strokes and from
+the image alone. Then the median decode-to-answer time of a 4-digit number next to a single digit's, both
+with strokes, one BLAS thread, measured side by side.
+
+Usage (data dirs from the environment):
+    MNIST_DIR=... PENDIGITS_DIR=... .venv/bin/python -m bench.numbers [--folds 5] [--per-cell 40]
+        [--mnist-limit N] [--tune]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import dataclasses
+import io
+import itertools
+import statistics
 import time
 
 import numpy as np
 from PIL import Image
 
-from bench._common import data_dirs
-from recognizer.ml import load_mnist, load_pendigits, preprocess_drawing, render_drawing, split_writers, train_model
+from bench._common import data_dirs, log
+from bench.unseen_writers import CACHE, fit, writer_folds
+from recognizer.ml import decode_image, load_mnist, load_pendigits, preprocess_drawing
+from recognizer.ml.numbers import DEFAULT_PARAMS, read_number
 from recognizer.ml.preprocess import DrawingError
-from recognizer.ml.segment import segment_image28, split_number
+from recognizer.ml.strokes import draw_strokes
+from recognizer.ml.warmstart import pen_training_set
 
-GAPS = {"spaced": (0.10, 0.40), "tight": (-0.05, 0.10)}
-HEIGHT = 280  # the canvas height; digits are 45-75 % of it
+HEIGHT = 280  # the canvas is as tall as the page's number pad
+LENGTHS = (2, 3, 4, 5, 6)
+# ink gap between neighbours, in digit heights (None: set by the pen, see place_digits)
+PLACEMENTS = {"spaced": (0.10, 0.40), "tight": (-0.05, 0.10), "touching": None, "overlapping": None,
+              "late stroke": (-0.05, 0.40)}
+LATE = {4, 5, 7}
 
 
-def crop_alpha(img: Image.Image) -> np.ndarray:
-    a = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
-    rows, cols = np.flatnonzero(a.max(axis=1) > 0), np.flatnonzero(a.max(axis=0) > 0)
-    return a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def build_number(digits, rng: np.random.Generator, gap_range: tuple[float, float]):
-    """One writer's digits side by side: (RGBA image, labels, crops drawn alone)."""
-    pen = float(rng.uniform(0.06, 0.09))
-    height = float(rng.uniform(0.45, 0.75))
-    crops = []
+def scaled(digit, height: float):
+    """The digit's strokes scaled to ``height`` (aspect kept), its box's top-left at 0."""
+    pts = np.concatenate(digit.strokes)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    scale = height / max(hi[1] - lo[1], 1e-6)
+    if (hi[0] - lo[0]) * scale > 1.5 * height:  # a very flat scribble: keep it a digit's width
+        scale = 1.5 * height / (hi[0] - lo[0])
+    return [(s - lo) * scale for s in digit.strokes]
+
+
+def place_digits(digits, placement: str, rng: np.random.Generator):
+    """One writer's digits as a number: (strokes in time order, image, labels, each digit alone as
+    (png, strokes), the digit each stroke belongs to)."""
+    pen = float(rng.uniform(0.06, 0.09)) * HEIGHT
+    h = float(rng.uniform(0.45, 0.70)) * HEIGHT
+    margin = 0.15 * HEIGHT
+    placed, x = [], margin
     for d in digits:
-        # Same pen and height for every digit of the number; the x position inside is irrelevant (cropped).
-        img = render_drawing(d, np.random.default_rng(rng.integers(2**32)), size=HEIGHT,
-                             pen_range=(pen, pen), height_range=(height, height))
-        crops.append(crop_alpha(img))
-    digit_h = height * HEIGHT
-    margin = int(0.15 * HEIGHT)
-    xs, x = [], margin
-    for c in crops:
-        xs.append(x)
-        gap = float(rng.uniform(*gap_range)) * digit_h
-        x = max(xs[-1] + 1, int(round(x + c.shape[1] + gap)))
-    width = xs[-1] + crops[-1].shape[1] + margin
-    canvas = np.zeros((HEIGHT, width), np.float32)
-    base = (HEIGHT - max(c.shape[0] for c in crops)) / 2
-    for c, x0 in zip(crops, xs):
-        jitter = float(rng.uniform(-0.12, 0.12)) * digit_h
-        y0 = int(np.clip(round(base + jitter + (digit_h - c.shape[0]) / 2), 0, HEIGHT - c.shape[0]))
-        region = canvas[y0:y0 + c.shape[0], x0:x0 + c.shape[1]]
-        np.maximum(region, c, out=region)
-    alpha = Image.fromarray((canvas * 255 + 0.5).astype(np.uint8), mode="L")
-    black = Image.new("L", alpha.size, 0)
-    return Image.merge("RGBA", (black, black, black, alpha)), [d.label for d in digits], crops
+        strokes = scaled(d, h * float(rng.uniform(0.95, 1.05)))
+        width = max(float(np.concatenate(strokes)[:, 0].max()), 1.0)
+        dy = HEIGHT / 2 - h / 2 + float(rng.uniform(-0.08, 0.08)) * h
+        placed.append([s + (x, dy) for s in strokes])
+        if placement == "touching":
+            gap = float(rng.uniform(0.2, 1.0)) * pen  # pen lines this close: the inks touch
+        elif placement == "overlapping":
+            gap = -float(rng.uniform(0.08, 0.25)) * h
+        else:
+            gap = float(rng.uniform(*PLACEMENTS[placement])) * h + pen
+        x = x + width + gap
+    order = [[(k, s) for s in p] for k, p in enumerate(placed)]
+    if placement == "late stroke":
+        order = late_strokes(order, [d.label for d in digits])
+    strokes = [s for digit in order for _k, s in digit]
+    digit_of = [k for digit in order for k, _s in digit]
+    right = max(float(s[:, 0].max()) for s in strokes)
+    width = int(np.ceil(right + margin))
+    image = draw_strokes(strokes, width, HEIGHT, pen)
+    alone = []
+    for p in placed:
+        lo = np.concatenate(p).min(axis=0) - (margin, margin)
+        shifted = [s - lo for s in p]
+        size = int(np.ceil(max(float(np.concatenate(shifted).max()) + margin, HEIGHT)))
+        alone.append((png(draw_strokes(shifted, size, size, pen)), shifted))
+    return strokes, image, [d.label for d in digits], alone, digit_of
 
 
-def make_numbers(pool, lengths, per_length: int, seed: int, gap_range):
-    by_writer: dict[int, list] = {}
-    for d in pool:
-        by_writer.setdefault(d.writer, []).append(d)
-    writers = sorted(w for w, ds in by_writer.items() if len(ds) >= max(lengths))
-    rng = np.random.default_rng(seed)
+def late_strokes(order, labels):
+    """The strokes of each digit in the order drawn, a two-stroke 4, 5 or 7's last stroke after the next digit."""
+    for k in range(len(order) - 2, -1, -1):
+        if labels[k] in LATE and len(order[k]) >= 2:
+            order[k + 1] = order[k + 1] + [order[k].pop()]
+    return order
+
+
+def make_numbers(digits, writers, placement: str, per_cell: int, rng: np.random.Generator):
+    by_writer = {w: [d for d in digits if d.writer == w] for w in writers}
+    late = {w: [d for d in ds if d.label in LATE and len(d.strokes) >= 2] for w, ds in by_writer.items()}
+    late_ids = {w: {id(d) for d in ds} for w, ds in late.items()}
     out = []
-    for n in lengths:
-        for _ in range(per_length):
-            ds = by_writer[int(rng.choice(writers))]
-            picks = [ds[i] for i in rng.choice(len(ds), size=n, replace=False)]
-            out.append(build_number(picks, rng, gap_range))
+    for n in LENGTHS:
+        for _ in range(per_cell):
+            pool = [w for w in writers if late[w]] if placement == "late stroke" else list(writers)
+            w = int(rng.choice(pool))
+            picks = [by_writer[w][i] for i in rng.choice(len(by_writer[w]), size=n, replace=False)]
+            if placement == "late stroke" and not any(id(d) in late_ids[w] for d in picks[:-1]):
+                picks[int(rng.integers(n - 1))] = late[w][int(rng.integers(len(late[w])))]
+            out.append(place_digits(picks, placement, rng))
     return out
 
 
-def read_number(estimator, img, split_touching: bool):
+def read(estimator, image, strokes, params):
     try:
-        segments = split_number(img, split_touching=split_touching)
+        return read_number(image, strokes, estimator, params)
     except DrawingError:
-        return []
-    images = []
-    for s in segments:
-        try:
-            images.append(segment_image28(s))
-        except DrawingError:
-            continue
-    if not images:
-        return []
-    return [int(p) for p in estimator.predict(np.stack(images))]
+        return None
 
 
-def score(estimator, numbers, split_touching: bool) -> dict[int, dict]:
-    stats: dict[int, dict] = {}
-    for img, labels, _crops in numbers:
-        pred = read_number(estimator, img, split_touching)
-        s = stats.setdefault(len(labels), {"numbers": 0, "seg_ok": 0, "digits": 0, "digits_ok": 0,
-                                          "digits_ok_given_seg": 0, "digits_seg": 0, "number_ok": 0})
-        s["numbers"] += 1
-        s["digits"] += len(labels)
-        if len(pred) == len(labels):
-            s["seg_ok"] += 1
-            right = sum(p == t for p, t in zip(pred, labels))
-            s["digits_ok"] += right
-            s["digits_ok_given_seg"] += right
-            s["digits_seg"] += len(labels)
-            s["number_ok"] += int(right == len(labels))
-    return stats
-
-
-def alone_accuracy(estimator, numbers) -> dict[int, float]:
-    """The same digits each drawn alone (its crop on its own transparent canvas): the ceiling."""
-    out = {}
-    for n in sorted({len(lab) for _, lab, _ in numbers}):
-        imgs, ys = [], []
-        for _img, labels, crops in numbers:
-            if len(labels) != n:
+def score_numbers(estimator, numbers, params=DEFAULT_PARAMS, image_only: bool = True) -> dict:
+    """Counts over ``numbers``: with strokes, and (``image_only``) from the image alone."""
+    c = dict.fromkeys(["numbers", "digits", "s_whole", "s_split", "s_digit", "s_alone",
+                       "i_whole", "i_split", "i_digit", "i_alone"], 0)
+    for strokes, image, labels, _alone, _digit_of in numbers:
+        c["numbers"] += 1
+        c["digits"] += len(labels)
+        for key, s in (("s", strokes), ("i", None)):
+            if key == "i" and not image_only:
                 continue
-            for c, y in zip(crops, labels):
-                imgs.append(preprocess_drawing(np.pad(c, 20)))
-                ys.append(y)
-        out[n] = float((estimator.predict(np.stack(imgs)) == np.array(ys)).mean())
-    return out
+            r = read(estimator, image, s, params)
+            got = [d.prediction.digit for d in r.digits] if r is not None else []
+            if len(got) == len(labels):
+                c[f"{key}_split"] += 1
+                right = sum(int(g == t) for g, t in zip(got, labels))
+                c[f"{key}_digit"] += right
+                c[f"{key}_whole"] += int(right == len(labels))
+    return c
 
 
-def table(rows: list[dict]) -> str:
-    cols = ["gaps", "cut_wide", "length", "numbers", "segmentation", "per_digit", "per_digit|seg", "whole_number",
-            "alone_digit"]
-    lines = [cols]
-    for r in rows:
-        lines.append([str(r[c]) if not isinstance(r[c], float) else f"{r[c]:.3f}" for c in cols])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    text = ["  ".join(v.rjust(widths[i]) if i > 2 else v.ljust(widths[i]) for i, v in enumerate(line))
+def score_alone(estimator, numbers) -> tuple[int, int]:
+    """Digits right each drawn alone: (with strokes, image only)."""
+    images, strokes, labels = [], [], []
+    for _s, _img, ys, alone, _digit_of in numbers:
+        for (b, s), y in zip(alone, ys):
+            images.append(preprocess_drawing(b))
+            strokes.append(s)
+            labels.append(y)
+    X, y = np.stack(images), np.array(labels)
+    with_strokes = int((estimator.predict(X, strokes=strokes) == y).sum())
+    return with_strokes, int((estimator.predict(X) == y).sum())
+
+
+def latency(estimator, numbers, singles, n: int = 200) -> dict:
+    """Median ms from PNG bytes to an answer: a 4-digit number and a single digit, both with strokes."""
+    from threadpoolctl import threadpool_limits
+
+    fours = [(png(img), s) for s, img, labels, _a, _d in numbers if len(labels) == 4][:n]
+    ones = singles[:n]
+    times = {"single digit": [], "4-digit number": []}
+    with threadpool_limits(limits=1):
+        for (b1, s1), (b4, s4) in zip(itertools.cycle(ones), fours * 3):
+            t = time.perf_counter()
+            estimator.predict_one(preprocess_drawing(b1), strokes=s1)
+            times["single digit"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            read_number(decode_image(b4), s4, estimator)
+            times["4-digit number"].append(time.perf_counter() - t)
+    return {k: 1000 * statistics.median(v[20:]) for k, v in times.items()}
+
+
+def table(rows: dict[str, dict]) -> str:
+    cols = [("numbers", "numbers"), ("whole, strokes", "s_whole"), ("split, strokes", "s_split"),
+            ("digit, strokes", "s_digit"), ("alone, strokes", "s_alone"), ("whole, image", "i_whole"),
+            ("split, image", "i_split"), ("digit, image", "i_digit"), ("alone, image", "i_alone")]
+    lines = [["placement"] + [c for c, _k in cols]]
+    for name, c in rows.items():
+        vals = [name, str(c["numbers"])]
+        for _label, k in cols[1:]:
+            total = c["digits"] if k.endswith(("digit", "alone")) else c["numbers"]
+            vals.append(f"{100 * c[k] / max(total, 1):.2f}%" if k in c else "-")
+        lines.append(vals)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(line))
             for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
 
 
+def add(total: dict, c: dict) -> None:
+    for k, v in c.items():
+        total[k] = total.get(k, 0) + v
+
+
+def tune_grid(args):
+    """Each --tune setting: ReadingParams fields to values, one at a time around the defaults."""
+    grid = {
+        "gap_centre": [-0.10, -0.05, 0.0], "gap_scale": [0.04, 0.06, 0.10],
+        "distance_weight": [1.0, 3.0, 6.0], "stroke_distance_weight": [0.0, 2.0, 4.0],
+        "max_width": [0.9, 1.1, 1.3], "min_size": [0.25, 0.35, 0.45],
+    }
+    for name, values in grid.items():
+        for v in values:
+            yield f"{name}={v}", dataclasses.replace(DEFAULT_PARAMS, **{name: v})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="10k MNIST training images, 60 numbers per length")
-    ap.add_argument("--per-length", type=int, default=None, help="numbers per length (default 300; quick 60)")
-    ap.add_argument("--train-limit", type=int, default=None, help="first N MNIST training images (default all)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--per-cell", type=int, default=40, help="numbers per placement, length and fold")
+    ap.add_argument("--mnist-limit", type=int, default=0, help="train on the first N MNIST digits (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tune", action="store_true",
+                    help="whole numbers read right with strokes for each lattice setting (no image-only reads)")
     args = ap.parse_args(argv)
     mnist_dir, pen_dir = data_dirs()
-    per_length = args.per_length or (60 if args.quick else 300)
-    train_limit = args.train_limit or (10000 if args.quick else None)
-
     t0 = time.perf_counter()
     data = load_mnist(mnist_dir)
-    X, y = data.train_images, data.train_labels
-    if train_limit:
-        X, y = X[:train_limit], y[:train_limit]
-    estimator = train_model(X / 255.0, y, cv=False, random_state=args.seed).estimator  # the default k=4, PCA 50
-    print(f"trained on {len(y)} MNIST images in {time.perf_counter() - t0:.1f} s (no CV: k=4, PCA 50, distance)")
-
-    _train, test = split_writers(load_pendigits(pen_dir), seed=args.seed)  # held-out writers, as elsewhere
-    lengths = [2, 3, 4, 5]
-    rows = []
-    for gap_name, gap_range in GAPS.items():
-        numbers = make_numbers(test, lengths, per_length, args.seed, gap_range)
-        if gap_name == "spaced":
-            Image.fromarray(np.asarray(numbers[-1][0].getchannel("A"))).save("artifacts/bench_number.png") \
-                if os.path.isdir("artifacts") else None
-        alone = alone_accuracy(estimator, numbers)
-        for cut in (False, True):
-            t = time.perf_counter()
-            stats = score(estimator, numbers, cut)
-            total = {k: sum(s[k] for s in stats.values()) for k in next(iter(stats.values()))}
-            for length, s in [*sorted(stats.items()), ("all", total)]:
-                # "all": over every digit (a length-n row holds n digits per number)
-                a = alone[length] if length != "all" else sum(n * v for n, v in alone.items()) / sum(alone)
-                rows.append({
-                    "gaps": gap_name, "cut_wide": "yes" if cut else "no", "length": length, "numbers": s["numbers"],
-                    "segmentation": s["seg_ok"] / s["numbers"], "per_digit": s["digits_ok"] / s["digits"],
-                    "per_digit|seg": s["digits_ok_given_seg"] / max(1, s["digits_seg"]),
-                    "whole_number": s["number_ok"] / s["numbers"], "alone_digit": a,
-                })
-            print(f"{gap_name}, cut_wide={cut}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    Xm, ym = data.train_images, data.train_labels
+    if args.mnist_limit:
+        Xm, ym = Xm[: args.mnist_limit], ym[: args.mnist_limit]
+    digits = load_pendigits(pen_dir)
+    log("rendering the pen data for training (cached after the first run)")
+    pen = pen_training_set(pen_dir, cache_dir=CACHE)
+    folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
+    rng = np.random.default_rng(args.seed)
+    rows: dict[str, dict] = {}
+    tuned: dict[str, dict] = {}
+    estimator = numbers = None
+    for fi, test_w in enumerate(folds):
+        log(f"fold {fi + 1}/{len(folds)}: training without writers {test_w}")
+        estimator = fit((Xm, ym), pen, np.flatnonzero(~np.isin(pen.writers, test_w))).estimator
+        test_digits = [d for d in digits if d.writer in set(test_w)]
+        for placement in PLACEMENTS:
+            numbers = make_numbers(test_digits, test_w, placement, args.per_cell, rng)
+            if args.tune:
+                for name, params in tune_grid(args):
+                    add(tuned.setdefault(name, {}), score_numbers(estimator, numbers, params, image_only=False))
+                continue
+            c = score_numbers(estimator, numbers)
+            c["s_alone"], c["i_alone"] = score_alone(estimator, numbers)
+            add(rows.setdefault(placement, {}), c)
+        log(f"  {time.perf_counter() - t0:.0f} s so far")
+    if args.tune:
+        print("\nWhole numbers read right with strokes, each setting (the others at their defaults)\n")
+        for name, c in tuned.items():
+            print(f"{name:32s} {100 * c['s_whole'] / c['numbers']:6.2f}%  split {100 * c['s_split'] / c['numbers']:6.2f}%")
+        return 0
+    total: dict = {}
+    touch: dict = {}
+    for name, c in rows.items():
+        add(total, c)
+        if name in ("touching", "overlapping"):
+            add(touch, c)
+    rows["touching or overlapping"] = touch
+    rows["all"] = total
+    print(f"\nNumbers of {LENGTHS[0]}-{LENGTHS[-1]} digits by unseen writers: leave-writers-out, {len(folds)} folds, "
+          f"{args.per_cell} numbers per placement, length and fold\n")
     print(table(rows))
+    singles = [a for n in numbers for a in n[3]]  # (png, strokes) of digits drawn alone
+    numbers4 = make_numbers([d for d in digits if d.writer in set(folds[-1])], folds[-1], "tight", 60, rng)
+    lat = latency(estimator, numbers4, singles)
+    print("\nDecode to answer (PNG bytes and strokes to an answer), median, one BLAS thread: "
+          f"single digit {lat['single digit']:.2f} ms, 4-digit number {lat['4-digit number']:.2f} ms "
+          f"({lat['4-digit number'] / lat['single digit']:.2f}x)")
+    log(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
