@@ -244,12 +244,12 @@ def predict_number(data: bytes, user=None, *, store: bool = True, strokes: list[
     image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
     loaded = model_cache.get()
     reading = ml_numbers.read_number(image, strokes, loaded.estimator, **personal_predict_kwargs(user, loaded))
-    digits = [NumberDigit(prediction_result(d.prediction, loaded), d.segment.box, d.strokes) for d in reading.digits]
+    digits = [NumberDigit(prediction_result(d.prediction, loaded), d.box, d.strokes) for d in reading.digits]
     if store and user is not None and user.is_authenticated:
         with transaction.atomic():
             for digit, read in zip(digits, reading.digits):
-                digit.result.drawing = store_drawing(user, read.segment.png(), read.image28, digit.result,
-                                                     strokes=_in_crop(read.strokes, read.segment))
+                digit.result.drawing = store_drawing(user, read.png(), read.image28, digit.result,
+                                                     strokes=read.png_strokes())
     return NumberResult(
         number=reading.number,
         digits=digits,
@@ -259,21 +259,6 @@ def predict_number(data: bytes, user=None, *, store: bool = True, strokes: list[
         segmentation_uncertain=reading.segmentation_uncertain,
         alternative=reading.alternative,
     )
-
-
-def _in_crop(strokes: list[np.ndarray] | None, segment) -> list[np.ndarray] | None:
-    """A digit's strokes moved into its stored crop's pixels (Segment.png), as a single drawing's are in its image."""
-    if not strokes:
-        return None
-    x0, y0, _x1, _y1 = segment.box
-    pad = segment.png_padding()
-    moved = []
-    for s in strokes:
-        m = np.array(s, dtype=np.float64)
-        m[:, 0] += pad - x0
-        m[:, 1] += pad - y0
-        moved.append(m)
-    return moved
 
 
 def store_drawing(user, data: bytes, image28: np.ndarray, result: PredictionResult,

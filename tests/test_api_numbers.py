@@ -238,7 +238,7 @@ def test_each_digit_answers_as_its_crop_and_strokes_sent_alone(fused_active_mode
     loaded = serving.model_cache.get()
     reading = read_number(Image.open(io.BytesIO(image)), [np.array(s) for s in strokes], loaded.estimator)
     for d, read in zip(body["digits"], reading.digits):
-        alone = APIClient().post(PREDICT, {"image": data_url(read.segment.png()), "strokes": d["strokes"]},
+        alone = APIClient().post(PREDICT, {"image": data_url(read.png()), "strokes": d["strokes"]},
                                  format="json").json()
         assert alone["digit"] == d["digit"] and alone["strokes_used"]
         assert alone["probabilities"] == pytest.approx(d["probabilities"], abs=1e-6)

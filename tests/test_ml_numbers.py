@@ -4,6 +4,8 @@ image, and the lattice choosing what a fixed fake model reads best."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -119,7 +121,7 @@ def test_touching_digits_are_told_apart_by_their_strokes():
     strokes = [*one, *zero]
     reading = read_number(canvas(strokes), strokes, NeutralModel())
     assert len(reading.digits) == 2
-    (ax0, _ay0, ax1, _ay1), (bx0, _by0, _bx1, _by1) = (d.segment.box for d in reading.digits)
+    (ax0, _ay0, ax1, _ay1), (bx0, _by0, _bx1, _by1) = (d.box for d in reading.digits)
     assert ax1 <= bx0 + PEN  # each digit has its own ink, not its neighbour's
     assert reading.digits[0].segment.ink.sum() < reading.digits[1].segment.ink.sum()  # a 1 has less ink than a 0
 
@@ -165,7 +167,7 @@ def test_without_strokes_the_image_is_split_alone():
     reading = read_number(canvas(strokes), None, ImageModel())
     assert reading.method == "image" and reading.number == "33"
     assert all(d.strokes is None for d in reading.digits)
-    assert reading.digits[0].segment.box[2] <= reading.digits[1].segment.box[0]
+    assert reading.digits[0].box[2] <= reading.digits[1].box[0]
 
 
 def test_strokes_that_do_not_trace_the_ink_are_not_used():
@@ -220,5 +222,24 @@ def test_digits_are_read_as_the_real_model_reads_them_drawn_alone(fused_training
         alone = estimator.predict_one(d.image28, strokes=d.strokes)
         assert d.prediction.probabilities == pytest.approx(alone.probabilities)
         assert d.prediction.used_strokes and d.prediction.distance == pytest.approx(alone.distance)
-    boxes = [d.segment.box for d in reading.digits]
+    boxes = [d.box for d in reading.digits]
     assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+
+
+def test_tall_digits_are_read_at_a_working_scale_and_answered_in_the_image_pixels():
+    from PIL import Image
+
+    tall = 3 * HEIGHT  # read at a third of its size
+    strokes = [*placed(1, 60, height=tall), *placed(0, 400, height=tall)]
+    image = draw_strokes(strokes, 900, 420, 3 * PEN)
+    reading = read_number(image, strokes, NeutralModel())
+    assert [d.scale for d in reading.digits] == [4, 4]  # 300 px digits: 4 x the working height's 64 px
+    (x0, y0, x1, y1), (u0, _v0, u1, _v1) = (d.box for d in reading.digits)
+    ink = np.concatenate(strokes[:1])
+    assert abs(x0 - (ink[:, 0].min() - 1.5 * PEN)) <= 8 and abs(y1 - (ink[:, 1].max() + 1.5 * PEN)) <= 8
+    assert u1 - u0 > 0.4 * tall and x1 < u0  # in the image's pixels, not the working scale's
+    assert np.allclose(reading.digits[1].strokes[0], strokes[1])  # the strokes as sent
+    for d in reading.digits:
+        png = Image.open(io.BytesIO(d.png()))
+        points = np.concatenate(d.png_strokes())[:, :2]
+        assert points.min() >= 0 and points[:, 0].max() <= png.width and points[:, 1].max() <= png.height

@@ -143,3 +143,9 @@ def test_a_scribble_of_many_pieces_is_refused():
 def test_the_digits_png_reads_back_as_the_same_digit():
     segment = split_number(canvas([(7, 100), (0, 400)]))[1]
     np.testing.assert_allclose(preprocess_drawing(segment.png()), segment_image28(segment), atol=1e-2)
+
+
+def test_a_segment_is_framed_exactly_as_its_ink_read_from_an_image():
+    """segment_image28 frames the segment's ink directly: reading it from a padded image first changes nothing."""
+    for segment in split_number(png(canvas([(4, 40), (7, 260), (1, 470), (5, 640)]))):
+        np.testing.assert_array_equal(segment_image28(segment), preprocess_drawing(np.pad(segment.ink, 2)))

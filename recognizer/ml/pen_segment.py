@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +25,7 @@ __all__ = ["DOT_SIZE", "InkOwners", "PenPiece", "PieceRuns", "align_strokes", "l
 DOT_SIZE = 0.12  # a stroke whose box is smaller than this fraction of the line height is a dot, not a digit
 ALIGN_HITS = 0.85  # share of stroke points that must fall on ink for the strokes to be the image's
 ALIGN_REACH = 3  # px: how far from ink a point may be and still be "on" it (anti-aliasing, rounding)
+ALIGN_POINTS = 256
 OWNED_INK = 0.05  # ink level from which a pixel is given to a stroke
 
 
@@ -36,7 +38,7 @@ class PenPiece:
     stop: int
     points: np.ndarray  # (m, 3): x, y, t in the image's pixels
 
-    @property
+    @cached_property
     def box(self) -> tuple[float, float, float, float]:
         lo, hi = self.points[:, :2].min(axis=0), self.points[:, :2].max(axis=0)
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
@@ -79,8 +81,11 @@ def pen_pieces(strokes: Sequence[np.ndarray], height: float) -> list[PenPiece]:
 
 
 def _hit_share(strokes: Sequence[np.ndarray], mask: np.ndarray) -> float:
-    """The share of the strokes' points with ink within ALIGN_REACH px (a square around the point)."""
+    """The share of the strokes' points with ink within ALIGN_REACH px (a square around the point), over at most
+    ALIGN_POINTS of them evenly spread."""
     xy = np.rint(np.concatenate([s[:, :2] for s in strokes])).astype(np.int64)
+    if len(xy) > ALIGN_POINTS:
+        xy = xy[np.linspace(0, len(xy) - 1, ALIGN_POINTS).astype(np.int64)]
     h, w = mask.shape
     hits = np.zeros(len(xy), dtype=bool)
     for dy in range(-ALIGN_REACH, ALIGN_REACH + 1):

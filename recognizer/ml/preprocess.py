@@ -230,7 +230,12 @@ def preprocess_drawing(
         image = decode_image(image, max_pixels=max_pixels)
     elif isinstance(image, Image.Image) and image.size[0] * image.size[1] > max_pixels:
         raise ImageTooLarge(f"image has more than {max_pixels} pixels")
-    framed = frame_ink(ink_array(image))
+    return preprocess_ink(ink_array(image), max_stroke_width)
+
+
+def preprocess_ink(ink: np.ndarray, max_stroke_width: float | None = MAX_STROKE_WIDTH) -> np.ndarray:
+    """``preprocess_drawing`` of ink already read (``ink_array``: float in [0, 1], 0 where nothing is drawn)."""
+    framed = frame_ink(ink)
     if BOX_SIZE / stroke_width(framed) < MIN_EXTENT_TO_WIDTH:
         raise EmptyDrawing("that is a dot, not a digit: draw a bigger digit")
     return normalize_thickness(framed, max_stroke_width)
