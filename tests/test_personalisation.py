@@ -52,3 +52,20 @@ def test_the_users_features_are_computed_once_per_model(alice, active_model, dig
     monkeypatch.setattr(estimator, "transform", lambda X, _real=estimator.transform: calls.append(len(X)) or _real(X))
     serving.predict_image(digit_png(7), user=alice, store=False)
     assert calls == [1]  # only the query itself; the user's drawing was not projected again
+
+
+def test_a_correction_of_a_numbers_digit_changes_that_digit_in_the_users_next_number(alice, bob, fused_active_model):
+    """Number mode reads each digit as a single drawing, the user's own drawings included."""
+    import numpy as np
+
+    from tests.test_api_numbers import written_number
+
+    image, strokes = written_number("10")
+    strokes = [np.array(s) for s in strokes]
+    first = serving.predict_number(image, user=alice, strokes=strokes)
+    wrong_guess = (first.digits[0].result.digit + 5) % 10
+    feedback.label_drawing(first.digits[0].result.drawing, wrong_guess)  # "this is how I write a 6"
+    again = serving.predict_number(image, user=alice, strokes=strokes, store=False)
+    assert again.digits[0].result.digit == wrong_guess
+    assert [d.result.digit for d in again.digits[1:]] == [d.result.digit for d in first.digits[1:]]
+    assert serving.predict_number(image, user=bob, strokes=strokes, store=False).number == first.number

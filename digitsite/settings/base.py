@@ -136,6 +136,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A name that says what the choices are, not the field's generic "MethodEnum".
+    "ENUM_NAME_OVERRIDES": {"SegmentationMethodEnum": ["strokes", "image"]},
 }
 
 # --- Recognizer -------------------------------------------------------------------------------
