@@ -1,5 +1,6 @@
 // What the model said, on the page: the status line, the digit with its ten bars, or the number with a box
-// over each of its digits on the pad. Labelling (the user's answer back) is labelling.js.
+// over each of its digits on the pad, the unsure ones marked and said, and its second reading offered.
+// Labelling (the user's answer back) is labelling.js.
 
 import { EXPORT_SIZE, NUMBER_ASPECT } from "./canvas.js";
 import { errorDetail } from "./api.js";
@@ -21,6 +22,7 @@ export class AnswerView {
     this.number = $("number");
     this.numberVerdict = $("number-verdict");
     this.numberDigits = $("number-digits");
+    this.numberAlternative = $("number-alternative");
     this.boxes = $("boxes");
   }
 
@@ -44,6 +46,7 @@ export class AnswerView {
       li.classList.remove("top", "second");
     });
     this.numberAnswer.hidden = true;
+    this.numberAlternative.replaceChildren();
     this.boxes.replaceChildren();
     this.setStatus(message, "info");
   }
@@ -87,28 +90,145 @@ export class AnswerView {
     });
   }
 
-  // `onLabel(index, digit)`, for logged-in users: ten buttons under each digit's guess to correct it.
-  showNumber(r, onLabel = null) {
+  // `onLabel(index, digit)`, for logged-in users: ten buttons under each digit's guess to correct it;
+  // `onAlternative(number)`: a button that takes the model's second reading of the whole number instead.
+  showNumber(r, { onLabel = null, onAlternative = null } = {}) {
     this.answer.hidden = true;
     this.numberAnswer.hidden = false;
-    this.numberAnswer.classList.toggle("unsure", r.uncertain);
-    this.number.textContent = r.number;
-    this.numberVerdict.textContent = r.uncertain
-      ? `I read ${r.number}, but I'm not sure of every digit.`
-      : `It's ${r.number}.`;
-    this.setStatus(r.uncertain ? "Not sure of some digits: the unsure ones are marked." : "", r.uncertain ? "unsure" : "");
-    this.quick.textContent = `It's ${r.number}`;
-    this.quick.hidden = false;
+    this.onAlternative = onAlternative;
     this.boxes.replaceChildren(...r.digits.map((d, i) => box(d, i)));
     this.numberDigits.replaceChildren(...r.digits.map((d, i) => guess(d, i, onLabel)));
+    this.updateNumber(r);
   }
 
-  // The number as the user corrected it so far (`corrected`), next to what the model read.
-  showCorrectedNumber(r, corrected) {
-    this.number.textContent = corrected;
-    this.numberVerdict.textContent = corrected === r.number ? `It's ${corrected}.` : `Corrected: it's ${corrected} (I read ${r.number}).`;
-    this.quick.textContent = `It's ${corrected}`;
+  // The number as it stands: the model's reading with the user's labels so far (labelling.js sets a digit's
+  // `label`), which digits are still unsure, whether the split is, and the second reading while it still fits.
+  // Called again after each label, so the marks, the sentence and the offer follow the corrections.
+  updateNumber(r) {
+    const now = numberNow(r);
+    const unsure = r.digits.flatMap((d, i) => (unsureOf(d) ? [i] : []));
+    const splitUnsure = Boolean(r.segmentation && r.segmentation.uncertain);
+    const labelled = r.digits.some((d) => d.label != null);
+    const all = unsure.length === r.digits.length; // then a "?" for each would hide the whole reading
+    const doubts = [];
+    if (unsure.length) doubts.push(all ? `not sure of ${unsure.length > 1 ? "any of its digits" : "it"}` : `not sure of ${places(unsure)}`);
+    // A label fixes a digit, not the split (two digits read as one, one read as two): that doubt stays.
+    if (splitUnsure) doubts.push("not sure where one digit ends and the next begins");
+    // Unsure overall without saying of what (an older server): the whole number is in doubt until corrected.
+    const vague = !doubts.length && r.uncertain && !labelled;
+    const shown = all ? now : r.digits.map((d) => (unsureOf(d) ? "?" : String(valueOf(d)))).join("");
+
+    this.numberAnswer.classList.toggle("unsure", doubts.length > 0 || vague);
+    this.numberAnswer.classList.toggle("vague", vague); // no digit to mark: the whole number is
+    this.number.replaceChildren(...r.digits.map((d) => numeral(d)));
+    if (doubts.length) this.numberVerdict.textContent = `I read ${shown} — ${doubts.join("; ")}.`;
+    else if (vague) this.numberVerdict.textContent = `I read ${now}, but I'm not sure of it.`;
+    else if (now !== r.number) this.numberVerdict.textContent = `Corrected: it's ${now} (I read ${r.number}).`;
+    else this.numberVerdict.textContent = `It's ${now}.`;
+    if (unsure.length) this.setStatus("Not sure of some digits: the unsure ones are marked.", "unsure");
+    else if (vague) this.setStatus("Not sure of this number: correct any digit that is wrong.", "unsure");
+    else if (splitUnsure) this.setStatus("Not sure how it splits into digits: check the boxes over the pad.", "unsure");
+    else this.setStatus("", "");
+    this.quick.textContent = doubts.length ? `I read ${shown}` : `It's ${now}`;
+    this.quick.hidden = false;
+
+    r.digits.forEach((d, i) => {
+      const fixed = d.label != null && d.label !== d.digit;
+      const el = this.boxes.querySelector(`.box[data-index="${i}"]`);
+      if (el) {
+        el.className = `box${unsureOf(d) ? " unsure" : ""}${fixed ? " corrected" : ""}`;
+        el.querySelector("span").textContent = `${valueOf(d)}${unsureOf(d) ? "?" : ""}`;
+      }
+      const li = this.numberDigits.querySelector(`li[data-index="${i}"]`);
+      if (li) {
+        li.className = `${unsureOf(d) ? "unsure" : ""}${fixed ? " corrected" : ""}`.trim();
+        li.querySelector(".guess").textContent = `${valueOf(d)}${unsureOf(d) ? "?" : ""}`;
+      }
+    });
+    this.showAlternative(r, offeredAlternative(r));
   }
+
+  // "Or is it 176?": with as many digits as the answer, a button (logged in) that labels the digits that
+  // differ; with another count, only the words, since a label corrects a digit and cannot split or join them.
+  showAlternative(r, other) {
+    const el = this.numberAlternative;
+    el.hidden = !other;
+    if (!other) {
+      el.replaceChildren();
+      return;
+    }
+    const count = r.digits.length;
+    if (other.length !== count) {
+      el.textContent = `Or is it ${other}? That is ${other.length} digits, not ${count}: if so, clear the pad and `
+        + "write it again with clearer gaps between the digits.";
+      return;
+    }
+    const changes = [...other].flatMap((c, i) => (c !== String(valueOf(r.digits[i])) ? [i] : []));
+    // "the 3rd digit would be a 6", "the 1st digit would be a 2 and the 3rd an 8"
+    const parts = changes.map((i, k) => `the ${ordinal(i + 1)}${k ? "" : " digit would be"} ${article(other[i])} ${other[i]}`);
+    const what = parts.length > 1 ? `${parts.slice(0, -1).join(", ")} and ${parts[parts.length - 1]}` : parts[0];
+    if (!this.onAlternative) {
+      el.textContent = `Or is it ${other}? (${what})`;
+      return;
+    }
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.className = "alternative-button";
+    btn.textContent = `Or is it ${other}?`;
+    // One click saves each digit that differs; the button waits meanwhile so a second click saves nothing twice.
+    btn.addEventListener("click", async () => {
+      btn.disabled = true;
+      try {
+        await this.onAlternative(other);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+    const note = document.createElement("span");
+    note.className = "muted";
+    note.textContent = ` ${what[0].toUpperCase()}${what.slice(1)}.`;
+    el.replaceChildren(btn, note);
+  }
+}
+
+// A number answer's digits as they stand: what the user labelled a digit is what it is, and no longer unsure.
+export const valueOf = (d) => (d.label != null ? d.label : d.digit);
+const unsureOf = (d) => Boolean(d.uncertain) && d.label == null;
+export const numberNow = (r) => r.digits.map(valueOf).join("");
+
+// The server's second reading, while it still says something: not once it is the number as it stands, not
+// when it contradicts a digit the user labelled, and (another digit count) not once the user has labelled
+// digits of this split, which says the split is right.
+export function offeredAlternative(r) {
+  const other = r.alternative;
+  if (!other || other === numberNow(r)) return null;
+  if (other.length === r.digits.length) {
+    return r.digits.every((d, i) => d.label == null || String(d.label) === other[i]) ? other : null;
+  }
+  return r.digits.some((d) => d.label != null) ? null : other;
+}
+
+// 1 -> "1st", 2 -> "2nd", 12 -> "12th": people count a number's digits from the left, from one.
+function ordinal(n) {
+  const suffix = { 1: "st", 2: "nd", 3: "rd" }[n % 10];
+  return `${n}${suffix && Math.floor(n / 10) % 10 !== 1 ? suffix : "th"}`;
+}
+
+const article = (digit) => (String(digit) === "8" ? "an" : "a");
+
+// Positions from 0: [1] -> "the 2nd digit", [0, 2] -> "the 1st and 3rd digits".
+function places(positions) {
+  const names = positions.map((i) => ordinal(i + 1));
+  if (names.length === 1) return `the ${names[0]} digit`;
+  return `the ${names.slice(0, -1).join(", ")} and ${names[names.length - 1]} digits`;
+}
+
+// One digit of the big number: an unsure one marked (its words are in the verdict, for screen readers).
+function numeral(d) {
+  const el = document.createElement("span");
+  el.className = unsureOf(d) ? "unsure" : d.label != null && d.label !== d.digit ? "corrected" : "";
+  el.textContent = String(valueOf(d));
+  return el;
 }
 
 // A digit's box over the pad, placed in percent of the exported image so it follows the pad's size on screen.

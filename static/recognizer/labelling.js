@@ -1,7 +1,8 @@
-// Logged-in users confirm or correct an answer with one click: the digit's ten buttons, or the buttons under
-// each digit of a number. A live preview is not kept, so the drawing is stored first, then labelled at the
-// `label_url` the API's answer names for it.
+// Logged-in users confirm or correct an answer with one click: the digit's ten buttons, the buttons under
+// each digit of a number, or the number's second reading. A live preview is not kept, so the drawing is
+// stored first, then labelled at the `label_url` the API's answer names for it (each digit's, for a number).
 
+import { offeredAlternative, valueOf } from "./answer.js";
 import { errorDetail, postJson } from "./api.js";
 
 export class Labelling {
@@ -76,6 +77,27 @@ export class Labelling {
     if (!this.enabled) return;
     const r = await this.stored((a) => a.mode === "number" && a.digits[index] && a.digits[index].label_url != null);
     if (!r) return;
+    await this.saveDigit(r, index, digit);
+    this.view.updateNumber(r);
+  }
+
+  // Number mode: the model's second reading `number` instead of its first, saved as a label on each digit it
+  // reads otherwise. Only with as many digits as the answer: a label corrects a digit, not where digits split.
+  async takeAlternative(number) {
+    if (!this.enabled) return;
+    const r = await this.stored((a) => a.mode === "number" && a.digits.every((d) => d.label_url != null));
+    // Storing it may have read the drawing again (a live preview was on show): that answer is on show now,
+    // with its own offer, and this one applies only if it is still the same.
+    if (!r || offeredAlternative(r) !== number || number.length !== r.digits.length) return;
+    for (const [i, d] of r.digits.entries()) {
+      if (String(valueOf(d)) !== number[i]) await this.saveDigit(r, i, Number(number[i]));
+    }
+    this.view.updateNumber(r);
+  }
+
+  // Store digit `index` of the stored number answer `r` as a `digit`, and say so under its guess; on success
+  // `r.digits[index].label` holds it, which the view reads for the number as it stands.
+  async saveDigit(r, index, digit) {
     const li = this.view.numberDigits.querySelector(`li[data-index="${index}"]`);
     const saved = li && li.querySelector(".saved");
     const say = (text) => { if (saved) saved.textContent = text; };
@@ -84,15 +106,16 @@ export class Labelling {
       const { ok, status, data } = await postJson(r.digits[index].label_url, { label: digit });
       if (!ok) {
         say(`Not saved: ${errorDetail(status, data, `the server answered ${status}.`)}`);
-        return;
+        return false;
       }
       r.digits[index].label = data.label;
       if (li) li.querySelectorAll("button").forEach((btn) => btn.classList.toggle("chosen", Number(btn.dataset.label) === data.label));
       say(data.label === data.predicted_digit ? "Saved: confirmed." : `Saved: it is a ${data.label}.`);
       if (saved) saved.dataset.savedLabel = String(data.label);
-      this.view.showCorrectedNumber(r, r.digits.map((d) => (d.label != null ? d.label : d.digit)).join(""));
+      return true;
     } catch (err) {
       say("Could not reach the server: not saved. Try again.");
+      return false;
     }
   }
 }

@@ -35,7 +35,10 @@ function start(app) {
     isLive: () => Boolean(live && live.checked),
     onAnswer: (r) => {
       if (r.mode === "number") {
-        view.showNumber(r, labelling.enabled ? (index, digit) => labelling.labelDigit(index, digit) : null);
+        view.showNumber(r, labelling.enabled ? {
+          onLabel: (index, digit) => labelling.labelDigit(index, digit),
+          onAlternative: (number) => labelling.takeAlternative(number),
+        } : {});
       } else {
         view.showDigit(r);
         labelling.offer(r);

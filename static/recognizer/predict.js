@@ -67,9 +67,12 @@ export class Predictor {
     this.lastSent = performance.now();
     this.view.setBusy(true);
     try {
-      // Number mode reads the image only (the API splits it into digits): the strokes go with single digits.
+      // The strokes go in both modes, in the exported PNG's pixels (560 wide for a number): a single digit's
+      // are read with its image, and a number's also say which ink belongs to which digit, a far surer split
+      // than the ink alone (touching or overlapping digits, a 4's late bar). Null beyond what the API takes:
+      // the image then goes alone, and a number is split from its ink.
       const body = mode === "number" ? { image: this.pad.exportPng(), store, mode } : { image: this.pad.exportPng(), store };
-      const strokes = mode === "number" ? null : this.pad.exportStrokes();
+      const strokes = this.pad.exportStrokes();
       if (strokes) body.strokes = strokes;
       const idempotencyKey = store && this.authenticated ? this.attemptKey() : undefined;
       const { ok, status, data } = await postJson(this.url, body, { signal: this.controller.signal, idempotencyKey });
