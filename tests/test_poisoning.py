@@ -158,7 +158,7 @@ def test_a_quarantined_account_still_personalises_its_own_answers(tiny_training,
 
 def test_caps_limit_one_accounts_share_of_a_digit(tiny_training, alice, bob, carol, mallory, fallback_data,
                                                   monkeypatch):
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: user_id == alice.pk)
     tiny_training.RECOGNIZER_USER_CLASS_SHARE = 0.25
     tiny_training.RECOGNIZER_USER_CLASS_FLOOR = 5
     tiny_training.RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = 4
@@ -231,7 +231,7 @@ def test_low_trust_accounts_vote_with_less_weight():
 
 
 def test_the_held_out_set_has_every_digit_users_drew(tiny_training, alice, bob, carol, fallback_data, monkeypatch):
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: user_id == alice.pk)
     tiny_training.RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = 4
     for digit in range(5):
         draw(alice, fallback_data, rows_of(fallback_data, digit, 6))
@@ -253,7 +253,7 @@ def test_the_held_out_set_has_every_digit_users_drew(tiny_training, alice, bob, 
 
 def test_a_low_trust_account_never_fills_the_held_out_set(tiny_training, alice, bob, mallory, fallback_data,
                                                           monkeypatch):
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: False)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: False)
     # mallory would be the first account the per-digit user split holds out for 2s, were she trusted
     accounts = sorted([alice, bob, mallory], key=lambda u: trust._digit_user_order(2, u.pk))
     low = accounts[0]
@@ -325,7 +325,7 @@ def test_a_gate_failure_retries_without_the_culprit_and_records_it(tiny_training
                                                                    fallback_data, monkeypatch):
     # Staff approved mallory's batch by mistake (approved labels skip the quarantine and the caps): the
     # candidate reads the held-out user's 1s as 7s. The retry leaves mallory out and the honest drawings land.
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: user_id == alice.pk)
     ones = rows_of(fallback_data, 1)
     draw(alice, fallback_data, ones[:20])
     draw(bob, fallback_data, [i for i in range(120) if fallback_data.test_labels[i] != 1])
@@ -348,7 +348,7 @@ def test_a_gate_failure_retries_without_the_culprit_and_records_it(tiny_training
 def test_without_the_retry_the_same_attack_freezes_learning(tiny_training, active_model, alice, bob, mallory,
                                                             fallback_data, monkeypatch):
     tiny_training.RECOGNIZER_GATE_RETRIES = 0
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == alice.pk)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: user_id == alice.pk)
     ones = rows_of(fallback_data, 1)
     draw(alice, fallback_data, ones[:20])
     draw(bob, fallback_data, [i for i in range(120) if fallback_data.test_labels[i] != 1])

@@ -157,7 +157,7 @@ def test_a_retrain_trains_on_user_drawings_and_promotes_the_candidate(tiny_train
                                                                        fallback_data, monkeypatch):
     # bob validates, alice trains: whichever ids the database gave them (on PostgreSQL they depend on the
     # tests that ran before, and both could be held out)
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: user_id == bob.pk)
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: user_id == bob.pk)
     label_some(alice, fallback_data, 30)
     label_some(bob, fallback_data, 30, start=30)
     result = tasks.retrain.delay(trigger="schedule").get()
@@ -331,7 +331,7 @@ def test_a_run_reaped_while_training_does_not_touch_the_active_model(tiny_traini
 
 @pytest.fixture
 def spread(tiny_training, monkeypatch):
-    monkeypatch.setattr(feedback, "is_holdout_user", lambda user_id: False)  # whatever ids the users got
+    monkeypatch.setattr(feedback.training_data, "is_holdout_user", lambda user_id: False)  # whatever ids the users got
     tiny_training.RECOGNIZER_RETRAIN_SPREAD_MIN = 20
     tiny_training.RECOGNIZER_RETRAIN_PART_SIZE = 25
     return tiny_training

@@ -101,7 +101,7 @@ def test_after_a_promotion_in_the_same_space_the_ranking_searches_only_the_new_r
     label_some(bob, fallback_data, 5, start=42)
     decoded = []
     real = feedback.drawing_set
-    monkeypatch.setattr(feedback, "drawing_set", lambda qs: decoded.append(ds := real(qs)) or ds)
+    monkeypatch.setattr(feedback.out_of_sample, "drawing_set", lambda qs: decoded.append(ds := real(qs)) or ds)
     third, _ = retraining.retrain_in_foreground()
     ranking = third.data_counts["ranking"]
     assert ranking["training_lists_extended"] == 42 and ranking["searched_in_full"] == 5, ranking
@@ -118,7 +118,7 @@ def test_stored_strokes_are_parsed_when_read(monkeypatch):
     raw = [None, [[[0, 0], [5, 5], [9, 2]]], [], [[[1, 1], [2, 8]]]]
     parsed = []
     real = feedback.stored_strokes
-    monkeypatch.setattr(feedback, "stored_strokes", lambda r: parsed.append(r) or real(r))
+    monkeypatch.setattr(feedback.drawings, "stored_strokes", lambda r: parsed.append(r) or real(r))
     strokes = feedback.StoredStrokes(raw)
     picked = strokes.take([3, 1, 0])
     both = picked + [None] + strokes[2:]
