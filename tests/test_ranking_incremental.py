@@ -8,6 +8,7 @@ Tiny data: the bundled digits' test images drawn by a few accounts, one of which
 from __future__ import annotations
 
 import copy
+import sys
 
 import numpy as np
 import pytest
@@ -142,9 +143,12 @@ def searches(monkeypatch):
         seen["lists"] += len(features) if rows is None else len(rows)
         return neighbours(features, users, rows, k)
 
-    monkeypatch.setattr(trust, "training_neighbours", spy_full)
-    monkeypatch.setattr(trust, "extend_training_lists", spy_extend)
-    monkeypatch.setattr(trust, "peer_neighbours", spy_neighbours)
+    for name, spy in (("training_neighbours", spy_full), ("extend_training_lists", spy_extend),
+                      ("peer_neighbours", spy_neighbours)):
+        # where callers look it up (recognizer.trust) and where the room that defines it calls it itself
+        # (extend_training_lists searches a list again with training_neighbours)
+        monkeypatch.setattr(sys.modules[getattr(trust, name).__module__], name, spy)
+        monkeypatch.setattr(trust, name, spy)
 
     def take(extended: bool = False):
         out = dict(seen) if extended else {"probabilities": seen["probabilities"], "lists": seen["lists"]}
@@ -558,7 +562,7 @@ def test_searches_that_leave_accounts_out_through_a_graph_find_the_exact_neighbo
     assert np.mean(keys == exact_keys) >= 0.95
     # ... and the peer lists of many drawings through one built for them
     monkeypatch.setattr(ann, "ANN_MIN_ROWS", 1000)
-    monkeypatch.setattr(trust, "PEER_GRAPH_MIN_QUERIES", 500)
+    monkeypatch.setattr(trust.peers, "PEER_GRAPH_MIN_QUERIES", 500)  # where peer_neighbours reads it
     built = []
     build = ann.NeighbourIndex.build
     monkeypatch.setattr(ann.NeighbourIndex, "build", classmethod(lambda cls, R, **kw: built.append(len(R)) or

@@ -222,7 +222,7 @@ RECOGNIZER_RETRAIN_PART_SIZE = env_int("RECOGNIZER_RETRAIN_PART_SIZE", 2000, min
 # 0: all of them), so a retrain's evaluation stops growing with the drawings users made.
 RECOGNIZER_GATE_HOLDOUT_MAX = env_int("RECOGNIZER_GATE_HOLDOUT_MAX", 10000)
 
-# The feedback loop against one bad account (issue 10, recognizer/trust.py, bench/poisoning.py).
+# The feedback loop against one bad account (issue 10, recognizer/trust/, bench/poisoning.py).
 # A label is suspicious when the chance that it is wrong (out-of-sample model, other accounts' labels of
 # similar drawings, the account's trust) is at least this; suspicious labels of an account whose trust is
 # below the threshold stay out of the global model until staff approve them.
