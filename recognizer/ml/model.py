@@ -27,7 +27,6 @@ from .common import (
     Progress,
     TrainingResult,
     check_digit_labels,
-    cv_splits,
     final_training_set,
     images_and_labels,
     stage_reporter,
@@ -37,6 +36,7 @@ from .common import (
 # this module too, for code (and any pickle) that refers to it by its old path.
 from .features import DigitFeatures, as_images, image_features
 from .knn import N_CLASSES, knn_sorted, knn_sorted_pruned, prune_index, vote
+from .knn_cv import cross_validate_knn, curve_without_cv
 from .strokes import StrokeClassifier
 
 __all__ = [
@@ -349,10 +349,9 @@ def train_knn(
 
     The other kinds train through recognizer.ml.kinds (``train_model(..., kind="svm")``).
 
-    CV runs on a random subsample (``cv_samples``) with ``cv_folds`` folds; per fold the PCA is
-    fitted once at the largest size and neighbours are computed once up to the largest k, so
-    every (pca size, weighting, k) is scored from one search.  ``augment`` (kwargs of
-    ``augment_images``) enlarges only the final training set.
+    CV runs on a random subsample (``cv_samples``) with ``cv_folds`` folds, every (pca size, weighting, k)
+    scored from one search per fold (recognizer.ml.knn_cv).  ``augment`` (kwargs of ``augment_images``)
+    enlarges only the final training set.
     ``progress(stage, fraction)`` reports stages "features", "cv", "augment", "fit", "done" with
     the overall fraction of the whole training (non-decreasing, 1.0 at "done").
     ``features``: "gradients" (gradient-direction maps, the default) or "pixels" (deskewed pixels).
@@ -366,80 +365,56 @@ def train_knn(
     report = stage_reporter(progress, {"features": (0.0, 0.15), "cv": (0.15, 0.75), "augment": (0.75, 0.85),
                                         "fit": (0.85, 1.0), "done": (1.0, 1.0)})
     X, y = images_and_labels(images, labels)
-    grid = dict(DEFAULT_PARAM_GRID)
-    if param_grid:
-        grid.update(param_grid)
-    chosen = {"pca_components": 50, "weights": "distance", "k": 4}
-    if defaults:
-        chosen.update(defaults)
     report("features", 0.0)
     F = image_features(X, deskew, blur_sigma, features)
     report("features", 1.0)
-    cv_grid: list = []
-    cv_curve: dict = {  # filled in below when cross-validation runs
-        "pca_components": chosen["pca_components"], "weights": chosen["weights"],
-        "k": [], "accuracy": [], "grid": cv_grid, "n_cv": 0, "folds": 0,
-    }
-    rng = np.random.default_rng(random_state)
-    if cv and len(y) >= 2 * cv_folds:
-        ps = sorted({int(p) for p in grid["pca_components"]})
-        ks = sorted({int(k) for k in grid["k"]})
-        ws = list(grid["weights"])
-        kmax = max(ks)
-        correct = {(p, w, k): 0 for p in ps for w in ws for k in ks}
-        total = 0
-        for fi, (tr, te, Ptr, Pte) in enumerate(cv_splits(F, y, max(ps), cv_samples, cv_folds, rng)):
-            sw = None if sample_weight is None else np.asarray(sample_weight, np.float32)[tr]
-            for pi, p in enumerate(ps):
-                A = np.ascontiguousarray(Ptr[:, :p])
-                B = np.ascontiguousarray(Pte[:, :p])
-                idx, dist = knn_sorted(B, A, np.einsum("ij,ij->i", A, A), kmax)
-                lab = y[tr][idx]
-                mult = np.ones(idx.shape, np.float32) if sw is None else sw[idx]
-                for w in ws:
-                    for k in ks:
-                        kk = min(k, idx.shape[1])
-                        pred = vote(lab[:, :kk], dist[:, :kk], mult[:, :kk], w).argmax(axis=1)
-                        correct[(p, w, k)] += int((pred == y[te]).sum())
-                report("cv", (fi * len(ps) + pi + 1) / (cv_folds * len(ps)))
-            total += len(te)
-        for (p, w, k), c in correct.items():
-            cv_grid.append({"pca_components": p, "weights": w, "k": k, "accuracy": c / total})
-        best = max(cv_grid, key=lambda r: (round(r["accuracy"], 6), -r["k"], -r["pca_components"]))
-        chosen = {"pca_components": best["pca_components"], "weights": best["weights"], "k": best["k"]}
-        cv_curve = {
-            "pca_components": chosen["pca_components"],
-            "weights": chosen["weights"],
-            "k": ks,
-            "accuracy": [correct[(chosen["pca_components"], chosen["weights"], k)] / total for k in ks],
-            "grid": cv_grid,
-            "n_cv": int(total),
-            "folds": cv_folds,
-        }
+    chosen, cv_curve = _choose_hyperparameters(F, y, cv and len(y) >= 2 * cv_folds, param_grid, defaults,
+                                               sample_weight, cv_samples, cv_folds, random_state, report)
     if augment:
         report("augment", 0.0)
     Ff, yf, swf = final_training_set(X, y, F, sample_weight, augment, deskew, blur_sigma, random_state, features)
     if augment:
         report("augment", 1.0)
     report("fit", 0.0)
-    est = DigitClassifier(
-        n_components=chosen["pca_components"],
-        n_neighbors=chosen["k"],
-        weights=chosen["weights"],
-        deskew=deskew,
-        blur_sigma=blur_sigma,
-        features=features,
-    )
+    est = DigitClassifier(n_components=chosen["pca_components"], n_neighbors=chosen["k"], weights=chosen["weights"],
+                          deskew=deskew, blur_sigma=blur_sigma, features=features)
     est._fit_features(Ff, yf, swf)
     n_strokes = _fit_stroke_model(est, strokes, y, sample_weight, stroke_weight)
     report("fit", 1.0)
-    hyper = {
+    hyper = _hyperparameters_trained(est, augment, cv_curve["grid"], n_strokes)
+    secs = time.perf_counter() - t0
+    report("done", 1.0)
+    return TrainingResult(est, hyper, cv_curve, secs, len(yf), cv_curve["grid"])
+
+
+def _choose_hyperparameters(F: np.ndarray, y: np.ndarray, cv: bool, param_grid: dict | None, defaults: dict | None,
+                            sample_weight: ArrayLike | None, cv_samples: int, cv_folds: int, random_state: int,
+                            report: Progress) -> tuple[dict, dict]:
+    """(PCA size, weighting and k; TrainingResult.cv_curve) for train_knn: cross-validated over
+    DEFAULT_PARAM_GRID updated with `param_grid` when `cv`, else 50 components, distance weighting and
+    k = 4 updated with `defaults`."""
+    grid = dict(DEFAULT_PARAM_GRID)
+    if param_grid:
+        grid.update(param_grid)
+    chosen = {"pca_components": 50, "weights": "distance", "k": 4}
+    if defaults:
+        chosen.update(defaults)
+    if not cv:
+        return chosen, curve_without_cv(chosen)
+    return cross_validate_knn(F, y, grid, sample_weight=sample_weight, cv_samples=cv_samples, cv_folds=cv_folds,
+                              random_state=random_state, report=report)
+
+
+def _hyperparameters_trained(est: DigitClassifier, augment: dict | None, cv_grid: list[dict], n_strokes: int) -> dict:
+    """TrainingResult.hyperparameters of a k-NN train_knn fitted: what it was trained with, the best
+    cross-validated accuracy (None without cross-validation) and its stroke k-NN's settings."""
+    return {
         "n_components": est.n_components,
         "n_neighbors": est.n_neighbors,
         "weights": est.weights,
-        "deskew": deskew,
-        "blur_sigma": blur_sigma,
-        "features": features,
+        "deskew": est.deskew,
+        "blur_sigma": est.blur_sigma,
+        "features": est.features,
         "augment": augment or None,
         "cv_accuracy": max((r["accuracy"] for r in cv_grid), default=None),
         "stroke_model": None if not n_strokes else {
@@ -447,9 +422,6 @@ def train_knn(
             "stroke_weight": est.stroke_weight_, **est.stroke_model_.feature_params,
         },
     }
-    secs = time.perf_counter() - t0
-    report("done", 1.0)
-    return TrainingResult(est, hyper, cv_curve, secs, len(yf), cv_grid)
 
 
 # ---------------------------------------------------------------- refitting in a kept feature space
