@@ -34,14 +34,19 @@ def test_a_refit_with_new_rows_answers_like_a_model_that_has_them(small_training
     data, result = small_training_result
     estimator = result.estimator
     rows = ml_model.knn_rows(estimator)
-    # a "user" who writes every 3 the way the training set writes 8s: after the refit their 3s vote 3
-    eights = data.train_images[data.train_labels == 8][:30] / 255.0
-    new = ml_model.KnnRows(estimator.transform(eights), np.full(30, 3), np.full(30, 5.0, np.float32),
-                           np.full(30, 7, np.int64), np.arange(1000, 1030))
+    # a "user" who writes every 3 the way the training set writes 8s: after the refit their 3s vote 3. The user's rows
+    # are the training 8s' own feature rows and the queries are 8s from outside the training set: a query equal to a
+    # training row would be decided by float noise (its distance to that row and to the row's copy come out as 0 and
+    # 1e-3 from one matrix product, and 1 / distance then outvotes any weight).
+    train_eights = np.flatnonzero(data.train_labels == 8)
+    n = len(train_eights)
+    eights = data.test_images[data.test_labels == 8][:30] / 255.0
+    new = ml_model.KnnRows(estimator.train_features_[train_eights], np.full(n, 3), np.full(n, 5.0, np.float32),
+                           np.full(n, 7, np.int64), np.arange(1000, 1000 + n))
     refit = ml_model.refit_knn(estimator, rows + new)
     assert (estimator.predict(eights) == 8).mean() > 0.8
     assert (refit.predict(eights) == 3).mean() > 0.8
-    assert list(refit.train_ids_[-30:]) == list(range(1000, 1030)) and list(refit.train_groups_[-30:]) == [7] * 30
+    assert list(refit.train_ids_[-n:]) == list(range(1000, 1000 + n)) and list(refit.train_groups_[-n:]) == [7] * n
 
 
 @pytest.mark.django_db
