@@ -51,6 +51,14 @@ LENGTHS = (2, 3, 4, 5, 6)
 PLACEMENTS = {"spaced": (0.10, 0.40), "tight": (-0.05, 0.10), "touching": None, "overlapping": None,
               "late stroke": (-0.05, 0.40)}
 LATE = {4, 5, 7}
+# A digit is unsure as recognizer.serving.is_uncertain says with its defaults (RECOGNIZER_UNSURE_CONFIDENCE and
+# RECOGNIZER_UNSURE_MARGIN): a weak best digit, a close runner-up, or far from every training digit.
+UNSURE_CONFIDENCE, UNSURE_MARGIN = 0.6, 0.15
+
+
+def unsure_digit(prediction) -> bool:
+    best, second = sorted(prediction.probabilities, reverse=True)[:2]
+    return prediction.unfamiliar or best < UNSURE_CONFIDENCE or best - second < UNSURE_MARGIN
 
 
 def png(image: Image.Image) -> bytes:
@@ -137,9 +145,11 @@ def read(estimator, image, strokes, params):
 
 
 def score_numbers(estimator, numbers, params=DEFAULT_PARAMS, image_only: bool = True) -> dict:
-    """Counts over ``numbers``: with strokes, and (``image_only``) from the image alone."""
-    c = dict.fromkeys(["numbers", "digits", "s_whole", "s_split", "s_digit", "s_alone",
-                       "i_whole", "i_split", "i_digit", "i_alone"], 0)
+    """Counts over ``numbers``: with strokes, and (``image_only``) from the image alone. With strokes also how
+    the doubt is placed: right numbers called unsure, wrong ones called unsure, wrong ones whose second
+    reading is right."""
+    c = dict.fromkeys(["numbers", "digits", "s_whole", "s_split", "s_digit", "s_alone", "i_whole", "i_split",
+                       "i_digit", "i_alone", "s_unsure_right", "s_unsure_wrong", "s_alternative_right"], 0)
     for strokes, image, labels, _alone, _digit_of in numbers:
         c["numbers"] += 1
         c["digits"] += len(labels)
@@ -148,11 +158,15 @@ def score_numbers(estimator, numbers, params=DEFAULT_PARAMS, image_only: bool = 
                 continue
             r = read(estimator, image, s, params)
             got = [d.prediction.digit for d in r.digits] if r is not None else []
+            right = len(got) == len(labels) and got == list(labels)
             if len(got) == len(labels):
                 c[f"{key}_split"] += 1
-                right = sum(int(g == t) for g, t in zip(got, labels))
-                c[f"{key}_digit"] += right
-                c[f"{key}_whole"] += int(right == len(labels))
+                c[f"{key}_digit"] += sum(int(g == t) for g, t in zip(got, labels))
+                c[f"{key}_whole"] += int(right)
+            if key == "s" and r is not None:
+                unsure = r.segmentation_uncertain or any(unsure_digit(d.prediction) for d in r.digits)
+                c["s_unsure_right" if right else "s_unsure_wrong"] += int(unsure)
+                c["s_alternative_right"] += int(not right and r.alternative == "".join(map(str, labels)))
     return c
 
 
@@ -210,12 +224,15 @@ def add(total: dict, c: dict) -> None:
         total[k] = total.get(k, 0) + v
 
 
-def tune_grid(args):
-    """Each --tune setting: ReadingParams fields to values, one at a time around the defaults."""
+def tune_grid():
+    """Each --tune setting: one ReadingParams field moved off its default, the others kept."""
+    d = DEFAULT_PARAMS
     grid = {
-        "gap_centre": [-0.10, -0.05, 0.0], "gap_scale": [0.04, 0.06, 0.10],
-        "distance_weight": [1.0, 3.0, 6.0], "stroke_distance_weight": [0.0, 2.0, 4.0],
-        "max_width": [0.9, 1.1, 1.3], "min_size": [0.25, 0.35, 0.45],
+        "gap_centre": [-0.05, d.gap_centre, 0.05], "gap_scale": [0.1, d.gap_scale, 0.3],
+        "sure_gap": [d.sure_gap, 0.3], "distance_weight": [1.0, d.distance_weight, 4.0],
+        "stroke_distance_weight": [0.0, d.stroke_distance_weight, 4.0], "width_weight": [d.width_weight, 2.0],
+        "min_size": [0.5, d.min_size, 0.7], "size_weight": [6.0, d.size_weight, 24.0],
+        "max_tall_pieces": [d.max_tall_pieces, 3],
     }
     for name, values in grid.items():
         for v in values:
@@ -252,7 +269,7 @@ def main(argv=None) -> int:
         for placement in PLACEMENTS:
             numbers = make_numbers(test_digits, test_w, placement, args.per_cell, rng)
             if args.tune:
-                for name, params in tune_grid(args):
+                for name, params in tune_grid():
                     add(tuned.setdefault(name, {}), score_numbers(estimator, numbers, params, image_only=False))
                 continue
             c = score_numbers(estimator, numbers)
@@ -275,6 +292,10 @@ def main(argv=None) -> int:
     print(f"\nNumbers of {LENGTHS[0]}-{LENGTHS[-1]} digits by unseen writers: leave-writers-out, {len(folds)} folds, "
           f"{args.per_cell} numbers per placement, length and fold\n")
     print(table(rows))
+    wrong = total["numbers"] - total["s_whole"]
+    print(f"\nWith strokes, the doubt: right numbers called unsure {100 * total['s_unsure_right'] / total['s_whole']:.1f}%, "
+          f"wrong ones called unsure {100 * total['s_unsure_wrong'] / max(wrong, 1):.1f}% ({wrong} wrong), "
+          f"wrong ones whose second reading is right {100 * total['s_alternative_right'] / max(wrong, 1):.1f}%")
     singles = [a for n in numbers for a in n[3]]  # (png, strokes) of digits drawn alone
     numbers4 = make_numbers([d for d in digits if d.writer in set(folds[-1])], folds[-1], "tight", 60, rng)
     lat = latency(estimator, numbers4, singles)

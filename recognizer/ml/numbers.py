@@ -43,20 +43,22 @@ class ReadingParams:
     """The lattice's weights, chosen by leave-writers-out validation over the 30 pendigits writers (numbers of
     2-6 digits in every placement of bench/numbers.py, read by each fold's model, one weight at a time:
     `bench.numbers --tune`). With them the chosen split is the right one for 99.8% of numbers, so that the whole
-    numbers read wrong are nearly all a digit read wrong."""
+    numbers read wrong are nearly all a digit read wrong. Width costs nothing at the optimum (``width_weight``
+    0): the recognition and the size of fragments decide."""
 
-    gap_centre: float = -0.05  # gap, in line heights, at which a boundary and a join are as likely
+    gap_centre: float = 0.0  # gap, in line heights, at which a boundary and a join are as likely
     gap_scale: float = 0.2  # how fast the boundary's log-odds grow with the gap
-    sure_gap: float = 0.3  # pieces further apart than this are never one digit (not read together)
-    distance_weight: float = 1.0  # per unit of image distance beyond the model's typical one
+    sure_gap: float = 0.2  # pieces further apart than this are never one digit (not read together)
+    distance_weight: float = 2.0  # per unit of image distance beyond the model's typical one
     stroke_distance_weight: float = 2.0  # the same for the stroke k-NN
-    max_width: float = 0.8  # a digit wider than this many line heights costs ...
-    width_weight: float = 2.0  # ... this much per line height more
-    min_size: float = 0.7  # a candidate whose box is smaller than this many line heights (a bar, a 4's stem) ...
+    max_width: float = 0.7  # a digit wider than this many line heights costs ...
+    width_weight: float = 0.0  # ... this much per line height more
+    min_size: float = 0.6  # a candidate whose box is smaller than this many line heights (a bar, a 4's stem) ...
     size_weight: float = 12.0  # ... costs this much per line height less
-    max_pieces: int = 4  # pieces one digit can be made of
+    max_pieces: int = 3  # pieces one digit can be made of (of pendigits' 7,494 digits, 9 have three strokes)
+    max_tall_pieces: int = 2  # pieces as tall as half the line one digit can have (a 4's angle and stem; none has 3)
     max_group_width: float = 1.6  # line heights: a wider run of pieces is never read as one digit
-    max_shape_penalty: float = 3.0  # a run of pieces this far from a digit's size is never read as one
+    max_shape_penalty: float = 2.0  # a run of pieces this far from a digit's size is never read as one
     joined_width: float = 1.3  # line heights: a single stroke wider than this may run through two digits
     cut_candidates: int = 8  # points a joined stroke is tried at
     unsure_margin: float = 1.0  # a segmentation less than this far ahead of the next one is unsure
@@ -324,8 +326,9 @@ def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, para
 def _candidates(pieces: Sequence[PenPiece], gaps: np.ndarray, reader: _Reader, params: ReadingParams
                 ) -> list[tuple[int, int]]:
     """The runs of pieces worth reading as one digit: every piece alone (so that there is always a path), and
-    runs of neighbours that no sure gap parts, not too wide and not too far from a digit's size (in the
-    benchmark's numbers, no run past these bounds was ever the right digit)."""
+    runs of neighbours that no sure gap parts, not too wide, not too far from a digit's size and with no more
+    tall strokes than a digit has (in the benchmark's numbers, no run past these bounds was the right digit;
+    several overlapping 1s and 8s read together can look like a 4)."""
     out = []
     for i in range(len(pieces)):
         out.append((i, i + 1))
@@ -333,7 +336,8 @@ def _candidates(pieces: Sequence[PenPiece], gaps: np.ndarray, reader: _Reader, p
             box = _span(pieces[i:j])
             if gaps[j - 2] > params.sure_gap or box[2] - box[0] > params.max_group_width * reader.height:
                 break  # a longer run would only span the same gap, or be wider
-            if reader.shape_penalty(box) <= params.max_shape_penalty:
+            tall = sum(p.height >= 0.5 * reader.height for p in pieces[i:j])
+            if reader.shape_penalty(box) <= params.max_shape_penalty and tall <= params.max_tall_pieces:
                 out.append((i, j))
     return out
 
