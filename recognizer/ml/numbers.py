@@ -33,17 +33,19 @@ from .pen_segment import InkOwners, PenPiece, align_strokes, line_height, pen_pi
 from .preprocess import INK_THRESHOLD, MIN_INK_PIXELS, DrawingError, EmptyDrawing, ImageInput, ink_array
 from .segment import MAX_DIGITS, Segment, TooManyDigits, segment_image28, split_ink
 
-__all__ = ["NumberDigit", "NumberReading", "Path", "ReadingParams", "best_paths", "read_number"]
+__all__ = ["NumberDigit", "NumberReading", "Path", "PenCandidates", "ReadingParams", "best_paths", "pen_candidates",
+           "read_number"]
 
 LOG_FLOOR = math.log(1e-4)  # a digit the vote gave nothing still costs a finite amount
 
 
 @dataclass(frozen=True)
 class ReadingParams:
-    """The lattice's weights, chosen by leave-writers-out validation over the 30 pendigits writers (numbers of
-    2-6 digits in every placement of bench/numbers.py, read by each fold's model, one weight at a time:
-    `bench.numbers --tune`). With them the chosen split is the right one for 99.8% of numbers, so that the whole
-    numbers read wrong are nearly all a digit read wrong. Width costs nothing at the optimum (``width_weight``
+    """The lattice's weights, chosen by leave-writers-out validation over the 30 pendigits writers: numbers of 2-6
+    digits in every placement of bench/numbers.py, their candidates read once by each fold's model, each weight in
+    turn set to the value that reads the most whole numbers right (`bench.numbers --tune`: coordinate ascent, on
+    numbers of another seed than the figures'). With them the split is the right one for 99.8% of numbers, so that
+    the numbers read wrong are nearly all a digit read wrong. Width costs nothing at the optimum (``width_weight``
     0): the recognition and the size of fragments decide."""
 
     gap_centre: float = 0.0  # gap, in line heights, at which a boundary and a join are as likely
@@ -164,17 +166,9 @@ def read_number(image: ImageInput, strokes: Sequence[np.ndarray] | None, model: 
     ink = ink_array(image)
     if int(np.count_nonzero(ink > INK_THRESHOLD)) < MIN_INK_PIXELS:
         raise EmptyDrawing("the canvas is empty: write a number first")
-    aligned = align_strokes(strokes, ink) if strokes else None
-    if aligned is not None:
-        scale = max(1, int(line_height(aligned) // WORKING_HEIGHT))
-        small = [_scaled(s, 1 / scale) for s in aligned] if scale > 1 else aligned
-        reading = _read_by_strokes(shrink(ink, scale), small, model, params, predict_kwargs)
-        if reading is not None:
-            for digit in reading.digits:
-                digit.scale = scale
-                digit.strokes = [_scaled(s, scale) for s in digit.strokes]
-            return reading
-    return _read_by_image(ink, model, predict_kwargs)
+    candidates = pen_candidates(ink, strokes, model, params, **predict_kwargs) if strokes else None
+    reading = candidates.reading(params) if candidates is not None else None
+    return reading if reading is not None else _read_by_image(ink, model, predict_kwargs)
 
 
 # A number's digits are read at a scale where they are about this many pixels tall: the MNIST frame brings a
@@ -201,8 +195,8 @@ def _scaled(stroke: np.ndarray, factor: float) -> np.ndarray:
 class _Reader:
     """The model reading candidate digits in batches, and their scores (log p + the penalties)."""
 
-    def __init__(self, model: Any, height: float, params: ReadingParams, kwargs: dict) -> None:
-        self.model, self.height, self.params, self.kwargs = model, height, params, kwargs
+    def __init__(self, model: Any, height: float, kwargs: dict) -> None:
+        self.model, self.height, self.kwargs = model, height, kwargs
         self.image_scale = getattr(model, "novelty_distance_", None)
         stroke_model = getattr(model, "stroke_model_", None)
         self.stroke_scale = stroke_model.typical_distance() if stroke_model is not None else None
@@ -227,20 +221,18 @@ class _Reader:
             out[i] = (image28, prediction)
         return out
 
-    def scores(self, prediction: Prediction, box: Sequence[float]) -> np.ndarray:
+    def scores(self, prediction: Prediction, box: Sequence[float], p: ReadingParams) -> np.ndarray:
         """(10,) the candidate as each digit: log p less its penalties (the same for every digit)."""
-        p = self.params
         log_p = _log_p(prediction.probabilities)
         penalty = 0.0
         if self.image_scale and prediction.distance is not None:
             penalty += p.distance_weight * max(0.0, prediction.distance / self.image_scale - 1.0)
         if self.stroke_scale and prediction.stroke_distance is not None:
             penalty += p.stroke_distance_weight * max(0.0, prediction.stroke_distance / self.stroke_scale - 1.0)
-        return log_p - penalty - self.shape_penalty(box)
+        return log_p - penalty - self.shape_penalty(box, p)
 
-    def shape_penalty(self, box: Sequence[float]) -> float:
+    def shape_penalty(self, box: Sequence[float], p: ReadingParams) -> float:
         """What a candidate's box costs for being wider, or smaller, than a digit of this number."""
-        p = self.params
         width, height = (box[2] - box[0]) / self.height, (box[3] - box[1]) / self.height
         return p.width_weight * max(0.0, width - p.max_width) + p.size_weight * max(0.0, p.min_size - max(width, height))
 
@@ -316,7 +308,7 @@ def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, para
             a, b = read[2 * k], read[2 * k + 1]
             if a is None or b is None:
                 continue
-            score = sum(float(reader.scores(r[1], h.box).max()) for r, h in ((a, pair[0]), (b, pair[1])))
+            score = sum(float(reader.scores(r[1], h.box, params).max()) for r, h in ((a, pair[0]), (b, pair[1])))
             if score > best_score:
                 best, best_score = pair, score
         out.extend([piece] if best is None else _cut_joined(list(best), owners, reader, params, depth + 1))
@@ -337,37 +329,62 @@ def _candidates(pieces: Sequence[PenPiece], gaps: np.ndarray, reader: _Reader, p
             if gaps[j - 2] > params.sure_gap or box[2] - box[0] > params.max_group_width * reader.height:
                 break  # a longer run would only span the same gap, or be wider
             tall = sum(p.height >= 0.5 * reader.height for p in pieces[i:j])
-            if reader.shape_penalty(box) <= params.max_shape_penalty and tall <= params.max_tall_pieces:
+            if reader.shape_penalty(box, params) <= params.max_shape_penalty and tall <= params.max_tall_pieces:
                 out.append((i, j))
     return out
 
 
-def _read_by_strokes(ink: np.ndarray, strokes: list[np.ndarray], model: Any, params: ReadingParams,
-                     kwargs: dict) -> NumberReading | None:
-    height = line_height(strokes)
-    reader = _Reader(model, height, params, kwargs)
-    owners = InkOwners(ink, strokes)
-    pieces = _cut_joined(pen_pieces(strokes, height), owners, reader, params)
+def pen_candidates(ink: np.ndarray, strokes: Sequence[np.ndarray], model: Any,
+                   params: ReadingParams = DEFAULT_PARAMS, **predict_kwargs: Any) -> PenCandidates | None:
+    """A number's pieces of strokes and its candidate digits, read: what the lattice chooses among (None when the
+    strokes do not trace the ink). ``ink``: ``ink_array`` of the image; the rest as ``read_number``'s."""
+    aligned = align_strokes(strokes, ink)
+    if aligned is None:
+        return None
+    scale = max(1, int(line_height(aligned) // WORKING_HEIGHT))
+    small = [_scaled(s, 1 / scale) for s in aligned] if scale > 1 else aligned
+    height = line_height(small)
+    reader = _Reader(model, height, predict_kwargs)
+    owners = InkOwners(shrink(ink, scale), small)
+    pieces = _cut_joined(pen_pieces(small, height), owners, reader, params)
     gaps = _gaps(pieces, height)
-    n = len(pieces)
     candidates = _candidates(pieces, gaps, reader, params)
     runs = owners.runs(pieces)
-    segments = {(i, j): runs.segment(i, j) for i, j in candidates}
-    read = reader.read([segments[c] for c in candidates], [_piece_strokes(pieces[i:j]) for i, j in candidates])
-    edges, found = {}, {}
-    for (i, j), r in zip(candidates, read):
-        if r is not None:
-            edges[(i, j)] = reader.scores(r[1], _span(pieces[i:j]))
-            found[(i, j)] = r
-    paths = best_paths(n, edges, _boundary(gaps, params))
-    if not paths:
-        return None
-    best = paths[0]
-    if len(best.groups) > MAX_DIGITS:
-        raise TooManyDigits(f"that is {len(best.groups)} digits: write at most {MAX_DIGITS}")
-    digits = [NumberDigit(segments[(i, j)], found[(i, j)][0], found[(i, j)][1],
-                          _piece_strokes(pieces[i:j])) for i, j in best.groups]
-    return NumberReading(digits, "strokes", _alternative(paths), _segmentation_unsure(paths, params))
+    segments = [runs.segment(i, j) for i, j in candidates]
+    read = reader.read(segments, [_piece_strokes(pieces[i:j]) for i, j in candidates])
+    found = {c: (segment, *r) for c, segment, r in zip(candidates, segments, read) if r is not None}
+    return PenCandidates(pieces, gaps, scale, reader, found)
+
+
+@dataclass
+class PenCandidates:
+    pieces: list[PenPiece]  # left to right, at the working scale
+    gaps: np.ndarray  # between neighbouring pieces, in line heights (``_gaps``)
+    scale: int  # image pixels per working pixel
+    reader: _Reader
+    found: dict[tuple[int, int], tuple[Segment, np.ndarray, Prediction]]  # the runs read: ink, 28x28, answer
+
+    def paths(self, params: ReadingParams = DEFAULT_PARAMS) -> list[Path]:
+        """The best ways through the lattice with ``params``'s weights, over the runs its bounds allow."""
+        allowed = set(_candidates(self.pieces, self.gaps, self.reader, params))
+        edges = {(i, j): self.reader.scores(prediction, _span(self.pieces[i:j]), params)
+                 for (i, j), (_segment, _image28, prediction) in self.found.items() if (i, j) in allowed}
+        return best_paths(len(self.pieces), edges, _boundary(self.gaps, params))
+
+    def reading(self, params: ReadingParams = DEFAULT_PARAMS) -> NumberReading | None:
+        """The best path's digits, answered in the image's pixels (None when no path is complete)."""
+        paths = self.paths(params)
+        if not paths:
+            return None
+        best = paths[0]
+        if len(best.groups) > MAX_DIGITS:
+            raise TooManyDigits(f"that is {len(best.groups)} digits: write at most {MAX_DIGITS}")
+        digits = []
+        for i, j in best.groups:
+            segment, image28, prediction = self.found[(i, j)]
+            strokes = [_scaled(s, self.scale) for s in _piece_strokes(self.pieces[i:j])]
+            digits.append(NumberDigit(segment, image28, prediction, strokes, self.scale))
+        return NumberReading(digits, "strokes", _alternative(paths), _segmentation_unsure(paths, params))
 
 
 def _alternative(paths: Sequence[Path]) -> str | None:
@@ -384,7 +401,7 @@ def _segmentation_unsure(paths: Sequence[Path], params: ReadingParams) -> bool:
 
 def _read_by_image(ink: np.ndarray, model: Any, kwargs: dict) -> NumberReading:
     segments = split_ink(ink)
-    reader = _Reader(model, 1.0, DEFAULT_PARAMS, kwargs)
+    reader = _Reader(model, 1.0, kwargs)
     kept = [(s, r) for s, r in zip(segments, reader.read(segments, [None] * len(segments))) if r is not None]
     if not kept:
         raise EmptyDrawing("that is only dots, not a number: write bigger digits")
