@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from recognizer.ml.common import Prediction
-from recognizer.ml.numbers import ReadingParams, best_paths, read_number
+from recognizer.ml.lattice import best_paths
+from recognizer.ml.numbers import ReadingParams, read_number
 from recognizer.ml.preprocess import EmptyDrawing
 from recognizer.ml.strokes import draw_strokes
 from tests.stroke_helpers import digit_template

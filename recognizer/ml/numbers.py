@@ -11,7 +11,7 @@ exactly as a single drawn digit (its own ink and its own strokes). A segmentatio
     + over each pair of neighbouring pieces, the log-probability of a boundary there (or of none) given
       their horizontal gap in line heights,
 
-and the best path through that small lattice (``best_paths``) is the answer; the best path that reads
+and the best path through that small lattice (recognizer.ml.lattice) is the answer; the best path that reads
 another number is the alternative, and the margin to the best path with another segmentation says whether
 the split is sure. Without strokes the pieces are recognizer.ml.segment's (ink components, too-wide ones
 cut), each one digit, and only the digits' readings are weighed.
@@ -25,18 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 from PIL import Image
 
 from .common import Prediction
+from .lattice import Path, alternative, best_paths, boundary_log_odds, log_probabilities, segmentation_margin
 from .pen_segment import InkOwners, PenPiece, align_strokes, line_height, pen_pieces
 from .preprocess import INK_THRESHOLD, MIN_INK_PIXELS, DrawingError, EmptyDrawing, ImageInput, ink_array
 from .segment import MAX_DIGITS, Segment, TooManyDigits, segment_image28, split_ink
 
-__all__ = ["NumberDigit", "NumberReading", "Path", "PenCandidates", "ReadingParams", "best_paths", "pen_candidates",
-           "read_number"]
-
-LOG_FLOOR = math.log(1e-4)  # a digit the vote gave nothing still costs a finite amount
+__all__ = ["NumberDigit", "NumberReading", "PenCandidates", "ReadingParams", "pen_candidates", "read_number"]
 
 
 @dataclass(frozen=True)
@@ -67,48 +64,6 @@ class ReadingParams:
 
 
 DEFAULT_PARAMS = ReadingParams()
-
-
-@dataclass(frozen=True)
-class Path:
-    """One way to read the pieces: ``groups`` (first piece, piece after the last) with the ``digits`` read."""
-
-    score: float
-    groups: tuple[tuple[int, int], ...]
-    digits: tuple[int, ...]
-
-    @property
-    def number(self) -> str:
-        return "".join(str(d) for d in self.digits)
-
-
-def best_paths(n: int, edges: dict[tuple[int, int], np.ndarray], boundary: np.ndarray | None = None,
-               beam: int = 8, labels_per_edge: int = 3) -> list[Path]:
-    """The best-scoring ways through ``n`` pieces, best first (at most ``beam``).
-
-    ``edges[(i, j)]``: the score of pieces i..j-1 read as each digit (10,); ``boundary[k]``: (join, cut)
-    log-probabilities between pieces k and k+1 (None: no preference). A path adds its digits' scores, a
-    cut at each of its boundaries and a join inside each of its digits."""
-    if boundary is None:
-        boundary = np.zeros((max(n - 1, 0), 2))
-    join_prefix = np.concatenate([[0.0], np.cumsum(boundary[:, 0])])
-    ends: list[list[Path]] = [[] for _ in range(n + 1)]
-    ends[0] = [Path(0.0, (), ())]
-    for j in range(1, n + 1):
-        found: list[Path] = []
-        for i in range(j):
-            scores = edges.get((i, j))
-            if scores is None or not ends[i]:
-                continue
-            base = join_prefix[j - 1] - join_prefix[i] + (boundary[i - 1, 1] if i > 0 else 0.0)
-            top = np.argsort(scores)[::-1][:labels_per_edge]
-            for head in ends[i]:
-                for d in top:
-                    found.append(Path(head.score + base + float(scores[d]), (*head.groups, (i, j)),
-                                      (*head.digits, int(d))))
-        found.sort(key=lambda p: -p.score)
-        ends[j] = found[:beam]
-    return ends[n]
 
 
 # ---------------------------------------------------------------- the answer
@@ -223,7 +178,7 @@ class _Reader:
 
     def scores(self, prediction: Prediction, box: Sequence[float], p: ReadingParams) -> np.ndarray:
         """(10,) the candidate as each digit: log p less its penalties (the same for every digit)."""
-        log_p = _log_p(prediction.probabilities)
+        log_p = log_probabilities(prediction.probabilities)
         penalty = 0.0
         if self.image_scale and prediction.distance is not None:
             penalty += p.distance_weight * max(0.0, prediction.distance / self.image_scale - 1.0)
@@ -267,13 +222,6 @@ def _gaps(pieces: Sequence[PenPiece], height: float) -> np.ndarray:
     """Between pieces k and k+1: how far piece k+1 starts right of everything before it, in line heights."""
     right = np.maximum.accumulate([p.box[2] for p in pieces])
     return np.array([(pieces[k + 1].box[0] - right[k]) / height for k in range(len(pieces) - 1)])
-
-
-def _boundary(gaps: np.ndarray, params: ReadingParams) -> np.ndarray:
-    z = (gaps - params.gap_centre) / params.gap_scale
-    cut = -np.logaddexp(0.0, -z)  # log sigmoid(z)
-    join = -np.logaddexp(0.0, z)
-    return np.stack([join, cut], axis=1) if len(gaps) else np.zeros((0, 2))
 
 
 def _cut_points(piece: PenPiece, count: int) -> list[int]:
@@ -369,7 +317,7 @@ class PenCandidates:
         allowed = set(_candidates(self.pieces, self.gaps, self.reader, params))
         edges = {(i, j): self.reader.scores(prediction, _span(self.pieces[i:j]), params)
                  for (i, j), (_segment, _image28, prediction) in self.found.items() if (i, j) in allowed}
-        return best_paths(len(self.pieces), edges, _boundary(self.gaps, params))
+        return best_paths(len(self.pieces), edges, boundary_log_odds(self.gaps, params.gap_centre, params.gap_scale))
 
     def reading(self, params: ReadingParams = DEFAULT_PARAMS) -> NumberReading | None:
         """The best path's digits, answered in the image's pixels (None when no path is complete)."""
@@ -384,16 +332,7 @@ class PenCandidates:
             segment, image28, prediction = self.found[(i, j)]
             strokes = [_scaled(s, self.scale) for s in _piece_strokes(self.pieces[i:j])]
             digits.append(NumberDigit(segment, image28, prediction, strokes, self.scale))
-        return NumberReading(digits, "strokes", _alternative(paths), _segmentation_unsure(paths, params))
-
-
-def _alternative(paths: Sequence[Path]) -> str | None:
-    return next((p.number for p in paths[1:] if p.number != paths[0].number), None)
-
-
-def _segmentation_unsure(paths: Sequence[Path], params: ReadingParams) -> bool:
-    other = next((p for p in paths[1:] if p.groups != paths[0].groups), None)
-    return other is not None and paths[0].score - other.score < params.unsure_margin
+        return NumberReading(digits, "strokes", alternative(paths), segmentation_margin(paths) < params.unsure_margin)
 
 
 # ---------------------------------------------------------------- by the ink alone
@@ -405,11 +344,7 @@ def _read_by_image(ink: np.ndarray, model: Any, kwargs: dict) -> NumberReading:
     kept = [(s, r) for s, r in zip(segments, reader.read(segments, [None] * len(segments))) if r is not None]
     if not kept:
         raise EmptyDrawing("that is only dots, not a number: write bigger digits")
-    edges = {(k, k + 1): _log_p(r[1].probabilities) for k, (_s, r) in enumerate(kept)}
+    edges = {(k, k + 1): log_probabilities(r[1].probabilities) for k, (_s, r) in enumerate(kept)}
     paths = best_paths(len(kept), edges)
     digits = [NumberDigit(s, r[0], r[1]) for s, r in kept]
-    return NumberReading(digits, "image", _alternative(paths), False)
-
-
-def _log_p(probabilities: ArrayLike) -> np.ndarray:
-    return np.maximum(np.log(np.maximum(np.asarray(probabilities, float), 1e-12)), LOG_FLOOR)
+    return NumberReading(digits, "image", alternative(paths), False)
