@@ -6,19 +6,41 @@ working development site on SQLite with no configuration at all.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
 
-from digitsite.env import cache_from_url, env_bool, env_float, env_int, env_list, env_str, model_storage_from_url
+from digitsite.env import cache_from_url, model_storage_from_url
+
+from .groups import (
+    Env,
+    FeedbackSettings,
+    GateSettings,
+    RetrainSettings,
+    ServingSettings,
+    StorageSettings,
+    ThrottleSettings,
+    cron_schedule,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = Env(os.environ)  # every variable below is read through it; a bad value raises a SettingsError naming it
+
+# The recognizer's settings in groups (digitsite/settings/groups.py, docs/operations.md#settings), each read
+# and checked once; the flat RECOGNIZER_* names under "Recognizer" below are what the code reads.
+RECOGNIZER_STORAGE = StorageSettings.from_env(os.environ, BASE_DIR)
+RECOGNIZER_SERVING = ServingSettings.from_env(os.environ)
+RECOGNIZER_THROTTLES = ThrottleSettings.from_env(os.environ)
+RECOGNIZER_FEEDBACK = FeedbackSettings.from_env(os.environ)
+RECOGNIZER_RETRAIN = RetrainSettings.from_env(os.environ)
+RECOGNIZER_GATE = GateSettings.from_env(os.environ)
 
 # Development only: production.py refuses to start without DJANGO_SECRET_KEY.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "django-insecure-development-key-not-for-production")
-DEBUG = env_bool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+SECRET_KEY = env.text("DJANGO_SECRET_KEY", "django-insecure-development-key-not-for-production")
+DEBUG = env.boolean("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = env.items("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.items("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -68,8 +90,8 @@ TEMPLATES = [
 # Unset or blank: SQLite next to the code (production.py refuses to start that way).
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", "").strip() or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        env.text("DATABASE_URL", "").strip() or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env.integer("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -97,17 +119,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env.text("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_ROOT = Path(env.text("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media")))
 
-EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "digitsite <noreply@localhost>")
+EMAIL_BACKEND = env.text("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.text("DJANGO_DEFAULT_FROM_EMAIL", "digitsite <noreply@localhost>")
 
 # Throttles, the login budget and chart SVGs live here. Development and tests: this process's memory;
 # CACHE_URL=redis://host:6379/1 shares them between processes (production.py requires a Redis).
-CACHES = {"default": cache_from_url("CACHE_URL", env_str("CACHE_URL", "locmem://"))}
+CACHES = {"default": cache_from_url("CACHE_URL", env.text("CACHE_URL", "locmem://"))}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -120,12 +142,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "recognizer.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {
-        "anon_predict": env_str("RECOGNIZER_ANON_PREDICT_RATE", "60/minute"),
-        "user_predict": env_str("RECOGNIZER_USER_PREDICT_RATE", "600/minute"),
-        "login": env_str("RECOGNIZER_LOGIN_RATE", "10/minute"),
-        "export": env_str("RECOGNIZER_EXPORT_RATE", "20/hour"),
-    },
+    "DEFAULT_THROTTLE_RATES": RECOGNIZER_THROTTLES.rates(),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "digitsite API",
@@ -141,146 +158,84 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Recognizer -------------------------------------------------------------------------------
-# Where MNIST is read from; fetch_mnist downloads into RECOGNIZER_DATA_DIR/mnist when unset.
-RECOGNIZER_DATA_DIR = Path(env_str("RECOGNIZER_DATA_DIR", str(BASE_DIR / "data")))
-MNIST_DIR = env_str("MNIST_DIR", "")
-PENDIGITS_DIR = env_str("PENDIGITS_DIR", "")
+# The groups' fields under the names the code reads (and tests override with pytest-django's `settings`);
+# what each one means is in groups.py.
+RECOGNIZER_DATA_DIR = RECOGNIZER_STORAGE.data_dir
+MNIST_DIR = RECOGNIZER_STORAGE.mnist_dir
+PENDIGITS_DIR = RECOGNIZER_STORAGE.pendigits_dir
+RECOGNIZER_MODEL_CACHE_DIR = RECOGNIZER_STORAGE.model_cache_dir
 RECOGNIZER_MODEL_DIR = MEDIA_ROOT / "models"
-# Model files are read and written through Django's storage API (recognizer/modelfiles.py), under this
-# STORAGES alias. Not configured: a FileSystemStorage at RECOGNIZER_MODEL_DIR, read in place (a volume
-# every machine mounts). RECOGNIZER_MODEL_STORAGE_URL=s3://bucket/prefix?endpoint_url=... keeps them in a
-# bucket through django-storages instead; each machine then loads verified copies from
-# RECOGNIZER_MODEL_CACHE_DIR (blank: RECOGNIZER_DATA_DIR/model-cache).
+# The STORAGES alias model files are read and written under (recognizer/modelfiles.py): a FileSystemStorage at
+# RECOGNIZER_MODEL_DIR unless RECOGNIZER_MODEL_STORAGE_URL names a bucket or another directory.
 RECOGNIZER_MODEL_STORAGE = "models"
-RECOGNIZER_MODEL_CACHE_DIR = env_str("RECOGNIZER_MODEL_CACHE_DIR", "")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-_model_storage = model_storage_from_url("RECOGNIZER_MODEL_STORAGE_URL", env_str("RECOGNIZER_MODEL_STORAGE_URL", ""))
+_model_storage = model_storage_from_url("RECOGNIZER_MODEL_STORAGE_URL", RECOGNIZER_STORAGE.model_storage_url)
 if _model_storage is not None:
     STORAGES[RECOGNIZER_MODEL_STORAGE] = _model_storage
-# Train on the pendigits training writers' trajectories replayed as canvas drawings next to MNIST
-# (the canvas-domain warm start) when the file is there; their renderings are cached under
-# RECOGNIZER_DATA_DIR/cache.
-RECOGNIZER_PEN_WARM_START = env_bool("RECOGNIZER_PEN_WARM_START", True)
-# Below this confidence, or with the two best digits this close, the answer is "unsure".
-RECOGNIZER_UNSURE_CONFIDENCE = env_float("RECOGNIZER_UNSURE_CONFIDENCE", 0.6)
-RECOGNIZER_UNSURE_MARGIN = env_float("RECOGNIZER_UNSURE_MARGIN", 0.15)
-RECOGNIZER_MAX_UPLOAD_BYTES = env_int("RECOGNIZER_MAX_UPLOAD_BYTES", 2 * 1024 * 1024, minimum=1024)
-RECOGNIZER_MAX_PIXELS = env_int("RECOGNIZER_MAX_PIXELS", 4096 * 4096, minimum=28 * 28)
-# Off in development: an owner's label is trusted unless staff reject it.
-RECOGNIZER_REQUIRE_REVIEW = env_bool("RECOGNIZER_REQUIRE_REVIEW", False)
-RECOGNIZER_RETRAIN_AFTER = env_int("RECOGNIZER_RETRAIN_AFTER", 200, minimum=1)
-RECOGNIZER_RETRAIN_SCHEDULE = env_str("RECOGNIZER_RETRAIN_SCHEDULE", "0 3 * * *")
-# How often a web worker checks the database for a newly activated model version (seconds).
-RECOGNIZER_MODEL_CHECK_SECONDS = env_float("RECOGNIZER_MODEL_CHECK_SECONDS", 2.0)
-# Training-size cap for the first model the quickstart trains (0 = all of MNIST).
-RECOGNIZER_TRAIN_LIMIT = env_int("RECOGNIZER_TRAIN_LIMIT", 0, minimum=0)
-# A model file that fails to load is not read again before this many seconds (unless another version
-# becomes active): a corrupt file is not re-hashed, and logged, at every check.
-RECOGNIZER_MODEL_RETRY_SECONDS = env_float("RECOGNIZER_MODEL_RETRY_SECONDS", 600.0)
-# How long an Idempotency-Key on POST /api/v1/predict returns the first answer (recognizer/idempotency.py).
-RECOGNIZER_IDEMPOTENCY_SECONDS = env_int("RECOGNIZER_IDEMPOTENCY_SECONDS", 24 * 3600, minimum=1)
-# A label asks a Celery worker to count the new trusted drawings (and start a retrain past
-# RECOGNIZER_RETRAIN_AFTER) this many seconds later, at most once per such window (0: at once, every label).
-RECOGNIZER_RETRAIN_CHECK_DELAY = env_int("RECOGNIZER_RETRAIN_CHECK_DELAY", 30, minimum=0)
 
-# Retraining (issue 4). The candidate replaces the active model only if it is no worse than this
-# (accuracy, 0.003 = 0.3 points) on the MNIST test set, and than the second one on held-out users.
-RECOGNIZER_PROMOTION_TOLERANCE = env_float("RECOGNIZER_PROMOTION_TOLERANCE", 0.003)
-RECOGNIZER_HOLDOUT_TOLERANCE = env_float("RECOGNIZER_HOLDOUT_TOLERANCE", 0.01)
-# Share of users whose trusted drawings are never trained on (the validation set of the canvas).
-RECOGNIZER_HOLDOUT_SHARE = env_float("RECOGNIZER_HOLDOUT_SHARE", 0.2)
-# Vote weight of a user drawing next to an MNIST digit in the retrained k-NN. Measured with
-# bench/feedback_loop.py (60k MNIST + 4.1k drawings of 17 writers): weight 1 gave +3.5 canvas points on
-# unseen writers and +0.04 MNIST; 3 and 10 gave +2.9 and -0.24 (cross-validation then picks k=1). k-NN
-# needs no up-weighting: a canvas query lands next to the user drawings however many MNIST digits there are.
-RECOGNIZER_USER_SAMPLE_WEIGHT = env_float("RECOGNIZER_USER_SAMPLE_WEIGHT", 1.0)
-# Vote weight of a user's own drawings when searched alongside the training set at prediction time.
-RECOGNIZER_PERSONAL_WEIGHT = env_float("RECOGNIZER_PERSONAL_WEIGHT", 3.0)
-RECOGNIZER_PERSONAL_MAX_DRAWINGS = env_int("RECOGNIZER_PERSONAL_MAX_DRAWINGS", 200, minimum=0)
-# A queued or running retrain whose heartbeat is older than this (seconds) is dead and marked failed.
-RECOGNIZER_RETRAIN_LOCK_TIMEOUT = env_int("RECOGNIZER_RETRAIN_LOCK_TIMEOUT", 600, minimum=5)
-# Cross-validate k and the PCA size when a retrain trains from scratch (False reuses the active model's choice);
-# an incremental retrain (below) keeps the active model's.
-RECOGNIZER_RETRAIN_CV = env_bool("RECOGNIZER_RETRAIN_CV", True)
-# The model kind the retrain trains: knn (instant personalisation, seconds to retrain), svm, or cnn (needs
-# `pip install -r requirements-cnn.txt` on the Celery workers; web workers serve a CNN without it).
-RECOGNIZER_RETRAIN_KIND = env_str("RECOGNIZER_RETRAIN_KIND", "knn")
-# Keep the active k-NN's feature space and hyperparameters when it trained on the same data sets, and
-# featurise only drawings new to it (recognizer.training.refit_in_space); false: every retrain from scratch.
-# A retrain starts from scratch anyway (new PCA basis, cross-validation) once the user drawings are more than
-# twice as many as when the space was fitted, or when they bring strokes and the active model reads none.
-RECOGNIZER_RETRAIN_INCREMENTAL = env_bool("RECOGNIZER_RETRAIN_INCREMENTAL", True)
-# A retrain run by a Celery worker sends the label ranking's per-drawing work (decoding, features, out-of-sample
-# probabilities) to all the workers, in parts of RECOGNIZER_RETRAIN_PART_SIZE drawings, once at least this many
-# drawings need it (after a promotion: every drawing; 0: never). `manage.py retrain` always runs in one process.
-RECOGNIZER_RETRAIN_SPREAD_MIN = env_int("RECOGNIZER_RETRAIN_SPREAD_MIN", 20000, minimum=0)
-RECOGNIZER_RETRAIN_PART_SIZE = env_int("RECOGNIZER_RETRAIN_PART_SIZE", 2000, minimum=1)
-# The gate judges candidates on at most this many held-out drawings (at most a tenth of it per digit;
-# 0: all of them), so a retrain's evaluation stops growing with the drawings users made.
-RECOGNIZER_GATE_HOLDOUT_MAX = env_int("RECOGNIZER_GATE_HOLDOUT_MAX", 10000)
+RECOGNIZER_UNSURE_CONFIDENCE = RECOGNIZER_SERVING.unsure_confidence
+RECOGNIZER_UNSURE_MARGIN = RECOGNIZER_SERVING.unsure_margin
+RECOGNIZER_MAX_UPLOAD_BYTES = RECOGNIZER_SERVING.max_upload_bytes
+RECOGNIZER_MAX_PIXELS = RECOGNIZER_SERVING.max_pixels
+RECOGNIZER_PERSONAL_WEIGHT = RECOGNIZER_SERVING.personal_weight
+RECOGNIZER_PERSONAL_MAX_DRAWINGS = RECOGNIZER_SERVING.personal_max_drawings
+RECOGNIZER_MODEL_CHECK_SECONDS = RECOGNIZER_SERVING.model_check_seconds
+RECOGNIZER_MODEL_RETRY_SECONDS = RECOGNIZER_SERVING.model_retry_seconds
+RECOGNIZER_IDEMPOTENCY_SECONDS = RECOGNIZER_SERVING.idempotency_seconds
+# Django reads uploads into memory up to this size; larger bodies are refused by the API.
+DATA_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
+FILE_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
 
-# The feedback loop against one bad account (issue 10, recognizer/trust/, bench/poisoning.py).
-# A label is suspicious when the chance that it is wrong (out-of-sample model, other accounts' labels of
-# similar drawings, the account's trust) is at least this; suspicious labels of an account whose trust is
-# below the threshold stay out of the global model until staff approve them.
-RECOGNIZER_SUSPICION_THRESHOLD = env_float("RECOGNIZER_SUSPICION_THRESHOLD", 0.5)
-RECOGNIZER_TRUST_THRESHOLD = env_float("RECOGNIZER_TRUST_THRESHOLD", 0.8)
-# One account supplies at most this share of a digit's user drawings in training (and in the held-out
-# set), or this many drawings of it when that is more (a small site's first users are not starved).
-RECOGNIZER_USER_CLASS_SHARE = env_float("RECOGNIZER_USER_CLASS_SHARE", 0.25)
-RECOGNIZER_USER_CLASS_FLOOR = env_int("RECOGNIZER_USER_CLASS_FLOOR", 30, minimum=1)
-# Per-digit gate: a digit's MNIST test accuracy may drop by this much; a digit's held-out accuracy by
-# the second, and only when that loses at least RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST drawings.
-RECOGNIZER_DIGIT_TOLERANCE = env_float("RECOGNIZER_DIGIT_TOLERANCE", 0.02)
-RECOGNIZER_HOLDOUT_DIGIT_TOLERANCE = env_float("RECOGNIZER_HOLDOUT_DIGIT_TOLERANCE", 0.05)
-RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST = env_int("RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST", 2, minimum=1)
-# Each digit users drew has at least this many held-out drawings (taken from training users by a
-# per-digit user split when the held-out users drew fewer).
-RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = env_int("RECOGNIZER_HOLDOUT_MIN_PER_DIGIT", 10, minimum=1)
-# A candidate the gate refuses is trained again without the accounts that drive the failure (measured
-# by leaving each out), at most this many times, leaving out at most RECOGNIZER_MAX_LEFT_OUT accounts each.
-RECOGNIZER_GATE_RETRIES = env_int("RECOGNIZER_GATE_RETRIES", 2, minimum=0)
-RECOGNIZER_MAX_LEFT_OUT = env_int("RECOGNIZER_MAX_LEFT_OUT", 3, minimum=1)
+RECOGNIZER_REQUIRE_REVIEW = RECOGNIZER_FEEDBACK.require_review
+RECOGNIZER_SUSPICION_THRESHOLD = RECOGNIZER_FEEDBACK.suspicion_threshold
+RECOGNIZER_TRUST_THRESHOLD = RECOGNIZER_FEEDBACK.trust_threshold
+RECOGNIZER_USER_CLASS_SHARE = RECOGNIZER_FEEDBACK.user_class_share
+RECOGNIZER_USER_CLASS_FLOOR = RECOGNIZER_FEEDBACK.user_class_floor
+RECOGNIZER_HOLDOUT_SHARE = RECOGNIZER_FEEDBACK.holdout_share
+RECOGNIZER_HOLDOUT_MIN_PER_DIGIT = RECOGNIZER_FEEDBACK.holdout_min_per_digit
 
+RECOGNIZER_RETRAIN_AFTER = RECOGNIZER_RETRAIN.after
+RECOGNIZER_RETRAIN_SCHEDULE = RECOGNIZER_RETRAIN.schedule
+RECOGNIZER_RETRAIN_CHECK_DELAY = RECOGNIZER_RETRAIN.check_delay
+RECOGNIZER_RETRAIN_KIND = RECOGNIZER_RETRAIN.kind
+RECOGNIZER_TRAIN_LIMIT = RECOGNIZER_RETRAIN.train_limit
+RECOGNIZER_PEN_WARM_START = RECOGNIZER_RETRAIN.pen_warm_start
+RECOGNIZER_USER_SAMPLE_WEIGHT = RECOGNIZER_RETRAIN.user_sample_weight
+RECOGNIZER_RETRAIN_CV = RECOGNIZER_RETRAIN.cross_validate
+RECOGNIZER_RETRAIN_INCREMENTAL = RECOGNIZER_RETRAIN.incremental
+RECOGNIZER_RETRAIN_LOCK_TIMEOUT = RECOGNIZER_RETRAIN.lock_timeout
+RECOGNIZER_RETRAIN_SPREAD_MIN = RECOGNIZER_RETRAIN.spread_min
+RECOGNIZER_RETRAIN_PART_SIZE = RECOGNIZER_RETRAIN.part_size
 
-def _crontab(name: str, value: str):
-    from celery.schedules import crontab
-    from django.core.exceptions import ImproperlyConfigured
-
-    parts = value.split()
-    if len(parts) != 5:
-        raise ImproperlyConfigured(f"{name} must be a cron line of five fields (e.g. '0 3 * * *'), got {value!r}")
-    try:
-        return crontab(minute=parts[0], hour=parts[1], day_of_month=parts[2], month_of_year=parts[3],
-                       day_of_week=parts[4])
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} is not a valid cron line: {value!r} ({exc})") from None
-
+RECOGNIZER_PROMOTION_TOLERANCE = RECOGNIZER_GATE.promotion_tolerance
+RECOGNIZER_HOLDOUT_TOLERANCE = RECOGNIZER_GATE.holdout_tolerance
+RECOGNIZER_DIGIT_TOLERANCE = RECOGNIZER_GATE.digit_tolerance
+RECOGNIZER_HOLDOUT_DIGIT_TOLERANCE = RECOGNIZER_GATE.holdout_digit_tolerance
+RECOGNIZER_HOLDOUT_DIGIT_MIN_LOST = RECOGNIZER_GATE.holdout_digit_min_lost
+RECOGNIZER_GATE_HOLDOUT_MAX = RECOGNIZER_GATE.holdout_max
+RECOGNIZER_GATE_RETRIES = RECOGNIZER_GATE.retries
+RECOGNIZER_MAX_LEFT_OUT = RECOGNIZER_GATE.max_left_out
 
 CELERY_BEAT_SCHEDULE = {
-    "retrain": {"task": "recognizer.tasks.retrain", "schedule": _crontab("RECOGNIZER_RETRAIN_SCHEDULE", RECOGNIZER_RETRAIN_SCHEDULE),
+    "retrain": {"task": "recognizer.tasks.retrain", "schedule": cron_schedule(RECOGNIZER_RETRAIN_SCHEDULE),
                 "kwargs": {"trigger": "schedule"}},
     "reap-stale-training-runs": {"task": "recognizer.tasks.reap_stale_training_runs", "schedule": 60.0},
     "retry-unqueued-retrain": {"task": "recognizer.tasks.retry_unqueued_retrain", "schedule": 60.0},
     "purge-predict-requests": {"task": "recognizer.tasks.purge_predict_requests", "schedule": 3600.0},
 }
 
-# Django reads uploads into memory up to this size; larger bodies are refused by the API.
-DATA_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
-FILE_UPLOAD_MAX_MEMORY_SIZE = RECOGNIZER_MAX_UPLOAD_BYTES * 2
-
 # --- Celery -----------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_BROKER_URL = env.text("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = env.text("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30 * 60, minimum=60)
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, minimum=30)
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_TIME_LIMIT = env.integer("CELERY_TASK_TIME_LIMIT", 30 * 60, minimum=60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 25 * 60, minimum=30)
+CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {
@@ -288,6 +243,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.text("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }

@@ -11,11 +11,14 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from digitsite.env import cache_from_url, env_bool, env_int, env_str
+from digitsite.env import cache_from_url
 
 from .base import *  # noqa: F401,F403
+from .groups import Env
 
-DEBUG = env_bool("DJANGO_DEBUG", False)
+env = Env(os.environ)
+
+DEBUG = env.boolean("DJANGO_DEBUG", False)
 try:
     SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 except KeyError:
@@ -29,15 +32,15 @@ if not os.environ.get("DATABASE_URL", "").strip():
         "(without it every machine would write its own SQLite file)")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", True)
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.boolean("DJANGO_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_BACKEND = env.text("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 STORAGES = {
     **STORAGES,  # noqa: F405 (keeps the model storage of RECOGNIZER_MODEL_STORAGE_URL)
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -45,7 +48,7 @@ STORAGES = {
 }
 # Throttles and the login budget must be shared by every web process: a per-process memory cache would
 # multiply each limit by the number of processes. REDIS_CACHE_URL is the older name of CACHE_URL.
-_cache_url = env_str("CACHE_URL", "") or env_str("REDIS_CACHE_URL", "") or CELERY_BROKER_URL  # noqa: F405
+_cache_url = env.text("CACHE_URL", "") or env.text("REDIS_CACHE_URL", "") or CELERY_BROKER_URL  # noqa: F405
 if not _cache_url.lower().startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(
         "Production needs a Redis cache that every web process shares (throttles, the login budget): set "
