@@ -127,13 +127,17 @@ def test_touching_digits_are_told_apart_by_their_strokes():
     assert reading.digits[0].segment.ink.sum() < reading.digits[1].segment.ink.sum()  # a 1 has less ink than a 0
 
 
-def test_a_stroke_through_two_digits_is_cut_where_both_halves_read_best():
+def joined_one_zero() -> np.ndarray:
     """A 1 and a 0 written without lifting the pen: down, up the ligature to the 0's top, round the 0."""
     down = np.array([[40.0, 40.0], [40.0, 140.0]])
     ligature = np.array([[40 + 110 * t, 140 - 100 * t] for t in np.linspace(0.05, 1, 20)])
     a = np.linspace(0, 2 * np.pi, 30)[1:]
     loop = np.stack([150 - 30 * np.sin(a), 90 - 50 * np.cos(a)], axis=1)
-    joined = np.concatenate([down, ligature, loop])
+    return np.concatenate([down, ligature, loop])
+
+
+def test_a_stroke_through_two_digits_is_cut_where_both_halves_read_best():
+    joined = joined_one_zero()
     assert np.ptp(joined[:, 0]) > 1.3 * HEIGHT  # wider than any one digit: worth cutting
     reading = read_number(canvas([joined]), [joined], NarrowModel())
     assert len(reading.digits) == 2
@@ -141,6 +145,22 @@ def test_a_stroke_through_two_digits_is_cut_where_both_halves_read_best():
     assert box_width(left) <= 0.9 * HEIGHT and box_width(right) <= 0.9 * HEIGHT
     # the halves share the cut point, on the ligature
     assert np.allclose(left[0][-1], right[0][0]) and 90 <= left[0][-1][0] <= 130
+
+
+def test_a_wide_stroke_that_reads_best_whole_stays_whole():
+    class WideModel(PreferringModel):
+        """Sure of the whole stroke, unsure of any part of it."""
+
+        def __init__(self) -> None:
+            super().__init__({})
+
+        def predict_many(self, images, strokes, **kwargs):
+            return [prediction(2, 0.95) if box_width(s) > 1.3 * HEIGHT else prediction(1, 0.3) for s in strokes]
+
+    joined = joined_one_zero()
+    reading = read_number(canvas([joined]), [joined], WideModel())
+    assert reading.number == "2" and len(reading.digits[0].strokes) == 1
+    assert len(reading.digits[0].strokes[0]) == len(joined)  # not cut
 
 
 def test_a_dot_next_to_a_digit_is_not_a_digit():

@@ -55,7 +55,7 @@ class ReadingParams:
     min_size: float = 0.6  # a candidate whose box is smaller than this many line heights (a bar, a 4's stem) ...
     size_weight: float = 12.0  # ... costs this much per line height less
     max_pieces: int = 3  # pieces one digit can be made of (of pendigits' 7,494 digits, 9 have three strokes)
-    max_tall_pieces: int = 2  # pieces as tall as half the line one digit can have (a 4's angle and stem; none has 3)
+    max_tall_pieces: int = 2  # strokes as tall as half the line one digit can have (a 4's angle and stem; none has 3)
     max_group_width: float = 1.6  # line heights: a wider run of pieces is never read as one digit
     max_shape_penalty: float = 2.0  # a run of pieces this far from a digit's size is never read as one
     joined_width: float = 1.3  # line heights: a single stroke wider than this may run through two digits
@@ -240,7 +240,8 @@ def _cut_points(piece: PenPiece, count: int) -> list[int]:
 
 def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, params: ReadingParams,
                 depth: int = 0) -> list[PenPiece]:
-    """Cut each stroke much wider than the line is tall where reading both halves scores best."""
+    """Cut each stroke much wider than the line is tall where reading both halves scores best, when that beats
+    reading it whole (a wide 0 or 2 stays whole)."""
     out: list[PenPiece] = []
     for piece in pieces:
         cuts = _cut_points(piece, params.cut_candidates) if piece.width > params.joined_width * reader.height \
@@ -249,16 +250,16 @@ def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, para
             out.append(piece)
             continue
         halves = [piece.cut(c) for c in cuts]
-        flat = [h for pair in halves for h in pair]
-        read = reader.read([owners.segment_of([h]) for h in flat], [[h.points] for h in flat])
-        best, best_score = None, -math.inf
+        tried = [piece] + [h for pair in halves for h in pair]
+        read = reader.read([owners.segment_of([h]) for h in tried], [[h.points] for h in tried])
+
+        score = [float(reader.scores(r[1], h.box, params).max()) if r is not None else -math.inf
+                 for r, h in zip(read, tried)]
+        best, best_score = None, score[0]
         for k, pair in enumerate(halves):
-            a, b = read[2 * k], read[2 * k + 1]
-            if a is None or b is None:
-                continue
-            score = sum(float(reader.scores(r[1], h.box, params).max()) for r, h in ((a, pair[0]), (b, pair[1])))
-            if score > best_score:
-                best, best_score = pair, score
+            halves_score = score[1 + 2 * k] + score[2 + 2 * k]
+            if halves_score > best_score:
+                best, best_score = pair, halves_score
         out.extend([piece] if best is None else _cut_joined(list(best), owners, reader, params, depth + 1))
     return sorted(out, key=lambda p: (p.centre_x, p.stroke, p.start))
 
@@ -276,7 +277,7 @@ def _candidates(pieces: Sequence[PenPiece], gaps: np.ndarray, reader: _Reader, p
             box = _span(pieces[i:j])
             if gaps[j - 2] > params.sure_gap or box[2] - box[0] > params.max_group_width * reader.height:
                 break  # a longer run would only span the same gap, or be wider
-            tall = sum(p.height >= 0.5 * reader.height for p in pieces[i:j])
+            tall = len({p.stroke for p in pieces[i:j] if p.height >= 0.5 * reader.height})  # a cut stroke is one
             if reader.shape_penalty(box, params) <= params.max_shape_penalty and tall <= params.max_tall_pieces:
                 out.append((i, j))
     return out
