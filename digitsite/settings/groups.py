@@ -16,14 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _RATE = re.compile(r"[0-9]+/[smhd][a-z]*")  # what rest_framework's throttles parse: 60/minute, 20/hour, 5/s
 RETRAIN_KINDS = ("knn", "svm", "cnn")  # recognizer.ml.kinds.MODEL_KINDS (a test keeps the two the same)
 
 
-class SettingsError(ValueError):
-    """A variable of the environment has a value the site cannot use; the message names it."""
+class SettingsError(ImproperlyConfigured, ValueError):
+    """A variable of the environment has a value the site cannot use; the message names it. Django's own error for
+    settings, as the rest of the settings raised before the groups."""
 
 
 def _bounds(minimum: float | None, maximum: float | None) -> str:
