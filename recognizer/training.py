@@ -18,6 +18,7 @@ from django.conf import settings
 from recognizer import feedback, modelfiles, trust, versions
 from recognizer.ml import common as ml_common
 from recognizer.ml import kinds as ml_kinds
+from recognizer.ml import knn_rows as ml_knn_rows
 from recognizer.ml import mnist as ml_mnist
 from recognizer.ml import model as ml_model
 from recognizer.ml import pendigits as ml_pendigits
@@ -162,59 +163,89 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
     t0 = time.perf_counter()
     if progress:
         progress("features", 0.0)
-    rows = ml_model.knn_rows(previous)
-    base = rows.pick(rows.groups < 0)
+    rows = ml_knn_rows.knn_rows(previous)
+    image_rows = rows.pick(rows.groups < 0)
     reused = {"rows": 0, "label_evidence": 0, "computed": 0}
-    image_rows, stroke_rows = base, None
+    srows = stroke_rows = None
     if previous.reads_strokes:
-        srows = ml_model.knn_rows(previous.stroke_model_)
+        srows = ml_knn_rows.knn_rows(previous.stroke_model_)
         stroke_rows = srows.pick(srows.groups < 0)
     if extra is not None and len(extra.labels):
-        n = len(extra.labels)
-        ids = np.full(n, -1, np.int64) if extra.ids is None else np.asarray(extra.ids, np.int64)
-        # `previous`'s drawings first, in its order, then the new ones as they come: while no drawing it trained on
-        # is dropped, its rows are the first rows of the new model, whose neighbour graph then extends its graph
-        position = {int(d): j for j, d in enumerate(rows.ids) if d >= 0}
-        at = np.array([position.get(int(d), -1) for d in ids], np.int64)
-        known = np.flatnonzero(at >= 0)
-        order = np.concatenate([known[np.argsort(at[known], kind="stable")], np.flatnonzero(at < 0)])
-        ids = ids[order]
-        weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,))[order]
-        labels, groups = np.asarray(extra.labels)[order], np.asarray(extra.groups)[order]
-        strokes = None if extra.strokes is None else feedback.take_strokes(extra.strokes, order)
-        F = np.empty((n, rows.features.shape[1]), np.float32)
-        missing = _fill_from(F, ids, rows, reused, "rows")
-        if missing.any():
-            space = trust.feature_space_id(previous)
-            wanted = [int(i) for i in ids[missing] if i >= 0]
-            stored = {}
-            for s in range(0, len(wanted), 900):  # under SQLite's 999 variables a query
-                stored.update(LabelEvidence.objects.filter(drawing_id__in=wanted[s:s + 900], space=space)
-                              .values_list("drawing_id", "features"))
-            for i in np.flatnonzero(missing):
-                vector = np.frombuffer(bytes(stored.get(int(ids[i]), b"")), np.float32)
-                if len(vector) == F.shape[1]:
-                    F[i], missing[i] = vector, False
-                    reused["label_evidence"] += 1
-        if missing.any():
-            F[missing] = previous.transform(extra.images[order[missing]])
-            reused["computed"] += int(missing.sum())
-        image_rows = base + ml_model.KnnRows(F, labels, weights, groups, ids)
+        drawings, strokes = _drawing_rows(previous, rows, extra, reused)
+        image_rows = image_rows + drawings
         if stroke_rows is not None and strokes is not None:
-            # stored strokes are parsed only for drawings that are not stroke rows of `previous` already
-            has = feedback.has_strokes(strokes, parsed_before=np.isin(ids, srows.ids[srows.ids >= 0]))
-            if has.any():
-                S = np.empty((int(has.sum()), srows.features.shape[1]), np.float32)
-                sub_missing = _fill_from(S, ids[has], srows, {}, "")
-                if sub_missing.any():
-                    picked = np.flatnonzero(has)[sub_missing]
-                    S[sub_missing] = previous.stroke_model_.features([strokes[i] for i in picked])
-                stroke_rows = stroke_rows + ml_model.KnnRows(S, labels[has], weights[has], groups[has], ids[has])
+            stroke_drawings = _drawing_stroke_rows(previous, srows, drawings, strokes)
+            if stroke_drawings is not None:
+                stroke_rows = stroke_rows + stroke_drawings
     if progress:
         progress("fit", 0.9)
-    estimator = ml_model.refit_knn(previous, image_rows, stroke_rows)
+    estimator = ml_knn_rows.refit_knn(previous, image_rows, stroke_rows)
     if progress:
         progress("done", 1.0)
+    hyper = _refit_hyperparameters(previous, estimator, reused, stroke_rows)
+    return ml_common.TrainingResult(estimator, hyper, {}, time.perf_counter() - t0, len(image_rows), [])
+
+
+def _drawing_rows(previous, rows: ml_knn_rows.KnnRows, extra: ExtraTrainingData, reused: dict
+                  ) -> tuple[ml_knn_rows.KnnRows, list | None]:
+    """(`extra`'s drawings as rows in `previous`'s feature space, their strokes in the same order); `reused`
+    counts where each row's features came from."""
+    n = len(extra.labels)
+    ids = np.full(n, -1, np.int64) if extra.ids is None else np.asarray(extra.ids, np.int64)
+    # `previous`'s drawings first, in its order, then the new ones as they come: while no drawing it trained on
+    # is dropped, its rows are the first rows of the new model, whose neighbour graph then extends its graph
+    position = {int(d): j for j, d in enumerate(rows.ids) if d >= 0}
+    at = np.array([position.get(int(d), -1) for d in ids], np.int64)
+    known = np.flatnonzero(at >= 0)
+    order = np.concatenate([known[np.argsort(at[known], kind="stable")], np.flatnonzero(at < 0)])
+    ids = ids[order]
+    weights = np.broadcast_to(np.asarray(extra.weight, np.float32), (n,))[order]
+    labels, groups = np.asarray(extra.labels)[order], np.asarray(extra.groups)[order]
+    strokes = None if extra.strokes is None else feedback.take_strokes(extra.strokes, order)
+    F = np.empty((n, rows.features.shape[1]), np.float32)
+    missing = _fill_from(F, ids, rows, reused, "rows")
+    if missing.any():
+        _fill_from_label_evidence(F, ids, missing, trust.feature_space_id(previous), reused)
+    if missing.any():
+        F[missing] = previous.transform(extra.images[order[missing]])
+        reused["computed"] += int(missing.sum())
+    return ml_knn_rows.KnnRows(F, labels, weights, groups, ids), strokes
+
+
+def _fill_from_label_evidence(F: np.ndarray, ids: np.ndarray, missing: np.ndarray, space: str, reused: dict) -> None:
+    """Fill the `missing` rows of `F` whose drawing the label ranking stored features of in `space`
+    (LabelEvidence), and mark them no longer missing."""
+    wanted = [int(i) for i in ids[missing] if i >= 0]
+    stored = {}
+    for s in range(0, len(wanted), 900):  # under SQLite's 999 variables a query
+        stored.update(LabelEvidence.objects.filter(drawing_id__in=wanted[s:s + 900], space=space)
+                      .values_list("drawing_id", "features"))
+    for i in np.flatnonzero(missing):
+        vector = np.frombuffer(bytes(stored.get(int(ids[i]), b"")), np.float32)
+        if len(vector) == F.shape[1]:
+            F[i], missing[i] = vector, False
+            reused["label_evidence"] += 1
+
+
+def _drawing_stroke_rows(previous, srows: ml_knn_rows.KnnRows, drawings: ml_knn_rows.KnnRows, strokes: list
+                         ) -> ml_knn_rows.KnnRows | None:
+    """The stroke rows of the `drawings` that have strokes (None: none has), in `previous`'s stroke feature
+    space: taken from its stroke rows `srows` where they are there, else computed."""
+    ids = drawings.ids
+    # stored strokes are parsed only for drawings that are not stroke rows of `previous` already
+    has = feedback.has_strokes(strokes, parsed_before=np.isin(ids, srows.ids[srows.ids >= 0]))
+    if not has.any():
+        return None
+    S = np.empty((int(has.sum()), srows.features.shape[1]), np.float32)
+    sub_missing = _fill_from(S, ids[has], srows, {}, "")
+    if sub_missing.any():
+        picked = np.flatnonzero(has)[sub_missing]
+        S[sub_missing] = previous.stroke_model_.features([strokes[i] for i in picked])
+    return ml_knn_rows.KnnRows(S, drawings.labels[has], drawings.weights[has], drawings.groups[has], ids[has])
+
+
+def _refit_hyperparameters(previous, estimator, reused: dict, stroke_rows: ml_knn_rows.KnnRows | None) -> dict:
+    """TrainingResult.hyperparameters of a refit: `previous`'s, with where its rows came from and its graphs."""
     hyper = dict(previous.get_params())
     hyper["refit"] = {"feature_space": trust.feature_space_id(previous), **reused,
                       "neighbour_index": getattr(estimator, "neighbour_index_origin_", None),
@@ -223,7 +254,7 @@ def refit_in_space(previous, extra: ExtraTrainingData | None, progress: Progress
     if previous.reads_strokes:
         hyper["stroke_model"] = {"n_train": len(stroke_rows), "n_neighbors": estimator.stroke_model_.n_neighbors,
                                  "stroke_weight": estimator.stroke_weight_, **estimator.stroke_model_.feature_params}
-    return ml_common.TrainingResult(estimator, hyper, {}, time.perf_counter() - t0, len(image_rows), [])
+    return hyper
 
 
 def _fill_from(out: np.ndarray, ids: np.ndarray, rows, counter: dict, key: str) -> np.ndarray:
@@ -237,6 +268,47 @@ def _fill_from(out: np.ndarray, ids: np.ndarray, rows, counter: dict, key: str) 
     if key:
         counter[key] += int((~missing).sum())
     return missing
+
+
+@dataclass
+class _TrainingSet:
+    """What a model trains on: MNIST's rows (scaled to [0, 1]), then the pen data's and `extra`'s when they are
+    gathered here (weights, groups and strokes are None when they are not)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    n_mnist: int
+    parts: list
+    weights: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    strokes: list | None = None
+
+    def gather(self) -> None:
+        """Append the parts' rows to MNIST's, with one vote weight, group and stroke list (or None) a row."""
+        parts, n_mnist = self.parts, self.n_mnist
+        self.images = np.concatenate([self.images] + [p.images for p in parts])
+        self.labels = np.concatenate([self.labels] + [p.labels for p in parts]).astype(np.int64)
+        self.weights = np.concatenate([np.ones(n_mnist, np.float32)]
+                                      + [np.full(len(p.labels), p.weight, np.float32) for p in parts])
+        self.groups = np.concatenate([np.full(n_mnist, -1, np.int64)]
+                                     + [np.asarray(p.groups, np.int64) for p in parts])
+        self.strokes = [None] * n_mnist
+        for p in parts:
+            self.strokes += list(p.strokes) if p.strokes is not None else [None] * len(p.labels)
+
+    def record_rows(self, estimator, user_rows: int) -> None:
+        """Who drew each training row (-1 = MNIST) and which stored drawing it is, on `estimator` and its
+        stroke model: lets label ranking leave a user's own drawings out, and the next retrain take the rows
+        it already has (refit_in_space); `user_rows`: how many user drawings its feature space was fitted on."""
+        ids = np.concatenate([np.full(self.n_mnist, -1, np.int64)]
+                             + [np.full(len(p.labels), -1, np.int64) if p.ids is None else np.asarray(p.ids, np.int64)
+                                for p in self.parts])
+        estimator.train_groups_, estimator.train_ids_ = self.groups, ids
+        estimator.space_user_rows_ = user_rows
+        if estimator.reads_strokes:
+            with_strokes = [i for i, s in enumerate(self.strokes) if s is not None and len(s)]
+            estimator.stroke_model_.train_groups_ = self.groups[with_strokes]
+            estimator.stroke_model_.train_ids_ = ids[with_strokes]
 
 
 def train_new_model(
@@ -257,57 +329,57 @@ def train_new_model(
     """
     spec = ml_kinds.get_kind(kind)  # ValueError for an unknown kind
     spec.require_available()  # a missing extra (cnn: requirements-cnn.txt) is refused before any work
-    data = ml_mnist.load_training_data(mnist_directory())
-    warning = getattr(data, "warning", "") or ""
-    images, labels = data.train_images, data.train_labels
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    images = images / 255.0
-    counts = {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))}
+    data, warning, rows, counts = _mnist_training_set(limit)
     pen, pen_warning = pen_warm_start(progress)
     if pen_warning:
         warning = f"{warning}\n{pen_warning}".strip()
     if pen is not None:
         counts["pen_train"] = int(len(pen.labels))
-    parts = [p for p in (pen, extra) if p is not None and len(p.labels)]
-    n_mnist = len(labels)
-    space = previous if kind == "knn" and _same_data_sets(previous, data.source, n_mnist, pen, extra) else None
-    weights = groups = strokes = None
-    if parts and space is None:  # a refit takes its rows from `previous`: nothing to gather, nothing to parse
-        images = np.concatenate([images] + [p.images for p in parts])
-        labels = np.concatenate([labels] + [p.labels for p in parts]).astype(np.int64)
-        weights = np.concatenate([np.ones(n_mnist, np.float32)]
-                                 + [np.full(len(p.labels), p.weight, np.float32) for p in parts])
-        groups = np.concatenate([np.full(n_mnist, -1, np.int64)] + [np.asarray(p.groups, np.int64) for p in parts])
-        strokes = [None] * n_mnist
-        for p in parts:
-            strokes += list(p.strokes) if p.strokes is not None else [None] * len(p.labels)
+    rows.parts = [p for p in (pen, extra) if p is not None and len(p.labels)]
+    space = previous if kind == "knn" and _same_data_sets(previous, data.source, rows.n_mnist, pen, extra) else None
+    if rows.parts and space is None:  # a refit takes its rows from `previous`: nothing to gather, nothing to parse
+        rows.gather()
     if extra is not None and len(extra.labels):
         counts["user_train"] = int(len(extra.labels))
-    train_progress = progress
-    if progress is not None and pen is not None:  # the first 5% went to rendering the pen data
-        def train_progress(stage, fraction):
-            progress(stage, 0.05 + 0.95 * fraction)
+    train_progress = _after_pen_rendering(progress) if progress is not None and pen is not None else progress
     if space is not None:
         result = refit_in_space(space[1], extra, train_progress)
     else:
-        result = ml_kinds.train_model(images, labels, kind=kind, progress=train_progress, cv=cv,
-                                      sample_weight=weights, defaults=defaults, strokes=strokes)
-    if groups is not None and spec.leave_out and space is None:
-        # Who drew each training sample (-1 = MNIST) and which stored drawing it is: lets label ranking leave
-        # a user's own drawings out, and the next retrain take the rows it already has (refit_in_space).
-        ids = np.concatenate([np.full(n_mnist, -1, np.int64)]
-                             + [np.full(len(p.labels), -1, np.int64) if p.ids is None else np.asarray(p.ids, np.int64)
-                                for p in parts])
-        result.estimator.train_groups_, result.estimator.train_ids_ = groups, ids
-        result.estimator.space_user_rows_ = 0 if extra is None else len(extra.labels)
-        if result.estimator.reads_strokes:
-            with_strokes = [i for i, s in enumerate(strokes) if s is not None and len(s)]
-            result.estimator.stroke_model_.train_groups_ = groups[with_strokes]
-            result.estimator.stroke_model_.train_ids_ = ids[with_strokes]
+        result = ml_kinds.train_model(rows.images, rows.labels, kind=kind, progress=train_progress, cv=cv,
+                                      sample_weight=rows.weights, defaults=defaults, strokes=rows.strokes)
+    if rows.groups is not None and spec.leave_out and space is None:
+        rows.record_rows(result.estimator, 0 if extra is None else len(extra.labels))
     metrics = evaluation_metrics(result.estimator, data, progress,
                                  seen_writers=pen.metadata["pendigits_writers"] if pen is not None else ())
-    metadata = {
+    metadata = _version_metadata(data, warning, pen, counts, result, metrics, extra)
+    if progress:
+        progress("saving", 0.98)
+    version, activated = _store_and_register(result.estimator, metadata, kind, data.source, metrics, activate)
+    return TrainingOutcome(version=version, metrics=metrics, warning=warning, activated=activated,
+                           extra={"data": data, "estimator": result.estimator})
+
+
+def _mnist_training_set(limit: int) -> tuple[ml_mnist.MnistData, str, _TrainingSet, dict]:
+    """(MNIST or the loud fallback, its warning, its first `limit` training rows (all: 0), the counts)."""
+    data = ml_mnist.load_training_data(mnist_directory())
+    warning = getattr(data, "warning", "") or ""
+    images, labels = data.train_images, data.train_labels
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    counts = {"mnist_train": int(len(labels)), "mnist_test": int(len(data.test_labels))}
+    return data, warning, _TrainingSet(images / 255.0, labels, len(labels), []), counts
+
+
+def _after_pen_rendering(progress: Progress) -> Progress:
+    """`progress` for the training itself: the first 5% went to rendering the pen data."""
+    def train_progress(stage, fraction):
+        progress(stage, 0.05 + 0.95 * fraction)
+    return train_progress
+
+
+def _version_metadata(data: ml_mnist.MnistData, warning: str, pen: ExtraTrainingData | None, counts: dict,
+                      result: ml_common.TrainingResult, metrics: dict, extra: ExtraTrainingData | None) -> dict:
+    return {
         "data_source": data.source,
         "data_warning": warning,
         # Exactly which pendigits writers the model saw (none: trained without pen data).
@@ -319,13 +391,16 @@ def train_new_model(
         "metrics": metrics,
         **(extra.metadata if extra is not None else {}),
     }
-    if progress:
-        progress("saving", 0.98)
-    saved = ml_store.save_model(result.estimator, metadata, modelfiles.staging_dir())
-    version = versions.register_model(saved, kind=kind, data_source=data.source, metrics=metrics)
-    if activate is None:  # the first model only: a version someone activates in between stays
+
+
+def _store_and_register(estimator, metadata: dict, kind: str, data_source: str, metrics: dict,
+                        activate: bool | None) -> tuple[ModelVersion, bool]:
+    """Save the model file, register its version, and activate it as asked: (the version, whether activated).
+    `activate=None`: the first model only; a version someone activates in between stays."""
+    saved = ml_store.save_model(estimator, metadata, modelfiles.staging_dir())
+    version = versions.register_model(saved, kind=kind, data_source=data_source, metrics=metrics)
+    if activate is None:
         activate = versions.activate(version, if_active_is=None)
     elif activate:
         versions.activate(version)
-    return TrainingOutcome(version=version, metrics=metrics, warning=warning, activated=activate,
-                           extra={"data": data, "estimator": result.estimator})
+    return version, activate
