@@ -40,13 +40,12 @@ import time
 import numpy as np
 from PIL import Image
 
-from bench._common import data_dirs, log
-from bench.unseen_writers import CACHE, fit, writer_folds
-from recognizer.ml import decode_image, load_mnist, load_pendigits, preprocess_drawing
+from bench._common import log
+from bench.unseen_writers import fit, training_data, writer_folds
+from recognizer.ml import decode_image, preprocess_drawing
 from recognizer.ml.numbers import DEFAULT_PARAMS, pen_candidates, read_number
 from recognizer.ml.preprocess import DrawingError, ink_array
 from recognizer.ml.strokes import draw_strokes
-from recognizer.ml.warmstart import pen_training_set
 
 HEIGHT = 280  # the canvas is as tall as the page's number pad
 LENGTHS = (2, 3, 4, 5, 6)
@@ -270,15 +269,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tune", action="store_true",
                     help="choose the lattice's weights by coordinate ascent on numbers of another seed (no table)")
     args = ap.parse_args(argv)
-    mnist_dir, pen_dir = data_dirs()
     t0 = time.perf_counter()
-    data = load_mnist(mnist_dir)
-    Xm, ym = data.train_images, data.train_labels
-    if args.mnist_limit:
-        Xm, ym = Xm[: args.mnist_limit], ym[: args.mnist_limit]
-    digits = load_pendigits(pen_dir)
-    log("rendering the pen data for training (cached after the first run)")
-    pen = pen_training_set(pen_dir, cache_dir=CACHE)
+    _data, (Xm, ym), digits, pen = training_data(args.mnist_limit)
     folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
     rng = np.random.default_rng(args.seed + 1000 if args.tune else args.seed)  # tune on other numbers
     rows: dict[str, dict] = {}

@@ -38,6 +38,18 @@ AFTER = "feedback: after the users' corrections"
 CACHE = Path(os.environ.get("BENCH_CACHE", ".cache/bench"))
 
 
+def training_data(mnist_limit: int = 0):
+    """(MNIST, its first ``mnist_limit`` training images and labels (0: all), the pendigits digits, their pen
+    renders for training): what a leave-writers-out benchmark trains its folds on."""
+    mnist_dir, pen_dir = data_dirs()
+    data = load_mnist(mnist_dir)
+    Xm, ym = data.train_images, data.train_labels
+    if mnist_limit:
+        Xm, ym = Xm[:mnist_limit], ym[:mnist_limit]
+    log("rendering the pen data for training (cached after the first run)")
+    return data, (Xm, ym), load_pendigits(pen_dir), pen_training_set(pen_dir, cache_dir=CACHE)
+
+
 def writer_folds(writers, n_folds: int, seed: int):
     order = np.random.default_rng(seed).permutation(sorted(writers))
     return [sorted(int(w) for w in f) for f in np.array_split(order, n_folds)]
@@ -125,15 +137,8 @@ def main() -> None:
     ap.add_argument("--pen-variants", type=int, default=len(PEN_VARIANTS),
                     help="train on the first N pen renderings of each digit (0: MNIST alone; default: all)")
     args = ap.parse_args()
-    mnist_dir, pen_dir = data_dirs()
     t0 = time.perf_counter()
-    data = load_mnist(mnist_dir)
-    Xm, ym = data.train_images, data.train_labels
-    if args.mnist_limit:
-        Xm, ym = Xm[: args.mnist_limit], ym[: args.mnist_limit]
-    digits = load_pendigits(pen_dir)
-    log("rendering the pen data for training (cached after the first run)")
-    pen = pen_training_set(pen_dir, cache_dir=CACHE)
+    data, (Xm, ym), digits, pen = training_data(args.mnist_limit)
     log("rendering the test drawings in five canvas styles (cached)")
     Xt, yt, wt = test_drawings(digits, seed=1)
     st = [d.strokes for d in digits]

@@ -35,6 +35,19 @@ def draw_number(page, samples: list[tuple[int, list[np.ndarray]]]) -> None:
         tb.trace(page, strokes, lo, scale, offset)
 
 
+def correct_digit(page, body: dict, index: int, truth: int) -> int:
+    """Click digit ``index``'s true label (another digit when it was read right) and wait until it is saved: the
+    label given."""
+    new_label = truth if body["digits"][index]["digit"] != truth else (truth + 1) % 10
+    drawing = body["digits"][index]["drawing"]
+    with page.expect_response(lambda r: f"/api/v1/drawings/{drawing}/label" in r.url) as saved:
+        page.locator(f'#number-digits li[data-index="{index}"] button[data-label="{new_label}"]').click()
+    assert saved.value.status == 200, saved.value.text()
+    page.wait_for_function(
+        f"document.querySelector('#number-digits li[data-index=\"{index}\"] .saved').dataset.savedLabel")
+    return new_label
+
+
 def test_a_user_writes_a_two_digit_number_and_corrects_one_digit(alice, active_model, server, browser_page):
     page = browser_page
     tb.ARTIFACTS.mkdir(exist_ok=True)
@@ -77,12 +90,7 @@ def test_a_user_writes_a_two_digit_number_and_corrects_one_digit(alice, active_m
     page.screenshot(path=str(tb.ARTIFACTS / "number_mode.png"), full_page=True)
 
     # Correct the second digit: one click on its true label (or, if it was read right, another digit).
-    truth = samples[1][0]
-    new_label = truth if body["digits"][1]["digit"] != truth else (truth + 1) % 10
-    with page.expect_response(lambda r: f"/api/v1/drawings/{ids[1]}/label" in r.url) as saved:
-        page.locator(f'#number-digits li[data-index="1"] button[data-label="{new_label}"]').click()
-    assert saved.value.status == 200, saved.value.text()
-    page.wait_for_function("document.querySelector('#number-digits li[data-index=\"1\"] .saved').dataset.savedLabel")
+    new_label = correct_digit(page, body, 1, samples[1][0])
     assert Drawing.objects.get(pk=ids[1]).label == new_label
     assert Drawing.objects.get(pk=ids[0]).label is None
     assert page.inner_text("#number") == f"{body['digits'][0]['digit']}{new_label}"
@@ -204,12 +212,7 @@ def test_a_user_writes_a_three_digit_number_and_corrects_its_middle_digit(alice,
     page.screenshot(path=str(tb.ARTIFACTS / "number_mode_three_digits.png"), full_page=True)
 
     # Correct the middle digit: one click on its true label (or, if it was read right, on another digit).
-    truth = samples[1][0]
-    new_label = truth if body["digits"][1]["digit"] != truth else (truth + 1) % 10
-    with page.expect_response(lambda r: f"/api/v1/drawings/{ids[1]}/label" in r.url) as saved:
-        page.locator(f'#number-digits li[data-index="1"] button[data-label="{new_label}"]').click()
-    assert saved.value.status == 200, saved.value.text()
-    page.wait_for_function("document.querySelector('#number-digits li[data-index=\"1\"] .saved').dataset.savedLabel")
+    new_label = correct_digit(page, body, 1, samples[1][0])
     assert list(Drawing.objects.filter(user=alice, label__isnull=False).values_list("pk", "label")) == [
         (ids[1], new_label)]
     corrected = f"{body['digits'][0]['digit']}{new_label}{body['digits'][2]['digit']}"
