@@ -268,14 +268,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune", action="store_true",
                     help="choose the lattice's weights by coordinate ascent on numbers of another seed (no table)")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="train the first fold's model and time decode-to-answer only (on a quiet machine)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     _data, (Xm, ym), digits, pen = training_data(args.mnist_limit)
     folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
     rng = np.random.default_rng(args.seed + 1000 if args.tune else args.seed)  # tune on other numbers
+    if args.latency_only:
+        estimator = fit((Xm, ym), pen, np.flatnonzero(~np.isin(pen.writers, folds[0]))).estimator
+        print_latency(estimator, [d for d in digits if d.writer in set(folds[0])], folds[0], rng)
+        return 0
     rows: dict[str, dict] = {}
     read_numbers: list = []  # --tune: each number's candidates read once, and its truth
-    estimator = numbers = None
+    estimator = None
     for fi, test_w in enumerate(folds):
         log(f"fold {fi + 1}/{len(folds)}: training without writers {test_w}")
         estimator = fit((Xm, ym), pen, np.flatnonzero(~np.isin(pen.writers, test_w))).estimator
@@ -308,14 +314,19 @@ def main(argv=None) -> int:
     print(f"\nWith strokes, the doubt: right numbers called unsure {100 * total['s_unsure_right'] / total['s_whole']:.1f}%, "
           f"wrong ones called unsure {100 * total['s_unsure_wrong'] / max(wrong, 1):.1f}% ({wrong} wrong), "
           f"wrong ones whose second reading is right {100 * total['s_alternative_right'] / max(wrong, 1):.1f}%")
-    singles = [a for n in numbers for a in n[3]]  # (png, strokes) of digits drawn alone
-    numbers4 = make_numbers([d for d in digits if d.writer in set(folds[-1])], folds[-1], "tight", 60, rng)
-    lat = latency(estimator, numbers4, singles)
+    print_latency(estimator, [d for d in digits if d.writer in set(folds[-1])], folds[-1], rng)
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def print_latency(estimator, digits, writers, rng) -> None:
+    """The median decode-to-answer time of a 4-digit number next to a single digit's (the digits of numbers drawn
+    alone), the same writers', interleaved."""
+    singles = [a for n in make_numbers(digits, writers, "spaced", 20, rng) for a in n[3]]  # (png, strokes)
+    lat = latency(estimator, make_numbers(digits, writers, "tight", 60, rng), singles)
     print("\nDecode to answer (PNG bytes and strokes to an answer), median, one BLAS thread: "
           f"single digit {lat['single digit']:.2f} ms, 4-digit number {lat['4-digit number']:.2f} ms "
           f"({lat['4-digit number'] / lat['single digit']:.2f}x)")
-    log(f"done in {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

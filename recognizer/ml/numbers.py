@@ -266,21 +266,23 @@ def _cut_joined(pieces: list[PenPiece], owners: InkOwners, reader: _Reader, para
 
 def _candidates(pieces: Sequence[PenPiece], gaps: np.ndarray, reader: _Reader, params: ReadingParams
                 ) -> list[tuple[int, int]]:
-    """The runs of pieces worth reading as one digit: every piece alone (so that there is always a path), and
-    runs of neighbours that no sure gap parts, not too wide, not too far from a digit's size and with no more
-    tall strokes than a digit has (in the benchmark's numbers, no run past these bounds was the right digit;
-    several overlapping 1s and 8s read together can look like a 4)."""
-    out = []
+    """The runs of pieces worth reading as one digit: runs of neighbours that no sure gap parts, not too wide, not
+    too far from a digit's size and with no more tall strokes than a digit has (in the benchmark's numbers, no run
+    past these bounds was the right digit; several overlapping 1s and 8s read together can look like a 4), and each
+    piece alone unless it is too small to be a digit and a run takes it in (the bar of a 5: one read fewer)."""
+    runs = []
     for i in range(len(pieces)):
-        out.append((i, i + 1))
         for j in range(i + 2, min(len(pieces), i + params.max_pieces) + 1):
             box = _span(pieces[i:j])
             if gaps[j - 2] > params.sure_gap or box[2] - box[0] > params.max_group_width * reader.height:
                 break  # a longer run would only span the same gap, or be wider
             tall = len({p.stroke for p in pieces[i:j] if p.height >= 0.5 * reader.height})  # a cut stroke is one
             if reader.shape_penalty(box, params) <= params.max_shape_penalty and tall <= params.max_tall_pieces:
-                out.append((i, j))
-    return out
+                runs.append((i, j))
+    covered = {k for i, j in runs for k in range(i, j)}
+    singles = [(k, k + 1) for k in range(len(pieces))
+               if k not in covered or reader.shape_penalty(pieces[k].box, params) <= params.max_shape_penalty]
+    return sorted(singles + runs)
 
 
 def pen_candidates(ink: np.ndarray, strokes: Sequence[np.ndarray], model: Any,

@@ -87,13 +87,14 @@ def _hit_share(strokes: Sequence[np.ndarray], mask: np.ndarray) -> float:
     if len(xy) > ALIGN_POINTS:
         xy = xy[np.linspace(0, len(xy) - 1, ALIGN_POINTS).astype(np.int64)]
     h, w = mask.shape
-    hits = np.zeros(len(xy), dtype=bool)
-    for dy in range(-ALIGN_REACH, ALIGN_REACH + 1):
-        for dx in range(-ALIGN_REACH, ALIGN_REACH + 1):
-            x, y = xy[:, 0] + dx, xy[:, 1] + dy
-            inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-            hits[inside] |= mask[y[inside], x[inside]]
-    return float(hits.mean())
+    reach = np.arange(-ALIGN_REACH, ALIGN_REACH + 1)
+    dx, dy = np.meshgrid(reach, reach)
+    x = xy[:, 0:1] + dx.ravel()  # (points, square): every pixel of each point's square at once
+    y = xy[:, 1:2] + dy.ravel()
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    on_ink = np.zeros(x.shape, dtype=bool)
+    on_ink[inside] = mask[y[inside], x[inside]]
+    return float(on_ink.any(axis=1).mean())
 
 
 def align_strokes(strokes: Sequence[np.ndarray], ink: np.ndarray) -> list[np.ndarray] | None:
