@@ -16,7 +16,8 @@ placed left to right as people write numbers:
 
 The image is drawn from those strokes like a browser canvas (transparent, black, round pen). Reported per
 placement: whole numbers read right, numbers split into the right count of digits, digits read right at
-their place, and the same digits each drawn alone on their own canvas (the ceiling), with strokes and from
+their place (a number split wrong counts all its digits wrong), the same among the numbers split right, and
+the same digits each drawn alone on their own canvas (the ceiling), with strokes and from
 the image alone. Then the median decode-to-answer time of a 4-digit number next to a single digit's, both
 with strokes, one BLAS thread, measured side by side.
 
@@ -150,8 +151,9 @@ def score_numbers(estimator, numbers, params=DEFAULT_PARAMS, image_only: bool = 
     """Counts over ``numbers``: with strokes, and (``image_only``) from the image alone. With strokes also how
     the doubt is placed: right numbers called unsure, wrong ones called unsure, wrong ones whose second
     reading is right."""
-    c = dict.fromkeys(["numbers", "digits", "s_whole", "s_split", "s_digit", "s_alone", "i_whole", "i_split",
-                       "i_digit", "i_alone", "s_unsure_right", "s_unsure_wrong", "s_alternative_right"], 0)
+    c = dict.fromkeys(["numbers", "digits", "s_whole", "s_split", "s_digit", "s_split_digits", "s_alone", "i_whole",
+                       "i_split", "i_digit", "i_split_digits", "i_alone", "s_unsure_right", "s_unsure_wrong",
+                       "s_alternative_right"], 0)
     for strokes, image, labels, _alone, _digit_of in numbers:
         c["numbers"] += 1
         c["digits"] += len(labels)
@@ -164,6 +166,7 @@ def score_numbers(estimator, numbers, params=DEFAULT_PARAMS, image_only: bool = 
             if len(got) == len(labels):
                 c[f"{key}_split"] += 1
                 c[f"{key}_digit"] += sum(int(g == t) for g, t in zip(got, labels))
+                c[f"{key}_split_digits"] += len(labels)
                 c[f"{key}_whole"] += int(right)
             if key == "s" and r is not None:
                 unsure = r.segmentation_uncertain or any(unsure_digit(d.prediction) for d in r.digits)
@@ -204,15 +207,18 @@ def latency(estimator, numbers, singles, n: int = 200) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    cols = [("numbers", "numbers"), ("whole, strokes", "s_whole"), ("split, strokes", "s_split"),
-            ("digit, strokes", "s_digit"), ("alone, strokes", "s_alone"), ("whole, image", "i_whole"),
+    cols = [("whole, strokes", "s_whole"), ("split, strokes", "s_split"), ("digit, strokes", "s_digit"),
+            ("digit|split, strokes", "s_digit/split"), ("alone, strokes", "s_alone"), ("whole, image", "i_whole"),
             ("split, image", "i_split"), ("digit, image", "i_digit"), ("alone, image", "i_alone")]
-    lines = [["placement"] + [c for c, _k in cols]]
+    lines = [["placement", "numbers"] + [c for c, _k in cols]]
     for name, c in rows.items():
         vals = [name, str(c["numbers"])]
-        for _label, k in cols[1:]:
-            total = c["digits"] if k.endswith(("digit", "alone")) else c["numbers"]
-            vals.append(f"{100 * c[k] / max(total, 1):.2f}%" if k in c else "-")
+        for _label, k in cols:
+            if k.endswith("/split"):  # digits right among the numbers split right
+                share = c[k.split("/")[0]] / max(c[k.replace("digit/split", "split_digits")], 1)
+            else:
+                share = c[k] / max(c["digits"] if k.endswith(("digit", "alone")) else c["numbers"], 1)
+            vals.append(f"{100 * share:.2f}%")
         lines.append(vals)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(line))
