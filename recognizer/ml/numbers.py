@@ -41,8 +41,8 @@ class ReadingParams:
     """The lattice's weights, chosen by leave-writers-out validation over the 30 pendigits writers: numbers of 2-6
     digits in every placement of bench/numbers.py, their candidates read once by each fold's model, each weight in
     turn set to the value that reads the most whole numbers right (`bench.numbers --tune`: coordinate ascent, on
-    numbers of another seed than the figures'). With them the split is the right one for 99.8% of numbers, so that
-    the numbers read wrong are nearly all a digit read wrong. Width costs nothing at the optimum (``width_weight``
+    numbers of another seed than the figures'). With them the split is the right one for 99.6% of the benchmark's
+    numbers (bench/README.md), so that the numbers read wrong are nearly all a digit read wrong. Width costs nothing at the optimum (``width_weight``
     0): the recognition and the size of fragments decide."""
 
     gap_centre: float = 0.0  # gap, in line heights, at which a boundary and a join are as likely
