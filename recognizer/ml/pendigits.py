@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import unlzw3
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .mnist import FetchError, download_to
+from .strokes import draw_strokes
 
 __all__ = [
     "PENDIGITS_FILE",
@@ -320,21 +321,7 @@ def render_drawing(
     w, h = ext * scale
     x0 = float(rng.uniform(pen / 2 + 1, max(pen / 2 + 1, size - pen / 2 - 1 - w)))
     y0 = float(rng.uniform(pen / 2 + 1, max(pen / 2 + 1, size - pen / 2 - 1 - h)))
-    ss = supersample
-    big = Image.new("L", (size * ss, size * ss), 0)
-    draw = ImageDraw.Draw(big)
-    width = max(1, round(pen * ss))
-    r = pen * ss / 2
-    for s in pen_digit.strokes:
-        xy = ((s - lo) * scale + (x0, y0)) * ss
-        pts_list = [tuple(p) for p in xy.tolist()]
-        if len(pts_list) > 1:
-            draw.line(pts_list, fill=255, width=width, joint="curve")
-        for x, y in pts_list:  # round caps and joins
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-    alpha = big.reduce(ss) if ss > 1 else big
-    black = Image.new("L", (size, size), 0)
-    return Image.merge("RGBA", (black, black, black, alpha))
+    return draw_strokes([(s - lo) * scale + (x0, y0) for s in pen_digit.strokes], size, size, pen, supersample)
 
 
 def render_png(pen_digit: PenDigit, rng: np.random.Generator, size: int = 280, **kw: Any) -> bytes:
