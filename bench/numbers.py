@@ -43,7 +43,9 @@ from PIL import Image
 
 from bench._common import log
 from bench.unseen_writers import fit, training_data, writer_folds
+from digitsite.settings.groups import ServingSettings
 from recognizer.ml import decode_image, preprocess_drawing
+from recognizer.ml.common import is_unsure
 from recognizer.ml.numbers import DEFAULT_PARAMS, pen_candidates, read_number
 from recognizer.ml.preprocess import DrawingError, ink_array
 from recognizer.ml.strokes import draw_strokes
@@ -54,14 +56,10 @@ LENGTHS = (2, 3, 4, 5, 6)
 PLACEMENTS = {"spaced": (0.10, 0.40), "tight": (-0.05, 0.10), "touching": None, "overlapping": None,
               "late stroke": (-0.05, 0.40)}
 LATE = {4, 5, 7}
-# A digit is unsure as recognizer.serving.is_uncertain says with its defaults (RECOGNIZER_UNSURE_CONFIDENCE and
-# RECOGNIZER_UNSURE_MARGIN): a weak best digit, a close runner-up, or far from every training digit.
-UNSURE_CONFIDENCE, UNSURE_MARGIN = 0.6, 0.15
-
-
 def unsure_digit(prediction) -> bool:
-    best, second = sorted(prediction.probabilities, reverse=True)[:2]
-    return prediction.unfamiliar or best < UNSURE_CONFIDENCE or best - second < UNSURE_MARGIN
+    """Unsure as the site says it with its default settings (recognizer.serving.is_uncertain)."""
+    return is_unsure(prediction.probabilities, prediction.unfamiliar, ServingSettings.unsure_confidence,
+                     ServingSettings.unsure_margin)
 
 
 def png(image: Image.Image) -> bytes:

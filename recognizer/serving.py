@@ -19,6 +19,8 @@ from django.db import DatabaseError, transaction
 from django.db.models import Count, Max, Q
 
 from recognizer import versions
+from recognizer.ml import common as ml_common
+from recognizer.ml import numbers as ml_numbers
 from recognizer.ml import preprocess as ml_preprocess
 from recognizer.ml import store as ml_store
 from recognizer.ml import strokes as ml_strokes
@@ -148,11 +150,9 @@ model_cache = ActiveModelCache()
 
 
 def is_uncertain(probabilities: list[float], unfamiliar: bool = False) -> bool:
-    """Unsure when the best digit is weak, the runner-up is close behind it, or the drawing is far
-    from every digit the model knows (a scribble can still win a confident vote)."""
-    best, second = sorted(probabilities, reverse=True)[:2]
-    return (unfamiliar or best < settings.RECOGNIZER_UNSURE_CONFIDENCE
-            or best - second < settings.RECOGNIZER_UNSURE_MARGIN)
+    """recognizer.ml.common.is_unsure with the site's RECOGNIZER_UNSURE_CONFIDENCE and _MARGIN."""
+    return ml_common.is_unsure(probabilities, unfamiliar, settings.RECOGNIZER_UNSURE_CONFIDENCE,
+                               settings.RECOGNIZER_UNSURE_MARGIN)
 
 
 def check_upload_size(data: bytes) -> None:
@@ -238,8 +238,6 @@ def predict_number(data: bytes, user=None, *, store: bool = True, strokes: list[
     """Read a drawing of a number digit by digit (recognizer.ml.numbers: grouped by its pen `strokes` when they
     come, else split from the ink); each digit is read as a single drawn digit is, with its own strokes, and a
     logged-in user's digits are each stored as their own Drawing (the digit's crop and its strokes)."""
-    from recognizer.ml import numbers as ml_numbers
-
     check_upload_size(data)
     image = ml_preprocess.decode_image(data, max_pixels=settings.RECOGNIZER_MAX_PIXELS)
     loaded = model_cache.get()

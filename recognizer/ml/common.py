@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,13 @@ class Prediction:
     unfamiliar: bool = False
     used_strokes: bool = False  # the pen trajectory was read too, not only the image
     stroke_distance: float | None = None  # mean distance to the stroke k-NN's neighbours, when it read them
+
+
+def is_unsure(probabilities: Sequence[float], unfamiliar: bool, confidence: float, margin: float) -> bool:
+    """Unsure when the best digit is below ``confidence``, the runner-up is within ``margin`` of it, or the
+    drawing is far from every digit the model knows (a scribble can still win a confident vote)."""
+    best, second = sorted(probabilities, reverse=True)[:2]
+    return unfamiliar or best < confidence or best - second < margin
 
 
 @dataclass
