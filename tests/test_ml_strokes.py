@@ -4,6 +4,7 @@ image model (which falls back to the image alone without strokes)."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -169,3 +170,14 @@ def test_a_model_trained_without_strokes_does_not_read_them():
 def test_stroke_entries_must_match_the_images():
     with pytest.raises(ValueError, match="stroke entries"):
         train_knn(np.zeros((4, 28, 28)) + 0.5, [1, 2, 3, 4], cv=False, strokes=[None])
+
+
+def test_the_typical_stroke_distance_is_measured_at_fit_and_for_older_models_once_on_first_use():
+    drawings, labels = stroke_dataset(per_digit=8)
+    model = st.StrokeClassifier().fit(drawings, labels)
+    measured = model.__dict__["typical_distance_"]
+    assert measured is not None and measured > 0
+    older = pickle.loads(pickle.dumps(model))
+    del older.__dict__["typical_distance_"]  # a model saved before the measure
+    assert older.typical_distance() == pytest.approx(measured)
+    assert older.__dict__["typical_distance_"] == pytest.approx(measured)  # kept, not measured again

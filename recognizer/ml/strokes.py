@@ -225,6 +225,7 @@ class StrokeClassifier:
         self.sample_weight_ = None if sample_weight is None else np.asarray(sample_weight, np.float32).ravel()
         old = None if previous is None else getattr(previous, "neighbour_index_", None)
         self.neighbour_index_, self.neighbour_index_origin_ = ann.index_rows(self.train_features_, old)
+        self.typical_distance_ = self._leave_one_out_distance()  # here, not in a number's first prediction
         return self
 
     def kneighbors_features(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,24 +236,25 @@ class StrokeClassifier:
             return graph.search(Q, k)
         return knn_sorted(Q, self.train_features_, self.train_sq_, k)
 
-    def typical_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
-        """The mean k-NN distance that ``quantile``% of training drawings stay within, each left out (as the
-        image k-NN's ``novelty_distance_``): the scale a number's reader judges a candidate digit's strokes by.
-        Computed on first use and kept in memory only, so models saved before it have it too."""
-        if "_typical_distance" not in self.__dict__:
-            k = int(self.n_neighbors)
-            F = self.train_features_
-            if len(F) < k + 2:
-                self.__dict__["_typical_distance"] = None
-            else:
-                sel = np.random.default_rng(0).choice(len(F), size=min(n, len(F)), replace=False)
-                _idx, dist = self.kneighbors_features(np.ascontiguousarray(F[sel]), k + 1)
-                self.__dict__["_typical_distance"] = float(np.percentile(dist[:, 1:].mean(axis=1), quantile))
-        return self.__dict__["_typical_distance"]
+    def typical_distance(self) -> float | None:
+        """The mean k-NN distance that 95% of training drawings stay within, each left out (as the image k-NN's
+        ``novelty_distance_``): the scale a number's reader judges a candidate digit's strokes by. Measured when
+        the model is fitted; a model saved before that measures it once, on first use."""
+        if "typical_distance_" not in self.__dict__:
+            self.typical_distance_ = self._leave_one_out_distance()
+        return self.typical_distance_
+
+    def _leave_one_out_distance(self, n: int = 2000, quantile: float = 95.0) -> float | None:
+        k = int(self.n_neighbors)
+        F = self.train_features_
+        if len(F) < k + 2:
+            return None
+        sel = np.random.default_rng(0).choice(len(F), size=min(n, len(F)), replace=False)
+        _idx, dist = self.kneighbors_features(np.ascontiguousarray(F[sel]), k + 1)
+        return float(np.percentile(dist[:, 1:].mean(axis=1), quantile))  # column 0 is the drawing itself
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_typical_distance", None)
         if state.get("neighbour_index_") is not None:
             state.pop("train_features_", None)  # the graph stores the vectors: a model file holds them once
         return state
