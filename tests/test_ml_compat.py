@@ -31,7 +31,9 @@ def test_a_knn_with_strokes_stored_before_the_split_predicts_as_it_did(before, p
     assert type(est) is model.DigitClassifier and type(est.stroke_model_) is strokes.StrokeClassifier
     assert est.components_.shape == (4, 1568)  # the PCA as arrays, projected by today's DigitFeatures
     p = est.predict_proba(probe, strokes=before["probe_strokes"])
-    np.testing.assert_allclose(p, before["knn_proba"], atol=1e-6)
+    # atol 1e-4, not 1e-6: the distance-weighted vote carries the BLAS's last-bit differences in the distances
+    # (below) into the probabilities, 2.3e-5 on one machine where the file was written before any change
+    np.testing.assert_allclose(p, before["knn_proba"], atol=1e-4)
     assert not np.allclose(p, est.predict_proba(probe), atol=1e-3)  # the stroke fusion was really read
     distances = [est.predict_one(x).distance for x in probe]
     # float32 distances, |q|^2 + |r|^2 - 2 q.r: OpenBLAS's kernels differ between machines in the last bits, up to
@@ -42,7 +44,8 @@ def test_a_knn_with_strokes_stored_before_the_split_predicts_as_it_did(before, p
 def test_an_svm_stored_before_the_split_predicts_as_it_did(before, probe):
     est = before["svm"]
     assert type(est) is svm.SvmDigitClassifier
-    np.testing.assert_allclose(est.predict_proba(probe), before["svm_proba"], atol=1e-9)
+    # 2.8e-9 off on one machine before any change (the BLAS's last bits, as above): 1e-7 still tells a wrong model
+    np.testing.assert_allclose(est.predict_proba(probe), before["svm_proba"], atol=1e-7)
 
 
 def test_a_file_stored_before_the_split_goes_through_the_store(before, probe, tmp_path):
