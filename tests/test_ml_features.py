@@ -43,7 +43,8 @@ def test_the_axes_are_the_hand_written_pcas(digits, features):
 
 def test_the_knn_finds_the_neighbours_it_found_with_the_hand_written_pca(digits):
     X, y, Xt = digits.train_images / 255.0, digits.train_labels, digits.test_images / 255.0
-    est = DigitClassifier(n_components=50, n_neighbors=4).fit(X, y)
+    # the plain ranking (no learned re-rank, tests/test_ml_metric.py): the neighbours the PCA's axes give
+    est = DigitClassifier(n_components=50, n_neighbors=4, metric_weight=0.0).fit(X, y)
     F, Ft = image_features(X, features="gradients"), image_features(Xt, features="gradients")
     ref_mean, ref = hand_written_pca(F, 50)
     R = np.ascontiguousarray((F - ref_mean) @ ref.T, np.float32)

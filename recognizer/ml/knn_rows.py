@@ -86,6 +86,7 @@ def refit_knn(previous, image_rows: KnnRows, stroke_rows: KnnRows | None = None)
     est.space_user_rows_ = getattr(previous, "space_user_rows_", 0)  # when its PCA basis was fitted
     est.classes_ = np.arange(N_CLASSES)
     est.n_features_in_ = 784
+    est.metric_ = getattr(previous, "metric_", None)  # learned in this feature space: it still applies
     est.novelty_distance_ = est._typical_distance()
     est.stroke_model_ = None
     if stroke_rows is not None and len(stroke_rows) and previous.reads_strokes:

@@ -40,6 +40,7 @@ from .knn_cv import cross_validate_knn, curve_without_cv
 # The training rows and the refit in a kept feature space live in recognizer.ml.knn_rows; imported here so
 # that callers (recognizer.training, tests, bench) keep them under this module's name.
 from .knn_rows import KnnRows, knn_rows, refit_knn
+from .metric import METRIC_MAX_ROWS, RERANK_CANDIDATES, LearnedMetric, deformed_copies
 from .strokes import StrokeClassifier
 
 __all__ = [
@@ -75,6 +76,8 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
     ``neighbour_index_``: the HNSW graph over the training rows the search goes through, or None (fewer
     than ``recognizer.ml.ann.ANN_MIN_ROWS`` rows, or a model saved before there was one: exact search);
     ``neighbour_index_origin_``: "built", "extended" (from the previous model's, ``refit_knn``) or None.
+    ``metric_``: the learned metric (recognizer.ml.metric) that re-ranks the ``rerank_candidates`` nearest
+    training rows, as far as ``metric_weight`` lets it (0: the plain ranking; None in models saved before it).
     """
 
     def __init__(
@@ -85,6 +88,9 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         deskew: bool = True,
         blur_sigma: float = 0.0,
         features: str = "gradients",
+        metric_weight: float = 1.0,
+        rerank_candidates: int = RERANK_CANDIDATES,
+        metric_deformations: bool = True,
     ) -> None:
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -92,13 +98,19 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.deskew = deskew
         self.blur_sigma = blur_sigma
         self.features = features
+        self.metric_weight = metric_weight
+        self.rerank_candidates = rerank_candidates
+        self.metric_deformations = metric_deformations
 
     # -- fitting
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> DigitClassifier:
-        F = self._pre(X)
-        return self._fit_features(F, y, sample_weight)
+        X = as_images(X)
+        return self._fit_features(self._pre(X), y, sample_weight, metric_images=X)
 
-    def _fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None) -> DigitClassifier:
+    def _fit_features(self, F: np.ndarray, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                      metric_images: np.ndarray | None = None) -> DigitClassifier:
+        """Fit on features ``F`` (``self._pre`` of the images); ``metric_images``: the images of F's first rows,
+        whose deformed copies also train the learned metric (``metric_deformations``; None: no copies)."""
         y = check_digit_labels(F, y)
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', not {self.weights!r}")
@@ -116,9 +128,47 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             self.sample_weight_ = sw
         self.classes_ = np.arange(N_CLASSES)
         self.n_features_in_ = 784
+        self._fit_metric(metric_images)
         self.novelty_distance_ = self._typical_distance()
         self.stroke_model_ = None
         return self
+
+    def _fit_metric(self, images: np.ndarray | None = None, n: int = 2000) -> None:
+        """Train ``metric_`` on (at most METRIC_MAX_ROWS of) the training rows and, with ``metric_deformations``,
+        on a deformed copy of each of their ``images`` (the first rows'); none when ``metric_weight`` is 0 or one
+        digit is all there is. Its distances are put in PCA units on ``n`` training rows' plain nearest
+        neighbours."""
+        self.metric_ = None
+        if not float(self.metric_weight) or len(np.unique(self.train_labels_)) < 2:
+            return
+        rng = np.random.default_rng(0)
+        copies = images is not None and bool(self.metric_deformations)
+        pool = len(images) if copies else len(self.train_labels_)
+        rows = np.arange(pool) if pool <= METRIC_MAX_ROWS else np.sort(rng.choice(pool, METRIC_MAX_ROWS, replace=False))
+        F, y = self.train_features_[rows], self.train_labels_[rows]
+        sw = None if self.sample_weight_ is None else self.sample_weight_[rows]
+        if copies:
+            F = np.concatenate([F, self._deformed_features(images, rows, rng)])
+            y = np.concatenate([y, y])
+            sw = None if sw is None else np.concatenate([sw, sw])
+        metric = LearnedMetric.fit(F, y, sw)
+        k = int(self.n_neighbors)
+        if len(self.train_features_) > k + 1:
+            sel = rng.choice(len(self.train_features_), size=min(n, len(self.train_features_)), replace=False)
+            idx, dist = self.kneighbors_features(self.train_features_[sel], k + 1)
+            # column 0 is the row itself
+            metric.calibrate(self.train_features_[sel], self.train_features_[idx[:, 1:]], dist[:, 1:])
+        self.metric_ = metric
+
+    def _deformed_features(self, images: np.ndarray, rows: np.ndarray, rng: np.random.Generator,
+                           chunk: int = 8192) -> np.ndarray:
+        """PCA features of a deformed copy of each of ``images[rows]``, a block at a time (a block's gradient
+        features are 50 MB; all of them at 100k rows 630 MB)."""
+        out = np.empty((len(rows), self.components_.shape[0]), np.float32)
+        for s in range(0, len(rows), chunk):
+            part = as_images(images[rows[s: s + chunk]])
+            out[s: s + chunk] = self._project(self._pre(deformed_copies(part, rng)))
+        return out
 
     # -- the pen trajectory, when the drawing came with one
     def attach_stroke_model(self, stroke_model: StrokeClassifier | None, stroke_weight: float) -> None:
@@ -171,15 +221,11 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             return None
         rng = np.random.default_rng(0)
         sel = rng.choice(len(self.train_features_), size=min(n, len(self.train_features_)), replace=False)
-        index = getattr(self, "neighbour_index_", None)
-        if index is not None:
-            # Through the graph, as served queries are: the threshold is compared with the distances predict_one
-            # finds there, and an approximate neighbour is never nearer than the exact one. And the exact search
-            # is slow at that size: 17-27 ms a query at 1M rows against the graph's 0.4 ms (bench/ann.py,
-            # bench/README.md), so these 2,000 queries would take most of a minute.
-            _idx, dist = index.search(self.train_features_[sel], k + 1)
-        else:
-            _idx, dist = knn_sorted(self.train_features_[sel], self.train_features_, self.train_sq_, k + 1)
+        # Through the search served queries go through (the graph and the re-rank): the threshold is compared with
+        # the distances predict_one finds there, and an approximate neighbour is never nearer than the exact one.
+        # The exact search would also be slow at the graph's sizes: 17-27 ms a query at 1M rows against the
+        # graph's 0.4 ms (bench/ann.py, bench/README.md), so these 2,000 queries would take most of a minute.
+        _idx, dist = self.training_neighbours(self.train_features_[sel], k + 1)
         return float(np.percentile(dist[:, 1:].mean(axis=1), quantile))  # column 0 is the sample itself
 
     # -- prediction
@@ -204,6 +250,19 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
             index = self.__dict__["_prune_index"] = prune_index(self.train_features_) or False
         return knn_sorted_pruned(Q, self.train_features_, self.train_sq_, k, index or None)
 
+    def training_neighbours(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances in PCA units) of the k nearest training rows to PCA features Q as the model ranks
+        them: the plain search's ``rerank_candidates`` nearest re-ranked by the learned metric, or the plain
+        search alone (``metric_weight`` 0, or a model saved before the metric)."""
+        metric = getattr(self, "metric_", None)
+        weight = float(getattr(self, "metric_weight", 0.0))
+        if metric is None or not weight:
+            return self.kneighbors_features(Q, k)
+        idx, dist = self.kneighbors_features(Q, max(int(k), int(self.rerank_candidates)))
+        reranked = metric.rerank(Q, self.train_features_[idx], dist, weight)
+        keep = np.argsort(reranked, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(idx, keep, axis=1), np.take_along_axis(reranked, keep, axis=1)
+
     def __getstate__(self) -> dict:
         # a copy: on Python 3.11+ object.__getstate__ (under BaseEstimator's) returns the live __dict__ itself
         state = dict(super().__getstate__())
@@ -214,6 +273,11 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # BaseEstimator's: scikit-learn's version bookkeeping
+        # models saved before the learned metric rank plainly, and get_params must find the parameters
+        self.__dict__.setdefault("metric_weight", 0.0)
+        self.__dict__.setdefault("rerank_candidates", RERANK_CANDIDATES)
+        self.__dict__.setdefault("metric_", None)
+        self.__dict__.setdefault("metric_deformations", False)
         graph = getattr(self, "neighbour_index_", None)  # models saved before the graph have none
         if graph is not None and "train_features_" not in self.__dict__:
             self.train_features_ = graph.vectors  # read-only, the graph's memory: nothing writes into it
@@ -242,7 +306,7 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self._check()
         Q = self.transform(X)
         k = int(self.n_neighbors)
-        idx, dist = self.kneighbors_features(Q, k)
+        idx, dist = self.training_neighbours(Q, k)
         labels = self.train_labels_[idx].astype(np.int64)
         mult = (
             self.sample_weight_[idx]
@@ -381,7 +445,7 @@ def train_knn(
     report("fit", 0.0)
     est = DigitClassifier(n_components=chosen["pca_components"], n_neighbors=chosen["k"], weights=chosen["weights"],
                           deskew=deskew, blur_sigma=blur_sigma, features=features)
-    est._fit_features(Ff, yf, swf)
+    est._fit_features(Ff, yf, swf, metric_images=X)
     n_strokes = _fit_stroke_model(est, strokes, y, sample_weight, stroke_weight)
     report("fit", 1.0)
     hyper = _hyperparameters_trained(est, augment, cv_curve["grid"], n_strokes)
@@ -418,6 +482,9 @@ def _hyperparameters_trained(est: DigitClassifier, augment: dict | None, cv_grid
         "deskew": est.deskew,
         "blur_sigma": est.blur_sigma,
         "features": est.features,
+        "metric": None if est.metric_ is None else {
+            "kind": "MLP hidden layers", "hidden": list(est.metric_.hidden),
+            "weight": float(est.metric_weight), "candidates": int(est.rerank_candidates)},
         "augment": augment or None,
         "cv_accuracy": max((r["accuracy"] for r in cv_grid), default=None),
         "stroke_model": None if not n_strokes else {
