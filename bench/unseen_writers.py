@@ -30,11 +30,18 @@ import numpy as np
 
 from bench._common import data_dirs, log
 from recognizer.ml import load_mnist, load_pendigits, preprocess_drawing, save_model
-from recognizer.ml.evaluate import format_metrics_table, render_styled_png, styled_canvas_images
+from recognizer.ml.evaluate import (
+    CANVAS_STYLES,
+    SCAN_STYLE,
+    format_metrics_table,
+    render_styled_png,
+    styled_canvas_images,
+)
 from recognizer.ml.kinds import train_model
 from recognizer.ml.warmstart import PEN_VARIANTS, pen_training_set
 
 AFTER = "feedback: after the users' corrections"
+WARM = "warm start (MNIST + other writers' pen data)"
 CACHE = Path(os.environ.get("BENCH_CACHE", ".cache/bench"))
 
 
@@ -47,7 +54,8 @@ def training_data(mnist_limit: int = 0):
     if mnist_limit:
         Xm, ym = Xm[:mnist_limit], ym[:mnist_limit]
     log("rendering the pen data for training (cached after the first run)")
-    return data, (Xm, ym), load_pendigits(pen_dir), pen_training_set(pen_dir, cache_dir=CACHE)
+    pen = pen_training_set(pen_dir, cache_dir=CACHE)
+    return data, (Xm, ym), load_pendigits(pen_dir), pen
 
 
 def writer_folds(writers, n_folds: int, seed: int):
@@ -55,20 +63,25 @@ def writer_folds(writers, n_folds: int, seed: int):
     return [sorted(int(w) for w in f) for f in np.array_split(order, n_folds)]
 
 
-def test_drawings(digits, seed: int):
-    """The test writers' drawings, every digit in one of the canvas styles (cached)."""
+def test_drawings(digits, seed: int, styles=CANVAS_STYLES):
+    """The test writers' drawings, digit i in ``styles[i % len(styles)]`` (cached)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    f = CACHE / f"styled-{seed}-{len(digits)}.npz"
+    name = "styled" if tuple(styles) == CANVAS_STYLES else "-".join(styles)
+    f = CACHE / f"{name}-{seed}-{len(digits)}.npz"
     if f.is_file():
         with np.load(f) as z:
             return z["X"], z["y"], z["w"]
-    X, y, w, _styles = styled_canvas_images(digits, seed=seed)
+    X, y, w, _styles = styled_canvas_images(digits, seed=seed, styles=styles)
     np.savez_compressed(f, X=X, y=y, w=w)
     return X, y, w
 
 
-def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False):
-    """train_model on MNIST + the pen rows (+ users' corrected drawings with strokes)."""
+FOLD_PCA = 80  # the PCA size the default model's cross-validation picks (its table, below)
+
+
+def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False, pca=FOLD_PCA):
+    """train_model on MNIST + the pen rows (+ users' corrected drawings with strokes); without ``cv``, with
+    ``pca`` components and the other settings train_knn defaults to."""
     Xm, ym = mnist
     imgs, labels, strokes = [Xm / 255.0], [ym.astype(np.int64)], [None] * len(ym)
     imgs.append(pen.images[pen_rows])
@@ -79,13 +92,37 @@ def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False):
         imgs.append(Xu)
         labels.append(yu)
         strokes += list(su)
-    return train_model(np.concatenate(imgs), np.concatenate(labels), cv=cv, strokes=strokes)
+    return train_model(np.concatenate(imgs), np.concatenate(labels), cv=cv, strokes=strokes,
+                       defaults={"pca_components": pca})
 
 
-def scores(est, X, y, strokes, weights=None) -> dict:
-    """Accuracy image-only, strokes-only and fused (at the model's weight, or each of ``weights``)."""
+def plain_proba(est, X):
+    """``est``'s image probabilities with its neighbours ranked plainly (no learned-metric re-rank)."""
+    weight = est.metric_weight
+    est.metric_weight = 0.0
+    try:
+        return est.predict_proba(X)
+    finally:
+        est.metric_weight = weight
+
+
+def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
+    """Accuracy image-only, strokes-only and fused (at the model's weight, or each of ``weights``), each also
+    with the image k-NN ranking plainly; image-only by canvas style (``styles``: one name per row) and on the
+    ``scans`` (X, y) of the same digits."""
     p_img = est.predict_proba(X)
+    p_plain = plain_proba(est, X) if est.metric_ is not None else None
     out = {"image": float((p_img.argmax(1) == y).mean())}
+    if p_plain is not None:
+        out["image, plain k-NN"] = float((p_plain.argmax(1) == y).mean())
+    if scans is not None:
+        out["image, scanned"] = float((est.predict(scans[0]) == scans[1]).mean())
+        if p_plain is not None:
+            out["image, scanned, plain k-NN"] = float((plain_proba(est, scans[0]).argmax(1) == scans[1]).mean())
+    if styles is not None:
+        for style in CANVAS_STYLES:
+            rows = np.asarray(styles) == style
+            out[f"image, {style}"] = float((p_img[rows].argmax(1) == y[rows]).mean())
     if not est.reads_strokes:  # --pen-variants 0: no trajectories in training
         return out
     p_str = est.stroke_model_.predict_proba(strokes)
@@ -93,6 +130,8 @@ def scores(est, X, y, strokes, weights=None) -> dict:
     for w in weights or [est.stroke_weight_]:
         key = "fused" if weights is None else f"fused@{w:.2f}"
         out[key] = float((((1 - w) * p_img + w * p_str).argmax(1) == y).mean())
+        if p_plain is not None:
+            out[key + ", plain k-NN"] = float((((1 - w) * p_plain + w * p_str).argmax(1) == y).mean())
     return out
 
 
@@ -133,14 +172,19 @@ def main() -> None:
     ap.add_argument("--folds-only", action="store_true", help="skip the default model's MNIST test and latency")
     ap.add_argument("--mnist-limit", type=int, default=0, help="train on the first N MNIST digits (quick runs)")
     ap.add_argument("--latency-n", type=int, default=300)
+    ap.add_argument("--pca", type=int, default=FOLD_PCA, help="PCA components of the fold models")
     ap.add_argument("--no-feedback", action="store_true")
     ap.add_argument("--pen-variants", type=int, default=len(PEN_VARIANTS),
-                    help="train on the first N pen renderings of each digit (0: MNIST alone; default: all)")
+                    help="train on the first N pen renderings of each digit (PEN_VARIANTS: 0, MNIST alone; 2, the "
+                         "pens as written; default: all four, as the site trains)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     data, (Xm, ym), digits, pen = training_data(args.mnist_limit)
     log("rendering the test drawings in five canvas styles (cached)")
     Xt, yt, wt = test_drawings(digits, seed=1)
+    style_t = np.array([CANVAS_STYLES[i % len(CANVAS_STYLES)] for i in range(len(digits))])
+    log("rendering the test writers' digits as scans (cached)")
+    Xs, ys, _ws = test_drawings(digits, seed=3, styles=(SCAN_STYLE,))
     st = [d.strokes for d in digits]
     Xu_all, _yu, _wu = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
     folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
@@ -153,35 +197,38 @@ def main() -> None:
         te = np.isin(wt, test_w)
         log(f"fold {fi + 1}/{len(folds)}: test writers {test_w}")
         others = ~np.isin(pen.writers, test_w) & (pen.variant < args.pen_variants)
-        est = fit((Xm, ym), pen, np.flatnonzero(others)).estimator
-        rows.setdefault("warm start (MNIST + other writers' pen data)", []).append(
-            scores(est, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
+        est = fit((Xm, ym), pen, np.flatnonzero(others), pca=args.pca).estimator
+        rows.setdefault(WARM, []).append(
+            scores(est, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights, style_t[te], (Xs[te], ys[te])))
+        log(f"  warm start: {rows[WARM][-1]}")
         if args.no_feedback:
             continue
         pen_only = np.flatnonzero(others & ~np.isin(pen.writers, users_w))
-        est_before = fit((Xm, ym), pen, pen_only).estimator
+        est_before = fit((Xm, ym), pen, pen_only, pca=args.pca).estimator
         rows.setdefault("feedback: before (MNIST + pen writers)", []).append(
             scores(est_before, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
         u = np.flatnonzero(np.isin(wt, users_w))
-        est_after = fit((Xm, ym), pen, pen_only, users=(Xu_all[u], yt[u], [st[i] for i in u])).estimator
+        est_after = fit((Xm, ym), pen, pen_only, users=(Xu_all[u], yt[u], [st[i] for i in u]), pca=args.pca).estimator
         rows.setdefault(AFTER, []).append(
             scores(est_after, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
         log(f"  after the users' corrections: {rows[AFTER][-1]}")
-    table = {}
-    for name, rs in rows.items():
-        for key in rs[0]:
-            vals = [r[key] for r in rs]
-            table.setdefault(name, {})[key] = statistics.median(vals)
-            table[name][key + " (mean)"] = float(np.mean(vals))
     print(f"\nUnseen writers: leave-writers-out, {len(folds)} folds of {len(folds[0])}-{len(folds[-1])} writers, "
-          "median over folds (mean in brackets)\n")
-    print(format_metrics_table(table))
+          "median over folds (mean in brackets)")
+    by_style = {f"image, {style}" for style in CANVAS_STYLES}
+    for title, keys in (("By input kind", lambda k: k not in by_style),
+                        ("Image only, by canvas style (re-ranked)", lambda k: k in by_style)):
+        print(f"\n{title}\n")
+        print(format_metrics_table({
+            name: {key: f"{statistics.median(v):.4f} ({np.mean(v):.4f})"
+                   for key in rs[0] if keys(key) for v in [[r[key] for r in rs]]}
+            for name, rs in rows.items()}))
     if args.folds_only:
         return
 
     log("the default model: MNIST + all 30 writers' pen data, cross-validated, timed")
     t = time.perf_counter()
-    result = fit((Xm, ym), pen, np.arange(len(pen.labels)), cv=True)
+    served = np.flatnonzero(pen.variant < args.pen_variants)
+    result = fit((Xm, ym), pen, served, cv=True)
     train_s = time.perf_counter() - t
     est = result.estimator
     mnist_acc = float((est.predict(data.test_images) == data.test_labels).mean())
@@ -192,8 +239,8 @@ def main() -> None:
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
 
-    train_imgs = np.concatenate([Xm / 255.0, pen.images]).reshape(-1, 784)
-    train_y = np.concatenate([ym, pen.labels])
+    train_imgs = np.concatenate([Xm / 255.0, pen.images[served]]).reshape(-1, 784)
+    train_y = np.concatenate([ym, pen.labels[served]])
     sk = make_pipeline(PCA(50, random_state=0), KNeighborsClassifier(
         n_neighbors=est.n_neighbors, algorithm="brute")).fit(train_imgs, train_y)
     lat = latency(est, sk, digits, args.latency_n)

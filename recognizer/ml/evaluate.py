@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANVAS_STYLES",
+    "SCAN_STYLE",
     "canvas_dataset",
     "evaluate",
     "format_evaluation",
@@ -33,6 +34,10 @@ __all__ = [
 # a JPEG of it, blue ink on white, and a small 140 px canvas. Outside checks of the shipped model
 # tried all five; the benchmark cycles through them so no one style flatters the figures.
 CANVAS_STYLES = ("transparent", "white", "jpeg", "blue", "small")
+# A digit written on paper and scanned or photographed, as image-only clients send: grey, uneven paper with
+# grain, grey ink, the blur of a scanner or a phone's lens, a strong JPEG. Not in the canvas cycle: the
+# benchmark reports it on its own (bench/unseen_writers.py).
+SCAN_STYLE = "scan"
 
 _CANVAS_CACHE_VERSION = 1  # bump when rendering or preprocessing changes what a cached set holds
 
@@ -75,12 +80,14 @@ def render_styled_png(digit: PenDigit, rng: np.random.Generator, style: str) -> 
     """One trajectory replayed on a canvas of the given style (CANVAS_STYLES), as encoded bytes."""
     import io
 
-    if style not in CANVAS_STYLES:
-        raise ValueError(f"style must be one of {', '.join(CANVAS_STYLES)}")
+    if style not in (*CANVAS_STYLES, SCAN_STYLE):
+        raise ValueError(f"style must be one of {', '.join((*CANVAS_STYLES, SCAN_STYLE))}")
     rgba = render_drawing(digit, rng, size=140 if style == "small" else 280)
     alpha = rgba.getchannel("A")
     buf = io.BytesIO()
-    if style in ("transparent", "small"):
+    if style == SCAN_STYLE:
+        _scanned(alpha, rng).save(buf, format="JPEG", quality=int(rng.integers(40, 71)))
+    elif style in ("transparent", "small"):
         rgba.save(buf, format="PNG")
     else:
         ink = (20, 40, 200) if style == "blue" else (0, 0, 0)
@@ -91,6 +98,23 @@ def render_styled_png(digit: PenDigit, rng: np.random.Generator, style: str) -> 
         else:
             page.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _scanned(alpha: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Ink (the drawing's alpha) on grey paper: a brightness gradient across the page, grain, ink at 50-80% of
+    black, then a Gaussian blur of 0.8-1.8 px (at 280 px)."""
+    from PIL import ImageFilter
+
+    h, w = alpha.size[1], alpha.size[0]
+    paper = rng.uniform(165, 225)
+    tilt = rng.uniform(-25, 25) * np.linspace(-0.5, 0.5, w)[None, :] + rng.uniform(-15, 15) * np.linspace(
+        -0.5, 0.5, h)[:, None]
+    page = paper + tilt + rng.normal(0, 6, (h, w))
+    ink_level = rng.uniform(0.5, 0.8)
+    a = np.asarray(alpha, dtype=np.float32) / 255.0
+    grey = page * (1 - ink_level * a)
+    img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L")
+    return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.8))).convert("RGB")
 
 
 def styled_canvas_images(digits: list[PenDigit], *, seed: int = 0, styles: Sequence[str] = CANVAS_STYLES
