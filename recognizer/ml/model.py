@@ -139,10 +139,11 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         digit is all there is. Its distances are put in PCA units on ``n`` training rows' plain nearest
         neighbours."""
         self.metric_ = None
-        if not float(self.metric_weight) or len(np.unique(self.train_labels_)) < 2:
+        # subclasses with their own parameters (cnn.DeepKnnClassifier) have no metric_weight: they rank plainly
+        if not float(getattr(self, "metric_weight", 0.0)) or len(np.unique(self.train_labels_)) < 2:
             return
         rng = np.random.default_rng(0)
-        copies = images is not None and bool(self.metric_deformations)
+        copies = images is not None and bool(getattr(self, "metric_deformations", False))
         pool = len(images) if copies else len(self.train_labels_)
         rows = np.arange(pool) if pool <= METRIC_MAX_ROWS else np.sort(rng.choice(pool, METRIC_MAX_ROWS, replace=False))
         F, y = self.train_features_[rows], self.train_labels_[rows]
