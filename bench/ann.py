@@ -445,8 +445,8 @@ def main() -> None:
     mnist = load_mnist(mnist_dir)
     digits = load_pendigits(pen_dir)
     pen = pen_training_set(pen_dir, cache_dir=CACHE)
-    Xt_all, yt_all, wt_all = test_drawings(digits, seed=1)
-    Xu_all, yu_all, wu_all = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
+    Xt_all, yt_all, wt_all, _st = test_drawings(digits, seed=1)
+    Xu_all, yu_all, wu_all, _su = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
     test_w = writer_folds({d.writer for d in digits}, 5, args.seed)[args.fold]
     te = np.isin(wt_all, test_w)
     Xt, yt = Xt_all[te], yt_all[te]

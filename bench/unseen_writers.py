@@ -54,8 +54,7 @@ def training_data(mnist_limit: int = 0):
     if mnist_limit:
         Xm, ym = Xm[:mnist_limit], ym[:mnist_limit]
     log("rendering the pen data for training (cached after the first run)")
-    pen = pen_training_set(pen_dir, cache_dir=CACHE)
-    return data, (Xm, ym), load_pendigits(pen_dir), pen
+    return data, (Xm, ym), load_pendigits(pen_dir), pen_training_set(pen_dir, cache_dir=CACHE)
 
 
 def writer_folds(writers, n_folds: int, seed: int):
@@ -64,16 +63,17 @@ def writer_folds(writers, n_folds: int, seed: int):
 
 
 def test_drawings(digits, seed: int, styles=CANVAS_STYLES):
-    """The test writers' drawings, digit i in ``styles[i % len(styles)]`` (cached)."""
+    """(X, y, writers, style of each) of the test writers' drawings, in turn in each of ``styles`` (cached)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     name = "styled" if tuple(styles) == CANVAS_STYLES else "-".join(styles)
     f = CACHE / f"{name}-{seed}-{len(digits)}.npz"
     if f.is_file():
         with np.load(f) as z:
-            return z["X"], z["y"], z["w"]
-    X, y, w, _styles = styled_canvas_images(digits, seed=seed, styles=styles)
-    np.savez_compressed(f, X=X, y=y, w=w)
-    return X, y, w
+            if "s" in z:  # sets cached before the styles were kept are rendered again
+                return z["X"], z["y"], z["w"], z["s"]
+    X, y, w, used = styled_canvas_images(digits, seed=seed, styles=styles)
+    np.savez_compressed(f, X=X, y=y, w=w, s=np.array(used))
+    return X, y, w, np.array(used)
 
 
 FOLD_PCA = 80  # the PCA size the default model's cross-validation picks (its table, below)
@@ -181,12 +181,11 @@ def main() -> None:
     t0 = time.perf_counter()
     data, (Xm, ym), digits, pen = training_data(args.mnist_limit)
     log("rendering the test drawings in five canvas styles (cached)")
-    Xt, yt, wt = test_drawings(digits, seed=1)
-    style_t = np.array([CANVAS_STYLES[i % len(CANVAS_STYLES)] for i in range(len(digits))])
+    Xt, yt, wt, style_t = test_drawings(digits, seed=1)
     log("rendering the test writers' digits as scans (cached)")
-    Xs, ys, _ws = test_drawings(digits, seed=3, styles=(SCAN_STYLE,))
+    Xs, ys, _ws, _s = test_drawings(digits, seed=3, styles=(SCAN_STYLE,))
     st = [d.strokes for d in digits]
-    Xu_all, _yu, _wu = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
+    Xu_all, _yu, _wu, _su = test_drawings(digits, seed=2)  # the same writers drawing again, as site users
     folds = writer_folds({d.writer for d in digits}, args.folds, args.seed)
     weights = [round(w, 2) for w in np.arange(0.2, 0.81, 0.1)] if args.tune else None
     if args.weights:

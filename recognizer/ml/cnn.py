@@ -257,6 +257,8 @@ class DeepKnnClassifier(DigitClassifier):
     """
 
     kind = "cnn-knn"
+    # ranks its neighbours plainly: the learned re-rank (recognizer.ml.metric) is the image k-NN's, on its features
+    metric_weight = 0.0
 
     def __init__(self, cnn: CnnDigitClassifier | None = None, n_components: int = 64, n_neighbors: int = 4,
                  weights: str = "distance") -> None:

@@ -105,7 +105,7 @@ def _scanned(alpha: Image.Image, rng: np.random.Generator) -> Image.Image:
     black, then a Gaussian blur of 0.8-1.8 px (at 280 px)."""
     from PIL import ImageFilter
 
-    h, w = alpha.size[1], alpha.size[0]
+    w, h = alpha.size
     paper = rng.uniform(165, 225)
     tilt = rng.uniform(-25, 25) * np.linspace(-0.5, 0.5, w)[None, :] + rng.uniform(-15, 15) * np.linspace(
         -0.5, 0.5, h)[:, None]

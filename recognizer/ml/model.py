@@ -139,11 +139,10 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         digit is all there is. Its distances are put in PCA units on ``n`` training rows' plain nearest
         neighbours."""
         self.metric_ = None
-        # subclasses with their own parameters (cnn.DeepKnnClassifier) have no metric_weight: they rank plainly
-        if not float(getattr(self, "metric_weight", 0.0)) or len(np.unique(self.train_labels_)) < 2:
+        if not float(self.metric_weight) or len(np.unique(self.train_labels_)) < 2:
             return
         rng = np.random.default_rng(0)
-        copies = images is not None and bool(getattr(self, "metric_deformations", False))
+        copies = images is not None and bool(self.metric_deformations)
         pool = len(images) if copies else len(self.train_labels_)
         rows = np.arange(pool) if pool <= METRIC_MAX_ROWS else np.sort(rng.choice(pool, METRIC_MAX_ROWS, replace=False))
         F, y = self.train_features_[rows], self.train_labels_[rows]
@@ -167,8 +166,7 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         features are 50 MB; all of them at 100k rows 630 MB)."""
         out = np.empty((len(rows), self.components_.shape[0]), np.float32)
         for s in range(0, len(rows), chunk):
-            part = as_images(images[rows[s: s + chunk]])
-            out[s: s + chunk] = self._project(self._pre(deformed_copies(part, rng)))
+            out[s: s + chunk] = self._project(self._pre(deformed_copies(images[rows[s: s + chunk]], rng)))
         return out
 
     # -- the pen trajectory, when the drawing came with one
@@ -255,8 +253,7 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         """(indices, distances in PCA units) of the k nearest training rows to PCA features Q as the model ranks
         them: the plain search's ``rerank_candidates`` nearest re-ranked by the learned metric, or the plain
         search alone (``metric_weight`` 0, or a model saved before the metric)."""
-        metric = getattr(self, "metric_", None)
-        weight = float(getattr(self, "metric_weight", 0.0))
+        metric, weight = self.metric_, float(self.metric_weight)
         if metric is None or not weight:
             return self.kneighbors_features(Q, k)
         idx, dist = self.kneighbors_features(Q, max(int(k), int(self.rerank_candidates)))
