@@ -51,8 +51,13 @@ def test_the_knn_finds_the_neighbours_it_found_with_the_hand_written_pca(digits)
     Q = np.ascontiguousarray((Ft - ref_mean) @ ref.T, np.float32)
     ref_idx, ref_dist = knn.knn_sorted(Q, R, np.einsum("ij,ij->i", R, R), 4)
     idx, dist = est.kneighbors_features(est.transform(Xt), 4)
-    assert (idx == ref_idx).all()
     np.testing.assert_allclose(dist, ref_dist, atol=1e-4)
+    # the same rows, except where two lie within float32 rounding of each other (a BLAS may order those
+    # either way: one of these queries has its 2nd and 3rd neighbours 2e-6 apart): each row found lies, in the
+    # reference's own space, at the distance the reference found at that rank
+    found = np.linalg.norm(R[idx] - Q[:, None, :], axis=2)
+    np.testing.assert_allclose(found, ref_dist, atol=1e-4)
+    assert (idx == ref_idx).mean() > 0.99
     ref_pred = knn.vote(y[ref_idx], ref_dist, np.ones(ref_idx.shape, np.float32), "distance").argmax(axis=1)
     assert (est.predict(Xt) == ref_pred).all()
 
