@@ -9,7 +9,7 @@ from scipy.linalg import subspace_angles
 
 from recognizer.ml import knn, mnist
 from recognizer.ml.common import augment_images
-from recognizer.ml.features import fit_pca, image_features
+from recognizer.ml.features import fit_pca, gradient_features, image_features
 from recognizer.ml.model import DigitClassifier
 
 
@@ -91,3 +91,30 @@ def test_one_sample_has_no_variance_but_still_gets_axes():
     mean, comps = fit_pca(F, 1)
     np.testing.assert_array_equal(mean, F[0])
     assert comps.shape == (1, 10) and np.linalg.norm(comps) == pytest.approx(1.0)
+
+
+def _gradient_features_direction_by_direction(imgs: np.ndarray) -> np.ndarray:
+    """gradient_features as first written (one plane at a time, np.remainder): the reference."""
+    from recognizer.ml.features import _pooling_matrix
+
+    p = np.pad(imgs.astype(np.float32), ((0, 0), (1, 1), (1, 1)))
+    gx = (p[:, :-2, 2:] - p[:, :-2, :-2]) + 2 * (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) + (p[:, 2:, 2:] - p[:, 2:, :-2])
+    gy = (p[:, 2:, :-2] - p[:, :-2, :-2]) + 2 * (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) + (p[:, 2:, 2:] - p[:, :-2, 2:])
+    mag, ang, width = np.hypot(gx, gy), np.arctan2(gy, gx), 2 * np.pi / 8
+    B = _pooling_matrix(14)
+    out = np.empty((len(imgs), 8, 14, 14), dtype=np.float32)
+    for j in range(8):
+        diff = np.abs((ang - j * width + np.pi) % (2 * np.pi) - np.pi)
+        out[:, j] = B @ (mag * np.clip(1.0 - diff / width, 0.0, 1.0)) @ B.T
+    return np.sqrt(np.maximum(out, 0.0)).reshape(len(imgs), -1)
+
+
+def test_the_gradient_features_are_the_direction_by_direction_ones_bit_for_bit(digits):
+    """The features of the models already stored must not move: the vectorised planes give the same floats,
+    for a block of images and across block boundaries, on digits, noise and flat black-and-white images."""
+    rng = np.random.default_rng(4)
+    X = np.concatenate([digits.train_images[:300] / 255.0, rng.random((40, 28, 28)),
+                        (rng.random((20, 28, 28)) > 0.7) * 1.0, np.zeros((1, 28, 28))]).astype(np.float32)
+    ref = _gradient_features_direction_by_direction(X)
+    np.testing.assert_array_equal(gradient_features(X), ref)
+    np.testing.assert_array_equal(gradient_features(X[:1]), ref[:1])

@@ -35,6 +35,7 @@ GRADIENT_CELLS = 14  # pooled grid per direction: 8 x 14 x 14 = 1,568 values bef
 GRADIENT_SIGMA = 1.6  # px, the pooling Gaussian's width
 
 _FEATURE_CHUNK = 4096  # images per deskew/feature block: bounds the float32 temporaries to ~25 MB
+_GRADIENT_BLOCK = 256  # images whose eight direction planes gradient_features computes at once
 
 
 def _pooling_matrix(cells: int, size: int = 28, sigma: float = GRADIENT_SIGMA) -> np.ndarray:
@@ -50,19 +51,27 @@ def gradient_features(imgs: np.ndarray, n_directions: int = GRADIENT_DIRECTIONS,
                       sigma: float = GRADIENT_SIGMA) -> np.ndarray:
     """(n, 28, 28) float images -> (n, n_directions * cells * cells) float32."""
     imgs = np.asarray(imgs, dtype=np.float32).reshape(-1, 28, 28)
-    p = np.pad(imgs, ((0, 0), (1, 1), (1, 1)))
-    # Sobel, written out: scipy.ndimage.sobel on a stack would also smooth across the stacked images
-    gx = (p[:, :-2, 2:] - p[:, :-2, :-2]) + 2 * (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) + (p[:, 2:, 2:] - p[:, 2:, :-2])
-    gy = (p[:, 2:, :-2] - p[:, :-2, :-2]) + 2 * (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) + (p[:, 2:, 2:] - p[:, :-2, 2:])
-    mag = np.hypot(gx, gy)
-    ang = np.arctan2(gy, gx)
     width = 2 * np.pi / n_directions
+    turn = np.float32(2 * np.pi)
+    starts = np.array([j * width for j in range(n_directions)], dtype=np.float32)[:, None, None]
     B = _pooling_matrix(cells, sigma=sigma)
     out = np.empty((len(imgs), n_directions, cells, cells), dtype=np.float32)
-    for j in range(n_directions):
-        diff = np.abs((ang - j * width + np.pi) % (2 * np.pi) - np.pi)
-        plane = mag * np.clip(1.0 - diff / width, 0.0, 1.0)
-        out[:, j] = B @ plane @ B.T
+    # every direction at once, a block of images at a time: one image (a web request) costs a few dozen
+    # NumPy calls instead of a few per direction (0.12 ms, not 0.37), and a block's temporaries stay ~6 MB
+    for s in range(0, len(imgs), _GRADIENT_BLOCK):
+        part = imgs[s: s + _GRADIENT_BLOCK]
+        p = np.zeros((len(part), 30, 30), np.float32)
+        p[:, 1:-1, 1:-1] = part
+        # Sobel, written out: scipy.ndimage.sobel on a stack would also smooth across the stacked images
+        gx = (p[:, :-2, 2:] - p[:, :-2, :-2]) + 2 * (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) + (p[:, 2:, 2:] - p[:, 2:, :-2])
+        gy = (p[:, 2:, :-2] - p[:, :-2, :-2]) + 2 * (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) + (p[:, 2:, 2:] - p[:, :-2, 2:])
+        mag = np.hypot(gx, gy)[:, None]
+        # each gradient is shared between its two nearest directions by its angular distance to them
+        a = np.arctan2(gy, gx)[:, None] - starts + np.pi
+        # a % 2pi bit for bit as np.remainder gives it on [-2pi, 2pi], in a fifth of the time
+        a = np.where(a < 0, a + turn, np.where(a >= turn, a - turn, a))
+        planes = mag * np.clip(1.0 - np.abs(a - np.pi) / width, 0.0, 1.0)
+        out[s: s + len(part)] = B @ planes @ B.T
     np.sqrt(np.maximum(out, 0.0, out=out), out=out)
     return out.reshape(len(imgs), -1)
 
