@@ -14,7 +14,7 @@ a small canvas). Figures are medians over folds (means next to them).
 
 Usage (data dirs from the environment):
     MNIST_DIR=... PENDIGITS_DIR=... .venv/bin/python -m bench.unseen_writers [--folds 5] [--tune]
-        [--variants N] [--mnist-limit N] [--latency-n N]
+        [--pen-variants N] [--mnist-limit N] [--latency-n N] [--folds-only | --model-only] [--no-feedback]
 """
 
 from __future__ import annotations
@@ -163,6 +163,19 @@ def latency(est, sk, digits, n: int) -> dict:
     return res
 
 
+def print_folds(rows: dict[str, list[dict]], folds: list) -> None:
+    print(f"\nUnseen writers: leave-writers-out, {len(folds)} folds of {len(folds[0])}-{len(folds[-1])} writers, "
+          "median over folds (mean in brackets)")
+    by_style = {f"image, {style}" for style in CANVAS_STYLES}
+    for title, keys in (("By input kind", lambda k: k not in by_style),
+                        ("Image only, by canvas style (re-ranked)", lambda k: k in by_style)):
+        print(f"\n{title}\n")
+        print(format_metrics_table({
+            name: {key: f"{statistics.median(v):.4f} ({np.mean(v):.4f})"
+                   for key in rs[0] if keys(key) for v in [[r[key] for r in rs]]}
+            for name, rs in rows.items()}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=5)
@@ -170,6 +183,7 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="print accuracy for each fusion weight (0.2-0.8)")
     ap.add_argument("--weights", help="comma-separated fusion weights to print (implies --tune)")
     ap.add_argument("--folds-only", action="store_true", help="skip the default model's MNIST test and latency")
+    ap.add_argument("--model-only", action="store_true", help="only the default model's MNIST test and latency")
     ap.add_argument("--mnist-limit", type=int, default=0, help="train on the first N MNIST digits (quick runs)")
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--pca", type=int, default=FOLD_PCA, help="PCA components of the fold models")
@@ -191,7 +205,7 @@ def main() -> None:
     if args.weights:
         weights = [float(w) for w in args.weights.split(",")]
     rows: dict[str, list[dict]] = {}
-    for fi, test_w in enumerate(folds):
+    for fi, test_w in enumerate([] if args.model_only else folds):
         users_w = folds[(fi + 1) % len(folds)]
         te = np.isin(wt, test_w)
         log(f"fold {fi + 1}/{len(folds)}: test writers {test_w}")
@@ -211,16 +225,8 @@ def main() -> None:
         rows.setdefault(AFTER, []).append(
             scores(est_after, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights))
         log(f"  after the users' corrections: {rows[AFTER][-1]}")
-    print(f"\nUnseen writers: leave-writers-out, {len(folds)} folds of {len(folds[0])}-{len(folds[-1])} writers, "
-          "median over folds (mean in brackets)")
-    by_style = {f"image, {style}" for style in CANVAS_STYLES}
-    for title, keys in (("By input kind", lambda k: k not in by_style),
-                        ("Image only, by canvas style (re-ranked)", lambda k: k in by_style)):
-        print(f"\n{title}\n")
-        print(format_metrics_table({
-            name: {key: f"{statistics.median(v):.4f} ({np.mean(v):.4f})"
-                   for key in rs[0] if keys(key) for v in [[r[key] for r in rs]]}
-            for name, rs in rows.items()}))
+    if rows:
+        print_folds(rows, folds)
     if args.folds_only:
         return
 
