@@ -138,3 +138,25 @@ def test_models_saved_before_the_metric_rank_plainly(model, digits):
     assert old.metric_ is None and old.get_params()["metric_weight"] == 0.0
     X = digits.test_images[:50] / 255.0
     np.testing.assert_allclose(old.predict_proba(X), plain(model).predict_proba(X), atol=1e-6)
+
+
+def test_subnormal_weights_are_zeroed_and_the_embedding_is_the_same():
+    """Subnormal weights (which Adam leaves, and which the CPU multiplies slowly) are stored as 0, in a new
+    metric and in one unpickled from a file written before, and the embedding does not change."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    W1, b1 = rng.standard_normal((6, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    W2 = rng.standard_normal((8, 5)).astype(np.float32)
+    W2[::2, ::2] = np.float32(1e-39)  # subnormal
+    assert np.abs(W2[0, 0]) < np.finfo(np.float32).tiny and W2[0, 0] != 0
+    F = rng.standard_normal((4, 6)).astype(np.float32)
+    h = np.maximum(F / 2.0 @ W1 + b1, 0.0)
+    expected = np.maximum(h @ W2, 0.0)
+    metric = LearnedMetric([(W1, b1), (W2, np.zeros(5, np.float32))], scale=2.0)
+    stored = metric.__dict__ | {"layers": [(W1, b1), (W2, np.zeros(5, np.float32))]}  # as an older file holds it
+    loaded = pickle.loads(pickle.dumps(metric))
+    loaded.__setstate__(stored)
+    for m in (metric, loaded):
+        assert (m.layers[1][0][::2, ::2] == 0).all() and (m.layers[1][0][1::2] != 0).all()
+        np.testing.assert_allclose(m.embed(F), expected, rtol=1e-6)
