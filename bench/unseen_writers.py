@@ -234,7 +234,9 @@ def main() -> None:
     if args.folds_only:
         return
 
-    log("the default model: MNIST + all 30 writers' pen data, cross-validated, timed")
+    trained_on = (f"MNIST + the 30 pendigits writers, {args.pen_variants} renders of each digit" if args.pen_variants
+                  else "MNIST alone")
+    log(f"the default model ({trained_on}): cross-validated, timed")
     t = time.perf_counter()
     served = np.flatnonzero(pen.variant < args.pen_variants)
     result = fit((Xm, ym), pen, served, cv=True)
@@ -254,7 +256,7 @@ def main() -> None:
     sk = make_pipeline(PCA(50, random_state=0), KNeighborsClassifier(
         n_neighbors=est.n_neighbors, algorithm="brute")).fit(train_imgs, train_y)
     lat = latency(est, sk, digits, args.latency_n)
-    print("\nThe default model (MNIST + the 30 pendigits writers), k-NN\n")
+    print(f"\nThe default model ({trained_on}), k-NN\n")
     print(format_metrics_table({"k-NN, gradient features": {
         "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, "train_s": train_s, "file_MB": size_mb, "n_train": result.n_train,
         "k": est.n_neighbors, "pca": est.n_components}}))
