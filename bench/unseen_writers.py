@@ -137,8 +137,8 @@ def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
 
 
 def latency(est, sk, digits, n: int) -> dict:
-    """Median / p99 ms from PNG bytes to an answer: ours (image, image ranked plainly, and image + strokes) and ``sk``,
-    scikit-learn's PCA(50) + KNeighborsClassifier(algorithm="brute") fitted on the same images."""
+    """Median / p99 ms from PNG bytes to an answer: ours (image, image ranked plainly, and image + strokes) and
+    ``sk``, scikit-learn's PCA(50) + KNeighborsClassifier(algorithm="brute") fitted on the same images."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(5)
@@ -258,8 +258,8 @@ def main() -> None:
     lat = latency(est, sk, digits, args.latency_n)
     print(f"\nThe default model ({trained_on}), k-NN\n")
     print(format_metrics_table({"k-NN, gradient features": {
-        "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, "train_s": train_s, "file_MB": size_mb, "n_train": result.n_train,
-        "k": est.n_neighbors, "pca": est.n_components}}))
+        "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, "train_s": train_s, "file_MB": size_mb,
+        "n_train": result.n_train, "k": est.n_neighbors, "pca": est.n_components}}))
     print("\nDecode to answer, one 280x280 PNG, one BLAS thread (ms)\n")
     base = lat["sklearn PCA(50) + brute k-NN"]["p50_ms"]
     print(format_metrics_table({k: {**v, "speed-up vs sklearn": base / v["p50_ms"]} for k, v in lat.items()}))
