@@ -14,9 +14,10 @@ The re-rank only reorders the ``candidates`` the plain search found: the candida
 from the PCA features the model stores anyway (nothing more is stored per training row), so its cost per query
 is fixed, ``candidates`` x (80 x 256 + 256 x 256) multiply-adds at 80 components (2.8M: 0.11 ms a query on one
 core, 0.16 ms with the caches cold after decoding a PNG), whatever the number of training rows. ``weight`` is
-how far the ranking may move from the plain one: the re-ranked distance is ``(1 - weight) * d_pca + weight * ratio * d_learned``, so weight 0 is the plain search exactly, and
-``ratio`` (fitted) keeps the distances in PCA units, where the novelty threshold, the number reader and a
-user's own drawings (searched exactly, not re-ranked) compare them.
+how far the ranking may move from the plain one: the re-ranked distance is
+``(1 - weight) * d_pca + weight * ratio * d_learned``, so weight 0 is the plain search exactly, and ``ratio``
+(fitted) keeps the distances in PCA units, where the novelty threshold, the number reader and a user's own
+drawings (searched exactly, not re-ranked) compare them.
 """
 
 from __future__ import annotations
