@@ -97,14 +97,11 @@ def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False, pca=F
                        defaults={"pca_components": pca})
 
 
-def plain_proba(est, X):
-    """``est``'s image probabilities with its neighbours ranked plainly (no learned-metric re-rank)."""
-    weight = est.metric_weight
-    est.metric_weight = 0.0
-    try:
-        return est.predict_proba(X)
-    finally:
-        est.metric_weight = weight
+def plainly(est):
+    """A copy of ``est`` that ranks its neighbours plainly (no learned-metric re-rank): the side-by-side rows."""
+    out = copy.copy(est)
+    out.metric_weight = 0.0
+    return out
 
 
 def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
@@ -112,14 +109,14 @@ def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
     with the image k-NN ranking plainly; image-only by canvas style (``styles``: one name per row) and on the
     ``scans`` (X, y) of the same digits."""
     p_img = est.predict_proba(X)
-    p_plain = plain_proba(est, X) if est.metric_ is not None else None
+    p_plain = plainly(est).predict_proba(X) if est.metric_ is not None else None
     out = {"image": float((p_img.argmax(1) == y).mean())}
     if p_plain is not None:
         out["image, plain k-NN"] = float((p_plain.argmax(1) == y).mean())
     if scans is not None:
         out["image, scanned"] = float((est.predict(scans[0]) == scans[1]).mean())
         if p_plain is not None:
-            out["image, scanned, plain k-NN"] = float((plain_proba(est, scans[0]).argmax(1) == scans[1]).mean())
+            out["image, scanned, plain k-NN"] = float((plainly(est).predict(scans[0]) == scans[1]).mean())
     if styles is not None:
         for style in CANVAS_STYLES:
             rows = np.asarray(styles) == style
@@ -146,8 +143,7 @@ def latency(est, sk, digits, n: int) -> dict:
     pngs = [(render_styled_png(digits[i], np.random.default_rng([9, i]), "transparent"), digits[i].strokes)
             for i in pick]
     res = {}
-    plain = copy.copy(est)
-    plain.metric_weight = 0.0
+    plain = plainly(est)
     with threadpool_limits(limits=1):  # one BLAS thread per web worker, as wsgi.py sets
         for name, fn in {
             "ours, image": lambda b, s: est.predict_one(preprocess_drawing(b)),
@@ -186,8 +182,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune", action="store_true", help="print accuracy for each fusion weight (0.2-0.8)")
     ap.add_argument("--weights", help="comma-separated fusion weights to print (implies --tune)")
-    ap.add_argument("--folds-only", action="store_true", help="skip the default model's MNIST test and latency")
-    ap.add_argument("--model-only", action="store_true", help="only the default model's MNIST test and latency")
+    parts = ap.add_mutually_exclusive_group()
+    parts.add_argument("--folds-only", action="store_true", help="skip the default model's MNIST test and latency")
+    parts.add_argument("--model-only", action="store_true", help="only the default model's MNIST test and latency")
     ap.add_argument("--mnist-limit", type=int, default=0, help="train on the first N MNIST digits (quick runs)")
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--pca", type=int, default=FOLD_PCA, help="PCA components of the fold models")
@@ -243,7 +240,7 @@ def main() -> None:
     train_s = time.perf_counter() - t
     est = result.estimator
     mnist_acc = float((est.predict(data.test_images) == data.test_labels).mean())
-    mnist_plain = float((plain_proba(est, data.test_images).argmax(1) == data.test_labels).mean())
+    mnist_plain = float((plainly(est).predict(data.test_images) == data.test_labels).mean())
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_model(est, {}, tmp)
         size_mb = saved.path.stat().st_size / 1e6
