@@ -12,8 +12,8 @@ image only 98.60% plain, 99.07% re-ranked.
 
 The re-rank only reorders the ``candidates`` the plain search found: the candidates' embeddings are computed
 from the PCA features the model stores anyway (nothing more is stored per training row), so its cost per query
-is fixed, ``candidates`` x (80 x 256 + 256 x 256) multiply-adds at 80 components (2.8M: 0.11 ms a query on one
-core, 0.16 ms with the caches cold after decoding a PNG), whatever the number of training rows. ``weight`` is
+is fixed, ``candidates`` x (80 x 256 + 256 x 256) multiply-adds at 80 components (2.8M: 0.15 ms of a request,
+``python -m bench.predict_stages``), whatever the number of training rows. ``weight`` is
 how far the ranking may move from the plain one: the re-ranked distance is
 ``(1 - weight) * d_pca + weight * ratio * d_learned``, so weight 0 is the plain search exactly, and ``ratio``
 (fitted) keeps the distances in PCA units, where the novelty threshold, the number reader and a user's own
@@ -130,9 +130,9 @@ class LearnedMetric:
 
 def _without_subnormals(a: ArrayLike) -> np.ndarray:
     """``a`` as contiguous float32 with its subnormal values (below 1.2e-38) set to 0. Adam leaves a few hundred
-    of the 65,536 second-layer weights subnormal, and the CPU multiplies those through a slow path: one query's
-    33 rows took 0.24 ms through that layer instead of 0.06. A subnormal adds nothing a float32 sum of the
-    layer's other terms can hold, so the embeddings stay the same."""
+    of the 65,536 second-layer weights subnormal, and the CPU multiplies those through a slow path that made
+    the layer several times slower. A subnormal adds nothing a float32 sum of the layer's other terms can
+    hold, so the embeddings stay the same."""
     a = np.array(a, dtype=np.float32, order="C")
     a[np.abs(a) < np.finfo(np.float32).tiny] = 0.0
     return a
