@@ -20,6 +20,7 @@ import io
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 __all__ = [
@@ -54,6 +55,8 @@ BOX_SIZE = 20  # MNIST scales the longer side of the ink to 20 px
 # 2.5; the least elongated MNIST test digit 3.5, replayed pendigits drawings 4.6).
 MIN_EXTENT_TO_WIDTH = 3.0
 MAX_STROKE_WIDTH = 2.1  # px in the 28x28 frame (MNIST median ~1.95); bolder strokes get thinned
+# the least byte whose ink (byte / 255 in float32, as _from_byte reads it) is over INK_THRESHOLD
+_INKED_BYTE = int(np.argmax(np.arange(256, dtype=np.float32) * np.float32(1 / 255) > INK_THRESHOLD))
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
@@ -124,6 +127,20 @@ def _polarity(lum: np.ndarray) -> np.ndarray:
 
 def ink_array(image: ImageInput) -> np.ndarray:
     """Ink intensity in [0, 1] (float32, any size) from bytes, a PIL image or an array."""
+    ink = _ink(image)
+    return _from_byte(ink) if ink.dtype == np.uint8 else ink
+
+
+def _from_byte(a: ArrayLike) -> np.ndarray:
+    """0..255 -> [0, 1] float32, as ink_array reads a channel."""
+    return np.asarray(a, dtype=np.float32) * (1 / 255)
+
+
+def _ink(image: ImageInput) -> np.ndarray:
+    """``ink_array``, except that a transparent canvas's ink is its alpha channel as it is (uint8, 0..255).
+
+    The page's canvases are transparent PNGs: framed from the alpha bytes, a request never turns the whole
+    canvas into floats (only the digit's box), and frames the same 28x28 image bit for bit."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = decode_image(image)
     if isinstance(image, Image.Image):
@@ -131,14 +148,14 @@ def ink_array(image: ImageInput) -> np.ndarray:
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            rgba = img.convert("RGBA")
-            alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) * (1 / 255)
-            if alpha.min() < 0.9:  # has transparency: alpha is the ink
-                border_alpha = float(np.median(_border(alpha)))
+            rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+            alpha = np.asarray(rgba.getchannel("A"))
+            if _from_byte(alpha.min()) < 0.9:  # has transparency: alpha is the ink
+                border_alpha = float(np.median(_from_byte(_border(alpha))))
                 if border_alpha < 0.5:
                     return alpha
                 # opaque background with transparent strokes (unusual): ink = 1 - alpha
-                return 1.0 - alpha
+                return 1.0 - _from_byte(alpha)
             img = rgba.convert("RGB")
         if img.mode == "I;16" or img.mode == "I":
             arr = np.asarray(img, dtype=np.float32)
@@ -156,7 +173,7 @@ def ink_array(image: ImageInput) -> np.ndarray:
         mode = "RGBA" if arr.shape[2] == 4 else "RGB"
         if arr.dtype != np.uint8:
             arr = np.clip(arr * 255 + 0.5, 0, 255).astype(np.uint8)
-        return ink_array(Image.fromarray(arr, mode))
+        return _ink(Image.fromarray(arr, mode))
     if arr.ndim != 2:
         raise UnreadableImage(f"expected a 2-D grayscale or RGB(A) array, got shape {arr.shape}")
     if arr.dtype == np.uint8:
@@ -167,9 +184,10 @@ def ink_array(image: ImageInput) -> np.ndarray:
 
 
 def frame_ink(ink: np.ndarray, box: int = 20) -> np.ndarray:
-    """Crop, scale longer side to ``box`` px (aspect kept) and centre by mass in 28x28."""
+    """Crop, scale longer side to ``box`` px (aspect kept) and centre by mass in 28x28. ``ink``: float in
+    [0, 1], or uint8 0..255 (read as ``ink_array`` reads a channel)."""
     h, w = ink.shape
-    mask = ink > INK_THRESHOLD
+    mask = ink >= _INKED_BYTE if ink.dtype == np.uint8 else ink > INK_THRESHOLD
     rows = np.flatnonzero(mask.any(axis=1))
     if len(rows) == 0:
         raise EmptyDrawing("the canvas is empty: draw a digit first")
@@ -178,6 +196,8 @@ def frame_ink(ink: np.ndarray, box: int = 20) -> np.ndarray:
     if n_ink < max(MIN_INK_PIXELS, MIN_INK_FRACTION * h * w):
         raise EmptyDrawing("the canvas is almost empty: draw a bigger digit")
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if crop.dtype == np.uint8:
+        crop = _from_byte(crop)
     ch, cw = crop.shape
     scale = box / max(ch, cw)
     nh, nw = max(1, round(ch * scale)), max(1, round(cw * scale))
@@ -230,11 +250,12 @@ def preprocess_drawing(
         image = decode_image(image, max_pixels=max_pixels)
     elif isinstance(image, Image.Image) and image.size[0] * image.size[1] > max_pixels:
         raise ImageTooLarge(f"image has more than {max_pixels} pixels")
-    return preprocess_ink(ink_array(image), max_stroke_width)
+    return preprocess_ink(_ink(image), max_stroke_width)
 
 
 def preprocess_ink(ink: np.ndarray, max_stroke_width: float | None = MAX_STROKE_WIDTH) -> np.ndarray:
-    """``preprocess_drawing`` of ink already read (``ink_array``: float in [0, 1], 0 where nothing is drawn)."""
+    """``preprocess_drawing`` of ink already read (``ink_array``: float in [0, 1], 0 where nothing is drawn; or a
+    transparent canvas's uint8 alpha, as ``frame_ink`` takes it)."""
     framed = frame_ink(ink)
     if BOX_SIZE / stroke_width(framed) < MIN_EXTENT_TO_WIDTH:
         raise EmptyDrawing("that is a dot, not a digit: draw a bigger digit")
