@@ -213,9 +213,12 @@ class NeighbourIndex:
         if missing.any():  # the graph walk ran out of candidates (not seen in the bench): answer exactly
             sq[missing], idx[missing] = self._exact(Q[missing], k_nodes)
         dist = np.sqrt(np.maximum(sq, 0.0)).astype(np.float32, copy=False)
-        order = np.argsort(dist, axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, axis=1).astype(np.int64, copy=False)
-        dist = np.take_along_axis(dist, order, axis=1)
+        idx = idx.astype(np.int64, copy=False)
+        # faiss answers nearest first: the sort (three NumPy calls a query) is then the identity
+        if missing.any() or (dist[:, 1:] < dist[:, :-1]).any():
+            order = np.argsort(dist, axis=1, kind="stable")
+            idx = np.take_along_axis(idx, order, axis=1)
+            dist = np.take_along_axis(dist, order, axis=1)
         if self._node_of_row is None:
             return idx, dist
         return self._rows_of(idx, dist, k)
@@ -241,8 +244,12 @@ class NeighbourIndex:
     def _raw_search(self, Q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """(squared distances, node ids; -1 where none was found) from faiss."""
         faiss = _faiss()
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.ef_search, k)
+        ef = max(self.ef_search, k)
+        params = self.__dict__.get("_params")  # read-only in a search: one per index, shared by threads
+        if params is None or params.efSearch != ef:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+            self.__dict__["_params"] = params
         # OpenMP's thread count is per calling thread: set on every call, as a web worker's threads differ
         faiss.omp_set_num_threads(max(1, threads))
         return self._index.search(Q, k, params=params)

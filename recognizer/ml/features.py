@@ -11,6 +11,8 @@ lit, so a stroke one pixel off still matches.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
@@ -38,13 +40,25 @@ _FEATURE_CHUNK = 4096  # images per deskew/feature block: bounds the float32 tem
 _GRADIENT_BLOCK = 256  # images whose eight direction planes gradient_features computes at once
 
 
+@functools.lru_cache(maxsize=8)
 def _pooling_matrix(cells: int, size: int = 28, sigma: float = GRADIENT_SIGMA) -> np.ndarray:
-    """(cells, size): row i is the normalised Gaussian centred on cell i's middle pixel."""
+    """(cells, size), read-only: row i is the normalised Gaussian centred on cell i's middle pixel."""
     step = size / cells
     centres = (np.arange(cells) + 0.5) * step - 0.5
     x = np.arange(size)[None, :]
     m = np.exp(-0.5 * ((x - centres[:, None]) / sigma) ** 2)
-    return (m / m.sum(axis=1, keepdims=True)).astype(np.float32)
+    out = (m / m.sum(axis=1, keepdims=True)).astype(np.float32)
+    out.flags.writeable = False  # one array for every call
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _direction_starts(n_directions: int) -> np.ndarray:
+    """(n_directions, 1, 1) float32, read-only: each direction plane's angle."""
+    width = 2 * np.pi / n_directions
+    out = np.array([j * width for j in range(n_directions)], dtype=np.float32)[:, None, None]
+    out.flags.writeable = False
+    return out
 
 
 def gradient_features(imgs: np.ndarray, n_directions: int = GRADIENT_DIRECTIONS, cells: int = GRADIENT_CELLS,
@@ -53,7 +67,7 @@ def gradient_features(imgs: np.ndarray, n_directions: int = GRADIENT_DIRECTIONS,
     imgs = np.asarray(imgs, dtype=np.float32).reshape(-1, 28, 28)
     width = 2 * np.pi / n_directions
     turn = np.float32(2 * np.pi)
-    starts = np.array([j * width for j in range(n_directions)], dtype=np.float32)[:, None, None]
+    starts = _direction_starts(n_directions)
     B = _pooling_matrix(cells, sigma=sigma)
     out = np.empty((len(imgs), n_directions, cells, cells), dtype=np.float32)
     # every direction at once, a block of images at a time: one image (a web request) costs a few dozen

@@ -114,6 +114,8 @@ class LearnedMetric:
         distances = np.asarray(distances, dtype=np.float32)
         if w == 0.0:
             return distances
+        if len(Q) <= _CHUNK:  # a request's query: the blocks' bookkeeping would be most of the re-rank's calls
+            return (1.0 - w) * distances + w * (self.distances(Q, candidates) * np.float32(self.ratio))
         out = np.empty_like(distances)
         for i in range(0, len(Q), _CHUNK):
             part = slice(i, i + _CHUNK)
