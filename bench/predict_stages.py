@@ -59,8 +59,9 @@ def main() -> None:
                 stage(i)
                 times.append((time.perf_counter() - t) * 1000)
             rows[name] = {"p50_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+    graph = est.neighbour_index_
     print(f"\nOne image prediction by stage ({len(est.train_labels_)} training rows, {est.n_components} PCA "
-          f"components, graph search: {est.neighbour_index_ is not None}), ms\n")
+          f"components, search: {'exact' if graph is None else f'graph, list {graph.ef_search}'}), ms\n")
     print(format_metrics_table(rows))
 
 

@@ -256,7 +256,8 @@ def main() -> None:
     print(f"\nThe default model ({trained_on}), k-NN\n")
     print(format_metrics_table({"k-NN, gradient features": {
         "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, "train_s": train_s, "file_MB": size_mb,
-        "n_train": result.n_train, "k": est.n_neighbors, "pca": est.n_components}}))
+        "n_train": result.n_train, "k": est.n_neighbors, "pca": est.n_components,
+        "search list": "exact" if est.neighbour_index_ is None else est.neighbour_index_.ef_search}}))
     print("\nDecode to answer, one 280x280 PNG, one BLAS thread (ms)\n")
     base = lat["sklearn PCA(50) + brute k-NN"]["p50_ms"]
     print(format_metrics_table({k: {**v, "speed-up vs sklearn": base / v["p50_ms"]} for k, v in lat.items()}))

@@ -265,3 +265,25 @@ def test_a_graph_saved_with_a_node_per_row_is_read_and_built_again_not_extended(
     assert origin == "built" and graph.nodes == 300 and graph.merges_copies
     again, origin = ann.index_rows(np.concatenate([R, R[:5], R[5:9]]), graph)
     assert origin == "extended" and again.nodes == 300
+
+
+def _recall(index, R, Q, k, ef):
+    """Distance recall of the k nearest rows of R to queries Q at list ``ef``, against _exact."""
+    _idx, exact = _exact(Q, R, k)
+    index.ef_search = ef
+    return float((index.search(Q, k)[1] <= exact[:, -1:] * (1 + 1e-5) + 1e-6).mean())
+
+
+@pytest.mark.parametrize("k", [4, 32])
+def test_the_search_list_is_the_shortest_that_finds_the_exact_neighbours(built, k):
+    R, Q, _index = built
+    easy = ann.NeighbourIndex.build(R)
+    hard = ann.NeighbourIndex.build(R, m=4, ef_construction=8)  # few links: walks stop short
+    short, long = ann.SEARCH_LISTS[0], ann.SEARCH_LISTS[-1]
+    assert _recall(easy, R, Q, k, short) >= ann.LIST_RECALL > _recall(hard, R, Q, k, short)
+    assert easy.tune_search_list(R, Q, k) == easy.ef_search == short
+    assert hard.tune_search_list(R, Q, k, np.einsum("ij,ij->i", R, R)) == hard.ef_search == long
+    with pytest.raises(ValueError, match="rows"):
+        easy.tune_search_list(R[:-1], Q, k)
+    with pytest.raises(ValueError, match="queries"):
+        easy.tune_search_list(R, Q[:, :-1], k)

@@ -78,6 +78,31 @@ def test_a_large_model_searches_through_its_graph_and_votes_as_the_exact_search(
     assert fitted.novelty_distance_ == pytest.approx(exact._typical_distance(), rel=0.02)
 
 
+def test_a_fitted_model_tunes_its_graphs_search_list_for_the_neighbours_it_ranks(digits, small_threshold,
+                                                                                 monkeypatch, tmp_path):
+    asked = []
+    tune = ann.NeighbourIndex.tune_search_list
+
+    def spy(self, R, Q, k, *args, **kwargs):
+        asked.append((len(R), len(Q), k))
+        return tune(self, R, Q, k, *args, **kwargs)
+
+    monkeypatch.setattr(ann.NeighbourIndex, "tune_search_list", spy)
+    X, y = digits.train_images / 255.0, digits.train_labels
+    reranked = model.DigitClassifier(n_components=30, n_neighbors=4, rerank_candidates=16).fit(X, y)
+    plain = model.DigitClassifier(n_components=30, n_neighbors=4, metric_weight=0.0).fit(X, y)
+    assert asked == [(len(y), 500, 16), (len(y), 500, 4)]  # the re-rank's candidates, or the vote's neighbours
+    for est in (reranked, plain):
+        assert est.neighbour_index_.ef_search in ann.SEARCH_LISTS
+    saved = store.save_model(plain, {}, tmp_path)
+    assert store.load_model(saved.path).neighbour_index_.ef_search == plain.neighbour_index_.ef_search
+    # a refit from rows (no images to deform) searches with the full list, whatever its previous model's
+    plain.neighbour_index_.ef_search = ann.SEARCH_LISTS[0]
+    grown = model.refit_knn(plain, model.knn_rows(plain) + _new_rows(plain, digits))
+    assert grown.neighbour_index_origin_ == "extended" and grown.neighbour_index_.ef_search == ann.EF_SEARCH
+    assert plain.neighbour_index_.ef_search == ann.SEARCH_LISTS[0]  # the serving model's graph is left alone
+
+
 def test_a_large_model_file_holds_the_training_vectors_once(fitted, digits, tmp_path):
     state = fitted.__getstate__()
     assert "train_features_" not in state and "train_sq_" in state and state["neighbour_index_"] is not None

@@ -28,7 +28,8 @@ import logging
 
 import numpy as np
 
-__all__ = ["ANN_MIN_ROWS", "EF_CONSTRUCTION", "EF_SEARCH", "HNSW_M", "NeighbourIndex", "index_rows"]
+__all__ = ["ANN_MIN_ROWS", "EF_CONSTRUCTION", "EF_SEARCH", "HNSW_M", "LIST_RECALL", "SEARCH_LISTS", "NeighbourIndex",
+           "index_rows"]
 
 # Reference sets of at least this many rows are searched through the graph. bench/ann.py, one
 # thread, exact pruned vs graph (ef 64) p50: 10k 0.39 vs 0.13 ms, 20k 0.51 vs 0.15, 40k 0.89 vs 0.21,
@@ -49,6 +50,13 @@ EF_CONSTRUCTION = 200
 # The search's candidate list: at 128 the graph above is within 0.1 point of the exact search, at 0.19 ms a
 # query against 0.11 at 64 (one thread).
 EF_SEARCH = 128
+# A model fitted from its images searches with the shortest of these lists that finds LIST_RECALL of the
+# exact search's neighbours for deformed copies of its training digits (NeighbourIndex.tune_search_list;
+# recognizer.ml.model). At 0.995 the 1M rows above (recall@4 0.94 at 64) keep 128, and a graph as easy to walk
+# as the default model's (MNIST and the pen renders, 90k rows) gets 64 and answers sooner. bench.unseen_writers
+# and bench.predict_stages print the list their model searches with.
+SEARCH_LISTS = (64, EF_SEARCH)
+LIST_RECALL = 0.995
 
 _STATE_VERSION = 2  # 1: a node per row, no node_of_row (still read)
 _HNSW_SEED = 12345  # faiss's HNSW() seeds its level draws with this: a loaded graph starts from it
@@ -156,6 +164,30 @@ class NeighbourIndex:
                            node_of_row=np.concatenate([old_rows, new_nodes.astype(np.int32)]))
         grown.merges_copies = self.merges_copies
         return grown
+
+    def tune_search_list(self, R: np.ndarray, Q: np.ndarray, k: int, r_sq: np.ndarray | None = None) -> int:
+        """Set ``ef_search`` to the shortest of SEARCH_LISTS whose search for queries ``Q`` finds at least
+        LIST_RECALL of the k nearest of the index's rows ``R`` (``r_sq``: their squared norms) that the exact
+        search finds (a row as near as the exact k-th counts: copies are interchangeable), and return it.
+        ``Q`` should look like the queries to come and not be rows (a row finds itself at once: the model's own
+        rows overstate the recall). The exact search is in blocks of 32 queries (32 x 1M distances: 128 MB)."""
+        from .knn import knn_sorted
+
+        R = np.asarray(R, dtype=np.float32)
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
+        if len(R) != len(self) or R.shape[1] != self.dim or Q.ndim != 2 or Q.shape[1] != self.dim or not len(Q):
+            raise ValueError(f"R must be this index's {len(self)} rows and Q queries, both of {self.dim} columns; "
+                             f"got shapes {R.shape} and {Q.shape}")
+        k = min(int(k), len(R))
+        sq = np.einsum("ij,ij->i", R, R) if r_sq is None else r_sq
+        bound = np.concatenate([knn_sorted(Q[s: s + 32], R, sq, k)[1][:, -1:] for s in range(0, len(Q), 32)])
+        bound = bound * np.float32(1 + 1e-5) + np.float32(1e-6)  # the two searches round their sums apart
+        for ef in SEARCH_LISTS[:-1]:
+            self.ef_search = int(ef)
+            if float((self.search(Q, k)[1] <= bound).mean()) >= LIST_RECALL:
+                return self.ef_search
+        self.ef_search = int(SEARCH_LISTS[-1])
+        return self.ef_search
 
     # -- reading
     def __len__(self) -> int:

@@ -118,6 +118,8 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.train_features_ = self._project(F)
         self.train_sq_ = np.einsum("ij,ij->i", self.train_features_, self.train_features_)
         self._index_training_rows()
+        if self.neighbour_index_ is not None and metric_images is not None:
+            self._tune_search_list(metric_images)
         self.train_labels_ = y.astype(np.uint8)
         if sample_weight is None:
             self.sample_weight_ = None
@@ -184,6 +186,19 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.__dict__.pop("_prune_index", None)
         old = None if previous is None else getattr(previous, "neighbour_index_", None)
         self.neighbour_index_, self.neighbour_index_origin_ = ann.index_rows(self.train_features_, old)
+        if self.neighbour_index_ is not None:  # a new graph or an extended copy (never one serving)
+            # an extended copy has the list tuned for fewer rows; only a fit from images tunes it again
+            self.neighbour_index_.ef_search = ann.EF_SEARCH
+
+    def _tune_search_list(self, images: np.ndarray, n: int = 500) -> None:
+        """The graph's search list for what the model searches for (the re-rank's candidates, or the vote's
+        neighbours), tuned on deformed copies of ``n`` of the training ``images``: queries like drawings."""
+        rng = np.random.default_rng(1)
+        rows = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
+        k = int(self.n_neighbors)
+        self.neighbour_index_.tune_search_list(
+            self.train_features_, self._deformed_features(images, rows, rng),
+            max(k, int(self.rerank_candidates)) if float(self.metric_weight) else k, self.train_sq_)
 
     @property
     def reads_strokes(self) -> bool:
