@@ -52,7 +52,8 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 128
 # A model fitted from its images searches with the shortest of these lists that finds LIST_RECALL of the
 # exact search's neighbours for deformed copies of its training digits (NeighbourIndex.tune_search_list;
-# recognizer.ml.model). At 0.995 the 1M rows above (recall@4 0.94 at 64) keep 128, and a graph as easy to walk
+# recognizer.ml.model). At 0.995 the 1M rows above (recall@4 0.94 at 64, on MNIST test digits) would keep 128 (not
+# measured on deformed copies there), and a graph as easy to walk
 # as the default model's (MNIST and the pen renders, 90k rows) gets 64 and answers sooner. bench.unseen_writers
 # and bench.predict_stages print the list their model searches with.
 SEARCH_LISTS = (64, EF_SEARCH)
@@ -111,6 +112,10 @@ class NeighbourIndex:
         if node_of_row is not None and len(node_of_row) == self._index.ntotal:
             node_of_row = None  # as many rows as nodes: each its own
         self._node_of_row = None if node_of_row is None else np.asarray(node_of_row, dtype=np.int32)
+        # (rows, nodes, columns): the faiss index is complete before it is wrapped and never grows after (extended
+        # grows a copy), and reading its sizes through SWIG costs microseconds a search
+        nodes = int(self._index.ntotal)
+        self._sizes = (nodes if self._node_of_row is None else len(self._node_of_row), nodes, int(self._index.d))
         if self._node_of_row is None:
             self._rows_by_node = self._node_start = None
             return
@@ -191,16 +196,16 @@ class NeighbourIndex:
 
     # -- reading
     def __len__(self) -> int:
-        return int(self._index.ntotal) if self._node_of_row is None else len(self._node_of_row)
+        return self._sizes[0]
 
     @property
     def nodes(self) -> int:
         """Graph nodes: the distinct rows."""
-        return int(self._index.ntotal)
+        return self._sizes[1]
 
     @property
     def dim(self) -> int:
-        return int(self._index.d)
+        return self._sizes[2]
 
     def _node_vectors(self) -> np.ndarray:
         """The graph's vectors (nodes, d) float32, read-only, without a copy."""

@@ -370,10 +370,11 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         stroke_extras = _stroke_extras(extra_stroke_features, extra_stroke_y, extras.get("extra_weight", 1.0))
         p, used, stroke_distance = self._fuse(p_image, strokes, stroke_extras)
         threshold = getattr(self, "novelty_distance_", None)
+        mean_distance = dist.mean(axis=1)  # one np.mean call for the batch, not one a row
         out = []
         for i, row in enumerate(p):
             d = int(row.argmax())
-            distance = float(dist[i].mean())
+            distance = float(mean_distance[i])
             out.append(Prediction(
                 digit=d, confidence=float(row[d]), probabilities=row.tolist(), distance=distance,
                 unfamiliar=threshold is not None and distance > threshold, used_strokes=bool(used[i]),
