@@ -217,8 +217,8 @@ def frame_ink(ink: np.ndarray, box: int = 20) -> np.ndarray:
     total = float(crop.sum())
     cy = float(crop.sum(axis=1) @ np.arange(nh, dtype=np.float32)) / total
     cx = float(crop.sum(axis=0) @ np.arange(nw, dtype=np.float32)) / total
-    top = int(np.clip(round(13.5 - cy), 0, 28 - nh))
-    left = int(np.clip(round(13.5 - cx), 0, 28 - nw))
+    top = min(max(round(13.5 - cy), 0), 28 - nh)
+    left = min(max(round(13.5 - cx), 0), 28 - nw)
     out[top : top + nh, left : left + nw] = crop
     return out
 
@@ -229,9 +229,11 @@ def stroke_width(img28: np.ndarray) -> float:
     return float(2.0 * img28.sum() / max(float(tv), 1e-6))
 
 
-def normalize_thickness(img28: np.ndarray, max_width: float = MAX_STROKE_WIDTH) -> np.ndarray:
-    """Thin strokes bolder than ``max_width`` with one half-strength grey erosion."""
-    if max_width is None or stroke_width(img28) <= max_width:
+def normalize_thickness(img28: np.ndarray, max_width: float = MAX_STROKE_WIDTH, width: float | None = None
+                        ) -> np.ndarray:
+    """Thin strokes bolder than ``max_width`` with one half-strength grey erosion (``width``: ``stroke_width``
+    of ``img28``, when it is known)."""
+    if max_width is None or (stroke_width(img28) if width is None else width) <= max_width:
         return img28
     from scipy.ndimage import grey_erosion
 
@@ -257,9 +259,10 @@ def preprocess_ink(ink: np.ndarray, max_stroke_width: float | None = MAX_STROKE_
     """``preprocess_drawing`` of ink already read (``ink_array``: float in [0, 1], 0 where nothing is drawn; or a
     transparent canvas's uint8 alpha, as ``frame_ink`` takes it)."""
     framed = frame_ink(ink)
-    if BOX_SIZE / stroke_width(framed) < MIN_EXTENT_TO_WIDTH:
+    width = stroke_width(framed)
+    if BOX_SIZE / width < MIN_EXTENT_TO_WIDTH:
         raise EmptyDrawing("that is a dot, not a digit: draw a bigger digit")
-    return normalize_thickness(framed, max_stroke_width)
+    return normalize_thickness(framed, max_stroke_width, width)
 
 
 # ---------------------------------------------------------------- deskew
