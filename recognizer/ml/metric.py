@@ -100,9 +100,8 @@ class LearnedMetric:
 
     def distances(self, Q: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(n, d) queries and (n, K, d) candidates' features -> (n, K) learned distances (unscaled)."""
-        eq = self.embed(Q)
-        ec = self.embed(candidates)
-        diff = ec - eq[:, None, :]
+        both = self.embed(np.concatenate([np.asarray(Q, np.float32)[:, None, :], candidates], axis=1))
+        diff = both[:, 1:] - both[:, :1]  # one pass through the layers for a query and its candidates
         return np.sqrt(np.einsum("nkh,nkh->nk", diff, diff))
 
     def rerank(self, Q: np.ndarray, candidates: np.ndarray, distances: np.ndarray, weight: float) -> np.ndarray:
