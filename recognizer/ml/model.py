@@ -370,7 +370,8 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         stroke_extras = _stroke_extras(extra_stroke_features, extra_stroke_y, extras.get("extra_weight", 1.0))
         p, used, stroke_distance = self._fuse(p_image, strokes, stroke_extras)
         threshold = getattr(self, "novelty_distance_", None)
-        mean_distance = dist.mean(axis=1)  # one np.mean call for the batch, not one a row
+        # np.mean's value (a float32 sum over the row, divided in float32) without its Python-level wrapper
+        mean_distance = dist.sum(axis=1) / dist.shape[1]
         out = []
         for i, row in enumerate(p):
             d = int(row.argmax())
