@@ -5,14 +5,14 @@ stroke drawn thicker, a loop a little open or a digit a little off-centre as far
 perceptron with two hidden layers trained (scikit-learn's MLPClassifier) to tell the ten digits apart from
 those same features, and from deformed copies of the training digits (deformed_copies), learns which
 differences between two digits matter and which do not; its last hidden layer is a space where a deformed 4
-lies nearer the other 4s. On MNIST test, trained on MNIST alone: plain 99.12%, re-ranked 99.53%; the default
-model (MNIST and the pen renders) 99.02% and 99.29% (``bench.unseen_writers --model-only``, with
+lies nearer the other 4s. On MNIST test, trained on MNIST alone: plain 99.11%, re-ranked 99.53%; the default
+model (MNIST and the pen renders) 99.02% and 99.28% (``bench.unseen_writers --model-only``, with
 ``--pen-variants 0`` for MNIST alone). On writers in no training set (``bench.unseen_writers``, 5 folds, median):
 image only 98.60% plain, 99.07% re-ranked.
 
 The re-rank only reorders the ``candidates`` the plain search found: the candidates' embeddings are computed
 from the PCA features the model stores anyway (nothing more is stored per training row), so its cost per query
-is fixed, ``candidates`` x (80 x 256 + 256 x 256) multiply-adds at 80 components (2.8M: 0.15 ms of a request,
+is fixed, ``candidates`` x (80 x 256 + 256 x 256) multiply-adds at 80 components (2.8M: 0.14 ms of a request,
 ``python -m bench.predict_stages``), whatever the number of training rows. ``weight`` is
 how far the ranking may move from the plain one: the re-ranked distance is
 ``(1 - weight) * d_pca + weight * ratio * d_learned``, so weight 0 is the plain search exactly, and ``ratio``

@@ -32,7 +32,7 @@ __all__ = ["PEN_VARIANTS", "POINTER_INPUT", "PenTrainingSet", "PenVariant", "pen
 # (POINTER_INPUT, pointer_strokes). Measured leave-writers-out (bench/unseen_writers.py --pen-variants N,
 # --no-feedback --folds-only, median of 5 folds, mean in brackets): MNIST alone 95.3% of the five-style test
 # drawings read from the image; the two pens 98.1% (plain k-NN, PCA 50) and 98.87% (99.07%) with the
-# learned re-rank (PCA 80); all four 99.07% (99.23%), image and strokes 99.53% (99.52%). Every entry adds
+# learned re-rank (PCA 80); all four 99.07% (99.21%), image and strokes 99.53% (99.51%). Every entry adds
 # 7,494 training vectors, so training time, memory and latency.
 PenVariant = tuple
 POINTER_INPUT: dict[str, dict[str, float]] = {
