@@ -29,11 +29,11 @@ from recognizer.ml.knn import knn_sorted
 
 def recall_by_ef(index: ann.NeighbourIndex, R: np.ndarray, sq: np.ndarray, Q: np.ndarray, k: int) -> list[tuple]:
     exact, _ = knn_sorted(Q, R, sq, k)
-    out = []
+    out, served = [], index.ef_search  # the list the model was saved with (tuned at its fit)
     for ef in (64, 128, 256):
         (found, _), ms = timed_search(index, Q, k, ef)
         out.append((ef, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)])), ms))
-    index.ef_search = ann.EF_SEARCH
+    index.ef_search = served
     return out
 
 

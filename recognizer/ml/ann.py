@@ -52,10 +52,10 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 128
 # A model fitted from its images searches with the shortest of these lists that finds LIST_RECALL of the
 # exact search's neighbours for deformed copies of its training digits (NeighbourIndex.tune_search_list;
-# recognizer.ml.model). At 0.995 the 1M rows above (recall@4 0.94 at 64, on MNIST test digits) would keep 128 (not
-# measured on deformed copies there), and a graph as easy to walk
-# as the default model's (MNIST and the pen renders, 90k rows) gets 64 and answers sooner. bench.unseen_writers
-# and bench.predict_stages print the list their model searches with.
+# recognizer.ml.model). At 0.995 the 1M rows above (recall@4 0.94 at 64 on MNIST test digits; not measured on
+# deformed copies there) would keep 128, and a graph as easy to walk as the default model's (MNIST and the pen
+# renders, 90k rows) gets 64 and answers sooner. bench.unseen_writers and bench.predict_stages print the list
+# their model searches with.
 SEARCH_LISTS = (64, EF_SEARCH)
 LIST_RECALL = 0.995
 
