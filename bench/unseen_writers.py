@@ -15,6 +15,7 @@ a small canvas). Figures are medians over folds (means next to them).
 Usage (data dirs from the environment):
     MNIST_DIR=... PENDIGITS_DIR=... .venv/bin/python -m bench.unseen_writers [--folds 5] [--tune]
         [--pen-variants N] [--mnist-limit N] [--latency-n N] [--folds-only | --model-only] [--no-feedback]
+        [--candidates 24,16]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from recognizer.ml.evaluate import (
     styled_canvas_images,
 )
 from recognizer.ml.kinds import train_model
+from recognizer.ml.metric import RERANK_CANDIDATES
 from recognizer.ml.warmstart import PEN_VARIANTS, pen_training_set
 
 AFTER = "feedback: after the users' corrections"
@@ -104,10 +106,34 @@ def plainly(est):
     return out
 
 
-def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
+def with_candidates(est, n: int):
+    """A copy of ``est`` whose learned metric re-ranks the plain search's ``n`` nearest (``--candidates``)."""
+    out = copy.copy(est)
+    out.rerank_candidates = int(n)
+    return out
+
+
+def scores(est, X, y, strokes, weights=None, styles=None, scans=None, candidates=()) -> dict:
     """Accuracy image-only, strokes-only and fused (at the model's weight, or each of ``weights``), each also
     with the image k-NN ranking plainly; image-only by canvas style (``styles``: one name per row) and on the
-    ``scans`` (X, y) of the same digits."""
+    ``scans`` (X, y) of the same digits; image-only, scanned and fused with each of ``candidates`` re-ranked."""
+    out = _scores(est, X, y, strokes, weights, styles, scans)
+    if est.metric_ is None:
+        return out
+    p_str = est.stroke_model_.predict_proba(strokes) if est.reads_strokes else None
+    for n in candidates:
+        other = with_candidates(est, n)
+        p = other.predict_proba(X)
+        out[f"image, {n} candidates"] = float((p.argmax(1) == y).mean())
+        if scans is not None:
+            out[f"image, scanned, {n} candidates"] = float((other.predict(scans[0]) == scans[1]).mean())
+        if p_str is not None:
+            w = est.stroke_weight_
+            out[f"fused, {n} candidates"] = float((((1 - w) * p + w * p_str).argmax(1) == y).mean())
+    return out
+
+
+def _scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
     p_img = est.predict_proba(X)
     p_plain = plainly(est).predict_proba(X) if est.metric_ is not None else None
     out = {"image": float((p_img.argmax(1) == y).mean())}
@@ -133,9 +159,10 @@ def scores(est, X, y, strokes, weights=None, styles=None, scans=None) -> dict:
     return out
 
 
-def latency(est, sk, digits, n: int) -> dict:
-    """Median / p99 ms from PNG bytes to an answer: ours (image, image ranked plainly, and image + strokes) and
-    ``sk``, scikit-learn's PCA(50) + KNeighborsClassifier(algorithm="brute") fitted on the same images."""
+def latency(est, sk, digits, n: int, candidates=()) -> dict:
+    """Median / p99 ms from PNG bytes to an answer: ours (image, image ranked plainly, and image + strokes; image
+    with each of ``candidates`` re-ranked) and ``sk``, scikit-learn's PCA(50) + KNeighborsClassifier(
+    algorithm="brute") fitted on the same images."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(5)
@@ -144,13 +171,17 @@ def latency(est, sk, digits, n: int) -> dict:
             for i in pick]
     res = {}
     plain = plainly(est)
+    fns = {
+        "ours, image": lambda b, s: est.predict_one(preprocess_drawing(b)),
+        "ours, image, plain k-NN": lambda b, s: plain.predict_one(preprocess_drawing(b)),
+        "ours, image + strokes": lambda b, s: est.predict_one(preprocess_drawing(b), strokes=s),
+    }
+    for c in candidates:
+        other = with_candidates(est, c)
+        fns[f"ours, image, {c} candidates"] = lambda b, s, other=other: other.predict_one(preprocess_drawing(b))
+    fns["sklearn PCA(50) + brute k-NN"] = lambda b, s: sk.predict(preprocess_drawing(b).reshape(1, -1))
     with threadpool_limits(limits=1):  # one BLAS thread per web worker, as wsgi.py sets
-        for name, fn in {
-            "ours, image": lambda b, s: est.predict_one(preprocess_drawing(b)),
-            "ours, image, plain k-NN": lambda b, s: plain.predict_one(preprocess_drawing(b)),
-            "ours, image + strokes": lambda b, s: est.predict_one(preprocess_drawing(b), strokes=s),
-            "sklearn PCA(50) + brute k-NN": lambda b, s: sk.predict(preprocess_drawing(b).reshape(1, -1)),
-        }.items():
+        for name, fn in fns.items():
             for b, s in pngs[:20]:
                 fn(b, s)
             times = []
@@ -189,6 +220,9 @@ def main() -> None:
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--pca", type=int, default=FOLD_PCA, help="PCA components of the fold models")
     ap.add_argument("--no-feedback", action="store_true")
+    ap.add_argument("--candidates", default="",
+                    help=f"comma-separated re-rank candidate counts to read with too, side by side with the "
+                         f"model's ({RERANK_CANDIDATES}): image, scanned and fused accuracy, MNIST test, latency")
     ap.add_argument("--pen-variants", type=int, default=len(PEN_VARIANTS),
                     help="train on the first N pen renderings of each digit (PEN_VARIANTS: 0, MNIST alone; 2, the "
                          "pens as written; default: all four, as the site trains)")
@@ -205,6 +239,7 @@ def main() -> None:
     weights = [round(w, 2) for w in np.arange(0.2, 0.81, 0.1)] if args.tune else None
     if args.weights:
         weights = [float(w) for w in args.weights.split(",")]
+    candidates = [int(n) for n in args.candidates.split(",") if n.strip()]
     rows: dict[str, list[dict]] = {}
     for fi, test_w in enumerate([] if args.model_only else folds):
         users_w = folds[(fi + 1) % len(folds)]
@@ -213,7 +248,8 @@ def main() -> None:
         others = ~np.isin(pen.writers, test_w) & (pen.variant < args.pen_variants)
         est = fit((Xm, ym), pen, np.flatnonzero(others), pca=args.pca).estimator
         rows.setdefault(WARM, []).append(
-            scores(est, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights, style_t[te], (Xs[te], ys[te])))
+            scores(est, Xt[te], yt[te], [st[i] for i in np.flatnonzero(te)], weights, style_t[te], (Xs[te], ys[te]),
+                   candidates))
         log(f"  warm start: {rows[WARM][-1]}")
         if args.no_feedback:
             continue
@@ -241,6 +277,8 @@ def main() -> None:
     est = result.estimator
     mnist_acc = float((est.predict(data.test_images) == data.test_labels).mean())
     mnist_plain = float((plainly(est).predict(data.test_images) == data.test_labels).mean())
+    mnist_by_candidates = {f"mnist_test, {c} candidates": float(
+        (with_candidates(est, c).predict(data.test_images) == data.test_labels).mean()) for c in candidates}
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_model(est, {}, tmp)
         size_mb = saved.path.stat().st_size / 1e6
@@ -252,10 +290,11 @@ def main() -> None:
     train_y = np.concatenate([ym, pen.labels[served]])
     sk = make_pipeline(PCA(50, random_state=0), KNeighborsClassifier(
         n_neighbors=est.n_neighbors, algorithm="brute")).fit(train_imgs, train_y)
-    lat = latency(est, sk, digits, args.latency_n)
+    lat = latency(est, sk, digits, args.latency_n, candidates)
     print(f"\nThe default model ({trained_on}), k-NN\n")
     print(format_metrics_table({"k-NN, gradient features": {
-        "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, "train_s": train_s, "file_MB": size_mb,
+        "mnist_test": mnist_acc, "mnist_test, plain k-NN": mnist_plain, **mnist_by_candidates, "train_s": train_s,
+        "file_MB": size_mb,
         "n_train": result.n_train, "k": est.n_neighbors, "pca": est.n_components,
         "search list": "exact" if est.neighbour_index_ is None else est.neighbour_index_.ef_search}}))
     print("\nDecode to answer, one 280x280 PNG, one BLAS thread (ms)\n")
