@@ -165,7 +165,8 @@ class NeighbourIndex:
         if len(fresh):
             _add(index, R_new[fresh - nodes], threads=1)
         old_rows = np.arange(nodes, dtype=np.int32) if self._node_of_row is None else self._node_of_row
-        grown = type(self)(index, ef_search=self.ef_search, threads=self.threads,
+        # the default list, not this one's: a list tuned (tune_search_list) for these rows may be short for more
+        grown = type(self)(index, ef_search=EF_SEARCH, threads=self.threads,
                            node_of_row=np.concatenate([old_rows, new_nodes.astype(np.int32)]))
         grown.merges_copies = self.merges_copies
         return grown

@@ -186,9 +186,6 @@ class DigitClassifier(DigitFeatures, ClassifierMixin, BaseEstimator):
         self.__dict__.pop("_prune_index", None)
         old = None if previous is None else getattr(previous, "neighbour_index_", None)
         self.neighbour_index_, self.neighbour_index_origin_ = ann.index_rows(self.train_features_, old)
-        if self.neighbour_index_ is not None:  # a new graph or an extended copy (never one serving)
-            # an extended copy has the list tuned for fewer rows; only a fit from images tunes it again
-            self.neighbour_index_.ef_search = ann.EF_SEARCH
 
     def _tune_search_list(self, images: np.ndarray, n: int = 500) -> None:
         """The graph's search list for what the model searches for (the re-rank's candidates, or the vote's
