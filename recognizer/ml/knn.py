@@ -78,7 +78,7 @@ def vote(labels: np.ndarray, dist: np.ndarray, mult: np.ndarray, weights: str) -
     else:
         w = np.ones_like(dist)
     w = w * mult
-    flat = labels.ravel() if n == 1 else (np.arange(n)[:, None] * N_CLASSES + labels).ravel()
+    flat = (np.arange(n)[:, None] * N_CLASSES + labels).ravel()
     votes = np.bincount(flat, weights=w.ravel(), minlength=n * N_CLASSES).reshape(n, N_CLASSES)
     total = votes.sum(axis=1, keepdims=True)
     empty = total[:, 0] <= 0

@@ -113,14 +113,16 @@ class LearnedMetric:
         distances = np.asarray(distances, dtype=np.float32)
         if w == 0.0:
             return distances
-        if len(Q) <= _CHUNK:  # a request's query: the blocks' bookkeeping would be most of the re-rank's calls
-            return (1.0 - w) * distances + w * (self.distances(Q, candidates) * np.float32(self.ratio))
+        if len(Q) <= _CHUNK:  # a request's query: one block, without the blocks' bookkeeping
+            return self._blend(Q, candidates, distances, w)
         out = np.empty_like(distances)
         for i in range(0, len(Q), _CHUNK):
             part = slice(i, i + _CHUNK)
-            learned = self.distances(Q[part], candidates[part]) * np.float32(self.ratio)
-            out[part] = (1.0 - w) * distances[part] + w * learned
+            out[part] = self._blend(Q[part], candidates[part], distances[part], w)
         return out
+
+    def _blend(self, Q: np.ndarray, candidates: np.ndarray, distances: np.ndarray, w: float) -> np.ndarray:
+        return (1.0 - w) * distances + w * (self.distances(Q, candidates) * np.float32(self.ratio))
 
     def calibrate(self, Q: np.ndarray, neighbours: np.ndarray, distances: np.ndarray) -> None:
         """Set ``ratio`` from training rows ``Q``, their (n, k, d) nearest rows' features and PCA distances."""
