@@ -99,18 +99,16 @@ def fit(mnist, pen, pen_rows, users=None, variants=PEN_VARIANTS, cv=False, pca=F
                        defaults={"pca_components": pca})
 
 
+def copy_with(est, **params):
+    """A copy of ``est`` with ``params`` set: the same fitted model read another way, side by side."""
+    out = copy.copy(est)
+    out.__dict__.update(params)
+    return out
+
+
 def plainly(est):
     """A copy of ``est`` that ranks its neighbours plainly (no learned-metric re-rank): the side-by-side rows."""
-    out = copy.copy(est)
-    out.metric_weight = 0.0
-    return out
-
-
-def with_candidates(est, n: int):
-    """A copy of ``est`` whose learned metric re-ranks the plain search's ``n`` nearest (``--candidates``)."""
-    out = copy.copy(est)
-    out.rerank_candidates = int(n)
-    return out
+    return copy_with(est, metric_weight=0.0)
 
 
 def scores(est, X, y, strokes, weights=None, styles=None, scans=None, candidates=()) -> dict:
@@ -118,11 +116,11 @@ def scores(est, X, y, strokes, weights=None, styles=None, scans=None, candidates
     with the image k-NN ranking plainly; image-only by canvas style (``styles``: one name per row) and on the
     ``scans`` (X, y) of the same digits; image-only, scanned and fused with each of ``candidates`` re-ranked."""
     out = _scores(est, X, y, strokes, weights, styles, scans)
-    if est.metric_ is None:
+    if not candidates or est.metric_ is None:
         return out
     p_str = est.stroke_model_.predict_proba(strokes) if est.reads_strokes else None
     for n in candidates:
-        other = with_candidates(est, n)
+        other = copy_with(est, rerank_candidates=n)
         p = other.predict_proba(X)
         out[f"image, {n} candidates"] = float((p.argmax(1) == y).mean())
         if scans is not None:
@@ -177,7 +175,7 @@ def latency(est, sk, digits, n: int, candidates=()) -> dict:
         "ours, image + strokes": lambda b, s: est.predict_one(preprocess_drawing(b), strokes=s),
     }
     for c in candidates:
-        other = with_candidates(est, c)
+        other = copy_with(est, rerank_candidates=c)
         fns[f"ours, image, {c} candidates"] = lambda b, s, other=other: other.predict_one(preprocess_drawing(b))
     fns["sklearn PCA(50) + brute k-NN"] = lambda b, s: sk.predict(preprocess_drawing(b).reshape(1, -1))
     with threadpool_limits(limits=1):  # one BLAS thread per web worker, as wsgi.py sets
@@ -278,7 +276,7 @@ def main() -> None:
     mnist_acc = float((est.predict(data.test_images) == data.test_labels).mean())
     mnist_plain = float((plainly(est).predict(data.test_images) == data.test_labels).mean())
     mnist_by_candidates = {f"mnist_test, {c} candidates": float(
-        (with_candidates(est, c).predict(data.test_images) == data.test_labels).mean()) for c in candidates}
+        (copy_with(est, rerank_candidates=c).predict(data.test_images) == data.test_labels).mean()) for c in candidates}
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_model(est, {}, tmp)
         size_mb = saved.path.stat().st_size / 1e6
